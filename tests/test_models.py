@@ -1,0 +1,300 @@
+"""Behaviour of every family on tiny configs: shapes, invariances, caches, and errors."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zoo
+from zoo.embeddings import sinusoidal_positions
+from zoo.layers import stack_layer_params
+from zoo.registry import example_inputs
+
+TINY = ["bert-tiny", "albert-tiny", "gpt-tiny", "transformer-tiny"]
+EXPECTED_FIELDS = {
+    None: {"last_hidden_state"},
+    "pretraining": {"prediction_logits", "seq_relationship_logits"},
+    "mlm": {"logits"},
+    "causal_lm": {"logits"},
+    "seq2seq": {"logits", "encoder_last_hidden_state"},
+    "sequence_classification": {"logits"},
+    "token_classification": {"logits"},
+    "question_answering": {"start_logits", "end_logits"},
+}
+
+
+def ids(key, batch=2, length=9, vocab=1000):
+    return jax.random.randint(key, (batch, length), 2, vocab)
+
+
+def init(model, *args, key=jax.random.key(0)):
+    return model.init(key, *args)
+
+
+def family_task_pairs():
+    return [(name, task) for name in TINY for task in zoo.tasks(zoo.get_config(name).family)]
+
+
+@pytest.mark.parametrize("name, task", family_task_pairs())
+def test_every_family_and_task_gives_named_outputs_of_the_right_shape(name, task, key):
+    model = zoo.create(name, task=task, num_labels=3)
+    cfg, x = model.config, ids(key)
+    args = (x, x) if cfg.is_encoder_decoder else (x,)
+    out = model.apply(init(model, *args), *args)
+    present = {f for f, v in vars(out).items() if v is not None}
+    assert EXPECTED_FIELDS[task] <= present
+    chex.assert_shape(out.last_hidden_state, (2, 9, cfg.hidden_size))
+    shapes = {"prediction_logits": (2, 9, cfg.vocab_size), "seq_relationship_logits": (2, 2),
+              "start_logits": (2, 9), "end_logits": (2, 9), "pooled_output": (2, cfg.hidden_size),
+              "logits": {"mlm": (2, 9, cfg.vocab_size), "causal_lm": (2, 9, cfg.vocab_size),
+                         "seq2seq": (2, 9, cfg.vocab_size), "sequence_classification": (2, 3),
+                         "token_classification": (2, 9, 3)}.get(task)}
+    for field in present - {"last_hidden_state", "encoder_last_hidden_state"}:
+        chex.assert_shape(getattr(out, field), shapes[field])
+        assert getattr(out, field).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_bfloat16_compute_keeps_float32_params(name, key):
+    model = zoo.create(name, dtype="bfloat16")
+    x = ids(key)
+    args = example_inputs(model, 2, 9)
+    variables = init(model, *args)
+    assert {leaf.dtype for leaf in jax.tree.leaves(nn.unbox(variables["params"]))} == {jnp.dtype("float32")}
+    out = model.apply(variables, *((x,) * len(args)))
+    assert out.last_hidden_state.dtype == jnp.bfloat16
+    assert jnp.all(jnp.isfinite(out.last_hidden_state.astype(jnp.float32)))
+
+
+@pytest.mark.parametrize("name", ["bert-tiny", "albert-tiny", "gpt-tiny"])
+def test_appending_padding_leaves_real_tokens_unchanged(name, key):
+    model = zoo.create(name, task="mlm" if name != "gpt-tiny" else "causal_lm", pooling="mean")
+    x = ids(key, length=7)
+    variables = init(model, x)
+    short = model.apply(variables, x, attention_mask=jnp.ones_like(x))
+    padded = jnp.concatenate([x, jnp.zeros((2, 5), x.dtype)], axis=1)
+    mask = jnp.concatenate([jnp.ones_like(x), jnp.zeros((2, 5), x.dtype)], axis=1)
+    long = model.apply(variables, padded, attention_mask=mask)
+    chex.assert_trees_all_close(long.last_hidden_state[:, :7], short.last_hidden_state, atol=1e-6)
+    chex.assert_trees_all_close(long.logits[:, :7], short.logits, atol=1e-5)
+    if long.pooled_output is not None:
+        chex.assert_trees_all_close(long.pooled_output, short.pooled_output, atol=1e-6)
+
+
+def test_encoder_decoder_ignores_source_padding(key):
+    model = zoo.create("transformer-tiny", task="seq2seq")
+    src, tgt = ids(key, length=6), ids(jax.random.key(1), length=5)
+    variables = init(model, src, tgt)
+    short = model.apply(variables, src, tgt)
+    padded = jnp.pad(src, ((0, 0), (0, 4)))
+    mask = jnp.pad(jnp.ones_like(src), ((0, 0), (0, 4)))
+    long = model.apply(variables, padded, tgt, attention_mask=mask)
+    chex.assert_trees_all_close(long.logits, short.logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "mean_max"])
+def test_mask_aware_pooling_matches_numpy(pooling, key):
+    model = zoo.create("bert-tiny", pooling=pooling)
+    x = ids(key, length=6)
+    mask = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    out = model.apply(init(model, x), x, attention_mask=mask)
+    h, m = np.asarray(out.last_hidden_state), np.asarray(mask, bool)
+    mean = np.stack([h[b][m[b]].mean(0) for b in range(2)])
+    maximum = np.stack([h[b][m[b]].max(0) for b in range(2)])
+    expected = {"mean": mean, "max": maximum, "mean_max": np.concatenate([mean, maximum], -1)}[pooling]
+    np.testing.assert_allclose(out.pooled_output, expected, atol=1e-6)
+
+
+def test_gpt_is_causal(key):
+    model = zoo.create("gpt-tiny", task="causal_lm")
+    x = ids(key, length=10)
+    variables = init(model, x)
+    changed = x.at[:, 6:].set(ids(jax.random.key(5), length=4))
+    a, b = model.apply(variables, x).logits, model.apply(variables, changed).logits
+    chex.assert_trees_all_close(a[:, :6], b[:, :6], atol=1e-6)
+    assert not np.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_decoder_is_causal(key):
+    model = zoo.create("transformer-tiny", task="seq2seq")
+    src, tgt = ids(key), ids(jax.random.key(1), length=8)
+    variables = init(model, src, tgt)
+    changed = tgt.at[:, 5:].set(3)
+    a, b = model.apply(variables, src, tgt).logits, model.apply(variables, src, changed).logits
+    chex.assert_trees_all_close(a[:, :5], b[:, :5], atol=1e-6)
+
+
+def decode_step_by_step(model, variables, tokens, chunks, **kwargs):
+    """Feeds `tokens` through the KV cache in chunks of the given sizes; returns the concatenated logits."""
+    batch, length = tokens.shape
+    cache = zoo.init_cache(model, batch, length, **kwargs.pop("cache_kwargs", {}))
+    logits, start = [], 0
+    for size in chunks:
+        out, mutated = model.apply({**variables, "cache": cache}, tokens[:, start:start + size], decode=True,
+                                   mutable=["cache"], **kwargs)
+        cache, start = mutated["cache"], start + size
+        logits.append(out.logits)
+    return jnp.concatenate(logits, axis=1)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"scan_layers": True}])
+def test_kv_cache_decoding_equals_full_forward_gpt(overrides, key):
+    model = zoo.create("gpt-tiny", task="causal_lm", **overrides)
+    x = ids(key, length=10)
+    variables = init(model, x)
+    full = model.apply(variables, x).logits
+    one_by_one = decode_step_by_step(model, variables, x, [1] * 10)
+    prefill_then_steps = decode_step_by_step(model, variables, x, [6, 1, 1, 2])
+    chex.assert_trees_all_close(one_by_one, full, atol=1e-5)
+    chex.assert_trees_all_close(prefill_then_steps, full, atol=1e-5)
+
+
+def test_kv_cache_with_left_padded_prompt_equals_unpadded_forward(key):
+    model = zoo.create("gpt-tiny", task="causal_lm")
+    x = ids(key, batch=1, length=6)
+    variables = init(model, x)
+    full = model.apply(variables, x).logits
+    padded = jnp.pad(x, ((0, 0), (3, 0)))
+    mask = jnp.pad(jnp.ones_like(x), ((0, 0), (3, 0)))
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    cache = zoo.init_cache(model, 1, 9)
+    out, _ = model.apply({**variables, "cache": cache}, padded, attention_mask=mask, position_ids=positions,
+                         decode=True, mutable=["cache"])
+    chex.assert_trees_all_close(out.logits[:, 3:], full, atol=1e-5)
+
+
+def test_kv_cache_decoding_equals_full_forward_encoder_decoder(key):
+    model = zoo.create("transformer-tiny", task="seq2seq")
+    src, tgt = ids(key), ids(jax.random.key(1), length=7)
+    src_mask = jnp.ones_like(src).at[1, 6:].set(0)
+    variables = init(model, src, tgt)
+    full = model.apply(variables, src, tgt, attention_mask=src_mask).logits
+    encoded = model.apply(variables, src, src_mask, method="encode")
+    cache = zoo.init_cache(model, 2, 7, source_length=src.shape[1])
+    steps = []
+    for t in range(7):
+        out, mutated = model.apply({**variables, "cache": cache}, tgt[:, t:t + 1], encoded, src_mask,
+                                   method="decode", decode=True, mutable=["cache"])
+        cache = mutated["cache"]
+        steps.append(out.logits)
+    chex.assert_trees_all_close(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bert-tiny", "gpt-tiny"])
+def test_packed_documents_equal_each_document_alone(name, key):
+    model = zoo.create(name)
+    a, b = ids(key, batch=1, length=5), ids(jax.random.key(3), batch=1, length=4)
+    variables = init(model, a)
+    packed = jnp.concatenate([a, b], axis=1)
+    segments = jnp.array([[1] * 5 + [2] * 4])
+    positions = jnp.array([list(range(5)) + list(range(4))])
+    out = model.apply(variables, packed, segment_ids=segments, position_ids=positions).last_hidden_state
+    alone_a = model.apply(variables, a).last_hidden_state
+    alone_b = model.apply(variables, b).last_hidden_state
+    chex.assert_trees_all_close(out, jnp.concatenate([alone_a, alone_b], axis=1), atol=1e-5)
+
+
+def test_albert_parameter_count_does_not_grow_with_depth():
+    counts = {n: zoo.param_count(zoo.create("albert-tiny", num_layers=n)) for n in (1, 4, 24)}
+    assert len(set(counts.values())) == 1
+    assert zoo.param_count(zoo.create("bert-tiny", num_layers=4)) > zoo.param_count(zoo.create("bert-tiny"))
+
+
+def test_sinusoidal_positions_equal_the_formula_of_vaswani_et_al():
+    table = sinusoidal_positions(50, 16)
+    for pos in (0, 1, 7, 49):
+        for i in range(8):
+            angle = pos / 10000 ** (2 * i / 16)
+            assert table[pos, i] == pytest.approx(np.sin(angle), abs=1e-7)
+            assert table[pos, 8 + i] == pytest.approx(np.cos(angle), abs=1e-7)
+
+
+def test_sinusoidal_model_adds_the_table_to_scaled_token_embeddings(key):
+    model = zoo.create("transformer-tiny", dropout_rate=0.0)
+    src = ids(key, length=5)
+    variables = init(model, src, src)
+    got = model.apply(variables, src, jnp.broadcast_to(jnp.arange(5), (2, 5)),
+                      method=lambda m, x, p: m.encoder_embeddings(x, p, deterministic=True))
+    table = nn.unbox(variables["params"])["token_embedding"]["embedding"]
+    expected = table[src] * np.sqrt(64) + sinusoidal_positions(128, 64)[:5]
+    chex.assert_trees_all_close(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm_position", ["pre", "post"])
+def test_pre_and_post_layernorm_give_finite_gradients(norm_position, key):
+    model = zoo.create("bert-tiny", task="mlm", norm_position=norm_position, num_layers=4)
+    x = ids(key)
+    variables = init(model, x)
+    grads = jax.grad(lambda p: model.apply({"params": p}, x, deterministic=False,
+                                           rngs={"dropout": key}).logits.mean())(variables["params"])
+    leaves = jax.tree.leaves(nn.unbox(grads))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+    assert any(float(jnp.abs(g).max()) > 0 for g in leaves)
+
+
+@pytest.mark.parametrize("name", ["bert-tiny", "gpt-tiny"])
+def test_scan_and_unrolled_stacks_give_the_same_outputs(name, key):
+    unrolled = zoo.create(name)
+    scanned = zoo.create(name, scan_layers=True)
+    x = ids(key)
+    params = nn.unbox(init(unrolled, x)["params"])
+    scanned_params = {**params, "encoder": stack_layer_params(params["encoder"], unrolled.config.num_layers)}
+    chex.assert_trees_all_equal_shapes(scanned_params, nn.unbox(init(scanned, x)["params"]))
+    chex.assert_trees_all_close(scanned.apply({"params": scanned_params}, x).last_hidden_state,
+                                unrolled.apply({"params": params}, x).last_hidden_state, atol=1e-5)
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_gives_the_same_gradients(remat, key):
+    plain, rematted = zoo.create("gpt-tiny", task="causal_lm"), zoo.create("gpt-tiny", task="causal_lm", remat=remat)
+    x = ids(key)
+    params = init(plain, x)["params"]
+
+    def grads(model):
+        return jax.grad(lambda p: model.apply({"params": p}, x).logits.mean())(params)
+
+    chex.assert_trees_all_close(grads(rematted), grads(plain), atol=1e-6)
+
+
+def test_dropout_needs_the_flag_and_follows_the_key(key):
+    model = zoo.create("bert-tiny")
+    x = ids(key)
+    variables = init(model, x)
+    run = lambda k: model.apply(variables, x, deterministic=False, rngs={"dropout": k}).last_hidden_state
+    chex.assert_trees_all_close(run(jax.random.key(1)), run(jax.random.key(1)))
+    assert not np.allclose(run(jax.random.key(1)), run(jax.random.key(2)))
+    chex.assert_trees_all_close(model.apply(variables, x).last_hidden_state,
+                                model.apply(variables, x).last_hidden_state)
+
+
+# Bad input: a ValueError naming the numbers, raised while tracing, before any compilation.
+
+def test_sequence_longer_than_the_position_table(key):
+    model = zoo.create("bert-tiny")
+    with pytest.raises(ValueError, match="input_ids has length 129, longer than the model's max_length 128"):
+        model.init(key, jnp.ones((1, 129), jnp.int32))
+
+
+def test_mask_shape_must_match_the_ids(key):
+    model = zoo.create("bert-tiny")
+    x = ids(key)
+    variables = init(model, x)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 8\) but input_ids has shape \(2, 9\)"):
+        model.apply(variables, x, attention_mask=jnp.ones((2, 8)))
+    with pytest.raises(ValueError, match=r"input_ids must be \[batch, length\], got shape \(9,\)"):
+        model.apply(variables, x[0])
+    with pytest.raises(ValueError, match="integer token ids"):
+        model.apply(variables, x.astype(jnp.float32))
+
+
+def test_inputs_the_model_has_no_use_for_are_errors(key):
+    gpt = zoo.create("gpt-tiny")
+    x = ids(key)
+    with pytest.raises(ValueError, match="type_vocab_size=0"):
+        gpt.init(key, x, token_type_ids=jnp.zeros_like(x))
+    with pytest.raises(ValueError, match="decode=True needs a causal model"):
+        zoo.create("bert-tiny").init(key, x, decode=True)
+    with pytest.raises(ValueError, match="pooling='none'"):
+        zoo.create("bert-tiny", task="sequence_classification", pooling="none").init(key, x)

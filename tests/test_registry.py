@@ -1,0 +1,60 @@
+import pytest
+
+import zoo
+
+# Published parameter counts (encoder with pooler for BERT/ALBERT; GPT-2 with its tied LM head counted once).
+PUBLISHED = {
+    "bert-base-uncased": 109_482_240,
+    "bert-large-uncased": 335_141_888,
+    "gpt2": 124_439_808,
+    "gpt2-medium": 354_823_168,
+    "albert-base-v2": 11_683_584,
+    "albert-large-v2": 17_683_968,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_public_preset_parameter_count_equals_published(name):
+    assert zoo.param_count(zoo.create(name)) == PUBLISHED[name]
+
+
+def test_transformer_base_parameter_count_follows_from_its_shape():
+    cfg = zoo.get_config("transformer-base")
+    d, f, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    attention, ffn, norm = 4 * (d * d + d), 2 * d * f + f + d, 2 * d
+    encoder_layer = attention + ffn + 2 * norm
+    decoder_layer = 2 * attention + ffn + 3 * norm
+    expected = v * d + cfg.num_layers * encoder_layer + cfg.num_decoder_layers * decoder_layer
+    assert zoo.param_count(zoo.create("transformer-base")) == expected
+
+
+def test_every_issue_preset_is_listed():
+    names = zoo.list_models()
+    for name in ["bert-base-uncased", "bert-large-uncased", "gpt2", "gpt2-medium", "albert-base-v2",
+                 "albert-large-v2", "transformer-base", "transformer-big"]:
+        assert name in names
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown model 'bert-huge'.*bert-base-uncased.*gpt2"):
+        zoo.create("bert-huge")
+
+
+def test_unsupported_task_names_the_family_and_its_tasks():
+    with pytest.raises(ValueError, match="task 'question_answering' is not supported by the gpt family.*causal_lm"):
+        zoo.create("gpt-tiny", task="question_answering")
+    with pytest.raises(ValueError, match="task 'causal_lm' is not supported by the bert family"):
+        zoo.create("bert-tiny", task="causal_lm")
+
+
+def test_overrides_reach_the_config_and_unknown_ones_fail():
+    model = zoo.create("bert-tiny", task="sequence_classification", num_labels=5, dtype="bfloat16")
+    assert model.config.num_labels == 5 and model.config.dtype.name == "bfloat16"
+    assert model.task == "sequence_classification"
+    with pytest.raises(ValueError, match="unknown config field"):
+        zoo.create("bert-tiny", num_label=5)
+
+
+def test_create_accepts_a_config():
+    cfg = zoo.get_config("gpt-tiny", num_layers=3)
+    assert zoo.create(cfg, task="causal_lm").config.num_layers == 3

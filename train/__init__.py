@@ -1,0 +1,1 @@
+"""zoo's training side: optimizer, losses, sharded train step, loop, checkpoints and data (`python -m train`)."""

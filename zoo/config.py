@@ -1,0 +1,123 @@
+"""One frozen config that holds every switch of every zoo model.
+
+Presets are instances of `Config` with names (see the family files); a switch is changed with
+`dataclasses.replace` or `zoo.create(name, **overrides)`. `__post_init__` checks the whole config so a bad one fails
+before anything is traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+POSITION_EMBEDDINGS = ("learned", "sinusoidal")
+NORM_POSITIONS = ("pre", "post")
+ATTENTIONS = ("dense",)
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swish")
+POOLINGS = ("cls", "mean", "max", "mean_max", "none")
+REMAT_POLICIES = ("none", "full", "dots")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Hyper-parameters of a Transformer; one field per idea of the literature.
+
+    Raises:
+      ValueError: from `__post_init__`, naming the field and the numbers, when the switches do not fit together.
+    """
+
+    family: str = "bert"  # which family file this config belongs to: bert | gpt | albert | transformer
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_decoder_layers: int = 0  # encoder-decoder only
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_length: int = 512  # size of the position table: the longest sequence the model accepts
+    embedding_size: int | None = None  # ALBERT's factorized embedding; None means hidden_size
+    type_vocab_size: int = 0  # BERT's segment A/B embedding; 0 means none
+    num_labels: int = 2  # classification and token-tagging heads
+
+    position_embedding: str = "learned"
+    norm_position: str = "post"  # post-LN as in BERT and Vaswani et al.; pre-LN as in GPT-2
+    embedding_norm: bool = False  # LayerNorm over the summed embeddings (BERT, ALBERT)
+    final_norm: bool = False  # LayerNorm after the last layer (pre-LN models)
+    scale_embeddings: bool = False  # multiply token embeddings by sqrt(hidden_size) (Vaswani et al.)
+    causal: bool = False  # decoder-only language models
+    attention: str = "dense"
+    share_layers: bool = False  # ALBERT: one set of layer weights applied num_layers times
+    activation: str = "gelu"
+    pooling: str = "cls"  # sentence representation: [CLS] with tanh dense, mask-aware mean / max / both, or none
+    tie_word_embeddings: bool = True  # output projection shares the input embedding matrix
+    lm_head_bias: bool = False  # a bias on the tied output projection (MLM heads always have one)
+
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.1
+    classifier_dropout_rate: float | None = None  # None means dropout_rate
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+
+    pad_token_id: int = 0
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    decoder_start_token_id: int | None = None
+
+    dtype: Any = "float32"  # compute dtype of activations and matmuls
+    param_dtype: Any = "float32"  # storage dtype of parameters
+    remat: str = "none"  # rematerialise each layer in the backward pass: none | full | dots (keep matmul outputs)
+    scan_layers: bool = False  # nn.scan over layers: compiles one layer instead of num_layers
+
+    def __post_init__(self):
+        for name in ("dtype", "param_dtype"):
+            try:
+                object.__setattr__(self, name, jnp.dtype(getattr(self, name)))
+            except TypeError as e:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not a dtype") from e
+        if self.embedding_size is None:
+            object.__setattr__(self, "embedding_size", self.hidden_size)
+        _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
+        _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
+        _check_choice("attention", self.attention, ATTENTIONS)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("remat", self.remat, REMAT_POLICIES)
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length",
+                     "embedding_size", "num_labels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("num_decoder_layers", "type_vocab_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        if self.position_embedding == "sinusoidal" and self.hidden_size % 2:
+            raise ValueError(f"sinusoidal positions need an even hidden_size, got {self.hidden_size}")
+        for name in ("dropout_rate", "attention_dropout_rate", "classifier_dropout_rate"):
+            rate = getattr(self, name)
+            if rate is not None and not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.num_decoder_layers > 0
+
+    def replace(self, **changes) -> "Config":
+        """A copy with `changes`; an unknown field is a ValueError that lists the known ones."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            known = ", ".join(f.name for f in dataclasses.fields(self))
+            raise ValueError(f"unknown config field(s) {unknown}; the fields are: {known}")
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {choices}")

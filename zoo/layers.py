@@ -1,0 +1,196 @@
+"""The blocks every zoo model is made of: projections, LayerNorm, attention, feed-forward, a layer and a stack.
+
+Every parameter carries logical axis names (vocab, embed, heads, kv, mlp, layers) so `train/` can shard any model
+by rules; nothing here knows about devices.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from zoo.config import Config
+
+ACTIVATIONS = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # BERT: the exact erf form
+    "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),  # GPT-2 and ALBERT ("gelu_new")
+    "relu": jax.nn.relu,
+    "swish": jax.nn.silu,
+}
+
+
+def dense(cfg: Config, features: int | Sequence[int], kernel_axes: tuple, *, axis=-1, name: str) -> nn.DenseGeneral:
+    """A projection with bias whose kernel is named by `kernel_axes` (input axes, then output axes)."""
+    features = (features,) if isinstance(features, int) else tuple(features)
+    return nn.DenseGeneral(
+        features,
+        axis=axis,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), kernel_axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, kernel_axes[-len(features):]),
+        name=name,
+    )
+
+
+def layer_norm(cfg: Config, name: str, axis_name: str = "embed") -> nn.LayerNorm:
+    # Statistics in float32 whatever the compute dtype: bf16 means and variances lose the small differences.
+    return nn.LayerNorm(
+        epsilon=cfg.layer_norm_eps,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        use_fast_variance=False,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, (axis_name,)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axis_name,)),
+        name=name,
+    )
+
+
+def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None):
+    """Softmax(q k^T / sqrt(d)) v with [batch, length, heads, head_dim] inputs; logits and softmax in float32.
+
+    Without dropout this is `jax.nn.dot_product_attention`, which a GPU backend may lower to a fused kernel. Attention
+    dropout needs the probabilities, so that path spells the same computation out.
+    """
+    if dropout is None:
+        return jax.nn.dot_product_attention(query, key, value, mask=mask)
+    logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
+    logits = logits * (1.0 / math.sqrt(query.shape[-1]))
+    if mask is not None:
+        logits = jnp.where(mask, logits, 0.7 * jnp.finfo(jnp.float32).min)
+    probs = dropout(jax.nn.softmax(logits, axis=-1))
+    return jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention (one fused q/k/v projection) or, given `encoded`, cross-attention.
+
+    In decode mode the keys and values of self-attention are written into a fixed-size cache at `cache_index`, and
+    the queries attend over the whole cache; `mask` then covers the cache ([batch, 1, queries, cache_length]).
+    """
+
+    config: Config
+
+    @nn.compact
+    def __call__(self, x, mask, encoded=None, *, deterministic: bool, decode: bool = False, cache_index=None):
+        cfg = self.config
+        heads = (cfg.num_heads, cfg.head_dim)
+        if encoded is None:
+            qkv = dense(cfg, (3, *heads), ("embed", None, "heads", "kv"), name="qkv")(x)
+            query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [batch, length, heads, head_dim]
+            if decode:
+                key, value = self._update_cache(key, value, cache_index)
+        else:
+            query = dense(cfg, heads, ("embed", "heads", "kv"), name="query")(x)
+            kv = dense(cfg, (2, *heads), ("embed", None, "heads", "kv"), name="key_value")(encoded)
+            key, value = kv[:, :, 0], kv[:, :, 1]
+        use_dropout = not deterministic and cfg.attention_dropout_rate > 0
+        dropout = nn.Dropout(cfg.attention_dropout_rate, deterministic=False) if use_dropout else None
+        out = dot_product_attention(query, key, value, mask, dropout=dropout)
+        return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1), name="out")(out)
+
+    def _update_cache(self, key, value, cache_index):
+        initialized = self.has_variable("cache", "key")
+        cached_key = self.variable("cache", "key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "value", jnp.zeros, value.shape, value.dtype)
+        if not initialized:  # the call that sizes the cache: attend over the input itself
+            return key, value
+        start = (0, cache_index, 0, 0)
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype), start)
+        cached_value.value = jax.lax.dynamic_update_slice(
+            cached_value.value, value.astype(cached_value.value.dtype), start)
+        return cached_key.value, cached_value.value
+
+
+class FeedForward(nn.Module):
+    config: Config
+
+    @nn.compact
+    def __call__(self, x, *, deterministic: bool):
+        cfg = self.config
+        h = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), name="wi")(x)
+        h = ACTIVATIONS[cfg.activation](h)
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        return dense(cfg, cfg.hidden_size, ("mlp", "embed"), name="wo")(h)
+
+
+class TransformerLayer(nn.Module):
+    """Self-attention, optional cross-attention, feed-forward; each inside a residual with pre- or post-LayerNorm."""
+
+    config: Config
+    cross_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x, mask, encoded=None, cross_mask=None, cache_index=None, deterministic: bool = True,
+                 decode: bool = False):
+        cfg = self.config
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        x = self.residual(x, "attention", lambda h: MultiHeadAttention(cfg, name="attention")(
+            h, mask, deterministic=deterministic, decode=decode, cache_index=cache_index), deterministic)
+        if self.cross_attention:
+            x = self.residual(x, "cross_attention", lambda h: MultiHeadAttention(cfg, name="cross_attention")(
+                h, cross_mask, encoded, deterministic=deterministic), deterministic)
+        return self.residual(
+            x, "mlp", lambda h: FeedForward(cfg, name="mlp")(h, deterministic=deterministic), deterministic)
+
+    def residual(self, x, name, sublayer, deterministic):
+        """The one place that knows pre- vs post-LayerNorm."""
+        cfg = self.config
+        norm = layer_norm(cfg, name=f"{name}_norm")
+        dropout = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)
+        if cfg.norm_position == "pre":  # GPT-2: normalise the sublayer's input, keep a clean residual path
+            return x + dropout(sublayer(norm(x)))
+        return norm(x + dropout(sublayer(x)))  # BERT, Vaswani et al.: normalise after the sum
+
+
+class LayerStack(nn.Module):
+    """`num_layers` TransformerLayers: unrolled, scanned (`scan_layers`), or one shared layer (`share_layers`)."""
+
+    config: Config
+    num_layers: int
+    cross_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x, mask, encoded=None, cross_mask=None, cache_index=None, *, deterministic: bool,
+                 decode: bool = False):
+        cfg = self.config
+        layer = TransformerLayer
+        if cfg.remat != "none":
+            policy = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}[cfg.remat]
+            # argnums count `self`: 6 and 7 are the Python flags deterministic and decode
+            layer = nn.remat(layer, policy=policy, static_argnums=(6, 7))
+        args = (mask, encoded, cross_mask, cache_index, deterministic, decode)
+        if cfg.scan_layers or cfg.share_layers:
+            # ALBERT shares one set of weights across layers: broadcast params instead of stacking them.
+            shared = cfg.share_layers
+            scanned = nn.scan(
+                lambda module, carry, *a: (module(carry, *a), None),
+                variable_axes={"cache": 0} if shared else {"params": 0, "cache": 0},
+                variable_broadcast="params" if shared else False,
+                split_rngs={"params": not shared, "dropout": True},
+                in_axes=(nn.broadcast,) * len(args),
+                length=self.num_layers,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            x, _ = scanned(layer(cfg, self.cross_attention, name="layers"), x, *args)
+            return x
+        for i in range(self.num_layers):
+            x = layer(cfg, self.cross_attention, name=f"layers_{i}")(x, *args)
+        return x
+
+
+
+def stack_layer_params(stack_params: dict, num_layers: int) -> dict:
+    """{layers_0: p0, ..., layers_N-1: pN-1} -> {layers: p with a leading layer axis}: unrolled to `scan_layers`."""
+    layers = [stack_params[f"layers_{i}"] for i in range(num_layers)]
+    return {"layers": jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}
+
+
+def unstack_layer_params(stack_params: dict, num_layers: int) -> dict:
+    """The inverse of `stack_layer_params`: `scan_layers` params to one subtree per layer."""
+    return {f"layers_{i}": jax.tree.map(lambda x: x[i], stack_params["layers"]) for i in range(num_layers)}

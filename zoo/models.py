@@ -1,0 +1,225 @@
+"""The two model shapes every family is made of: one stack (BERT, GPT, ALBERT) and encoder-decoder (Vaswani, Marian).
+
+Which family a model belongs to is only its `Config`; the `task` picks the head.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from zoo.config import Config
+from zoo.embeddings import Embeddings, token_embedding
+from zoo.heads import LMHead, MaskedLMHead, Pooler, classifier
+from zoo.layers import LayerStack, layer_norm
+from zoo.masks import make_attention_mask
+
+ENCODER_TASKS = ("pretraining", "mlm", "sequence_classification", "token_classification", "question_answering")
+
+
+@flax.struct.dataclass
+class ModelOutput:
+    """Named outputs, in the names of the public checkpoints; a field a task does not produce is None."""
+
+    last_hidden_state: jax.Array
+    pooled_output: Optional[jax.Array] = None
+    logits: Optional[jax.Array] = None  # mlm, causal_lm, seq2seq, sequence and token classification
+    prediction_logits: Optional[jax.Array] = None  # pretraining: masked-token logits
+    seq_relationship_logits: Optional[jax.Array] = None  # pretraining: next-sentence (BERT) or order (ALBERT)
+    start_logits: Optional[jax.Array] = None  # question answering
+    end_logits: Optional[jax.Array] = None
+    encoder_last_hidden_state: Optional[jax.Array] = None  # encoder-decoder
+
+
+def check_inputs(cfg: Config, input_ids, *masks, name: str = "input_ids", decode: bool = False) -> None:
+    """Shape checks at trace time, before any compilation: a ValueError names the numbers."""
+    if input_ids.ndim != 2:
+        raise ValueError(f"{name} must be [batch, length], got shape {input_ids.shape}")
+    if not jnp.issubdtype(input_ids.dtype, jnp.integer):
+        raise ValueError(f"{name} must hold integer token ids, got dtype {input_ids.dtype}")
+    if input_ids.shape[1] > cfg.max_length and not decode:
+        raise ValueError(f"{name} has length {input_ids.shape[1]}, longer than the model's max_length "
+                         f"{cfg.max_length} positions")
+    for mask_name, mask in masks:
+        if mask is not None and tuple(mask.shape) != tuple(input_ids.shape):
+            raise ValueError(f"{mask_name} has shape {tuple(mask.shape)} but {name} has shape "
+                             f"{tuple(input_ids.shape)}; they must match")
+
+
+class DecodeState(nn.Module):
+    """Where incremental decoding stands: the next position, and which cached keys are real (not padding).
+
+    The call that creates the cache (see `zoo.init_cache`) sizes it from its input and behaves as a plain causal
+    pass. Later calls write their tokens at `index` and return the mask of the new queries over the whole cache.
+    """
+
+    @nn.compact
+    def __call__(self, attention_mask):  # attention_mask [batch, new_length]
+        batch, length = attention_mask.shape
+        initialized = self.has_variable("cache", "index")
+        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        key_mask = self.variable("cache", "key_mask", lambda: jnp.zeros((batch, length), bool))
+        if not initialized:
+            mask = make_attention_mask(attention_mask, query_length=length, causal=True)
+            return mask, jnp.broadcast_to(jnp.arange(length), (batch, length)), index.value
+        start = index.value
+        key_mask.value = jax.lax.dynamic_update_slice(key_mask.value, attention_mask != 0, (0, start))
+        query_positions = start + jnp.arange(length)
+        key_positions = jnp.arange(key_mask.value.shape[1])
+        causal = key_positions[None, :] <= query_positions[:, None]  # [new_length, cache_length]
+        index.value = start + length
+        mask = jnp.logical_and(key_mask.value[:, None, None, :], causal[None, None])
+        return mask, jnp.broadcast_to(query_positions, (batch, length)), start
+
+
+class Transformer(nn.Module):
+    """One stack of layers with a task head: BERT, ALBERT (bidirectional) and GPT (`causal`) are configs of this.
+
+    Call as `model.apply(variables, input_ids, attention_mask=None, token_type_ids=None, ...)`.
+
+    Args (of `__call__`):
+      input_ids: [batch, length] int.
+      attention_mask: [batch, length], 1 at real tokens and 0 at padding.
+      token_type_ids: [batch, length], segment A/B for models with `type_vocab_size`.
+      position_ids: [batch, length]; defaults to 0..length-1 (per-document positions for packed rows).
+      segment_ids: [batch, length]; packed documents with different ids never attend to each other.
+      deterministic: False enables dropout (needs a `dropout` rng).
+      decode: incremental decoding with a KV cache (causal models; variables from `zoo.init_cache`, the `cache`
+        collection mutable).
+    Returns:
+      `ModelOutput`. Raises ValueError for inputs whose shapes do not fit the model.
+    """
+
+    config: Config
+    task: Optional[str] = None
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, segment_ids=None, *,
+                 deterministic: bool = True, decode: bool = False):
+        cfg = self.config
+        check_inputs(cfg, input_ids, ("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                     ("position_ids", position_ids), ("segment_ids", segment_ids), decode=decode)
+        if token_type_ids is not None and not cfg.type_vocab_size:
+            raise ValueError("token_type_ids given, but this model has no token-type embedding (type_vocab_size=0)")
+        if decode and not cfg.causal:
+            raise ValueError("decode=True needs a causal model")
+        batch, length = input_ids.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((batch, length), jnp.int32)
+        cache_index = None
+        if decode:
+            mask, default_positions, cache_index = DecodeState(name="decode_state")(attention_mask)
+        else:
+            mask = make_attention_mask(attention_mask, query_length=length, causal=cfg.causal,
+                                       query_segment_ids=segment_ids, key_segment_ids=segment_ids)
+            default_positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+        positions = default_positions if position_ids is None else position_ids
+
+        tokens = token_embedding(cfg)
+        x = Embeddings(cfg, tokens, name="embeddings")(input_ids, positions, token_type_ids,
+                                                       deterministic=deterministic)
+        x = LayerStack(cfg, cfg.num_layers, name="encoder")(x, mask, cache_index=cache_index,
+                                                            deterministic=deterministic, decode=decode)
+        if cfg.final_norm:
+            x = layer_norm(cfg, name="final_norm")(x)
+        return self.head(x, tokens, attention_mask, deterministic)
+
+    def head(self, x, tokens, attention_mask, deterministic):
+        cfg, task = self.config, self.task
+        pooled = Pooler(cfg, name="pooler")(x, attention_mask) if cfg.pooling != "none" else None
+        dropout = nn.Dropout(cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate,
+                             deterministic=deterministic)
+        out = ModelOutput(last_hidden_state=x, pooled_output=pooled)
+        if task in ("pretraining", "sequence_classification") and pooled is None:
+            raise ValueError(f"task {task!r} needs a pooled output, but this config has pooling='none'")
+        if task is None:
+            return out
+        if task == "pretraining":
+            return out.replace(prediction_logits=MaskedLMHead(cfg, tokens, name="mlm_head")(x),
+                               seq_relationship_logits=classifier(cfg, 2, name="seq_relationship_head")(pooled))
+        if task == "mlm":
+            return out.replace(logits=MaskedLMHead(cfg, tokens, name="mlm_head")(x))
+        if task == "causal_lm":
+            return out.replace(logits=LMHead(cfg, tokens, bias=cfg.lm_head_bias, name="lm_head")(x))
+        if task == "sequence_classification":
+            return out.replace(logits=classifier(cfg, cfg.num_labels, name="classifier")(dropout(pooled)))
+        if task == "token_classification":
+            return out.replace(logits=classifier(cfg, cfg.num_labels, name="classifier")(dropout(x)))
+        if task == "question_answering":
+            span = classifier(cfg, 2, name="qa_head")(x)
+            return out.replace(start_logits=span[..., 0], end_logits=span[..., 1])
+        raise ValueError(f"unknown task {task!r} for a single-stack model; known: {(None, *ENCODER_TASKS, 'causal_lm')}")
+
+
+class EncoderDecoderTransformer(nn.Module):
+    """Vaswani et al.'s encoder-decoder with one token embedding shared by both stacks and the output projection.
+
+    `__call__(input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None)` runs both stacks;
+    `encode` and `decode` run one each (generation encodes once, then decodes token by token with `decode=True`).
+    """
+
+    config: Config
+    task: Optional[str] = None
+
+    def setup(self):
+        cfg = self.config
+        self.tokens = token_embedding(cfg, name="token_embedding")
+        self.encoder_embeddings = Embeddings(cfg, self.tokens)
+        self.encoder = LayerStack(cfg, cfg.num_layers)
+        self.decoder_embeddings = Embeddings(cfg, self.tokens)
+        self.decoder = LayerStack(cfg, cfg.num_decoder_layers, cross_attention=True)
+        self.decode_state = DecodeState()
+        if cfg.final_norm:
+            self.encoder_norm = layer_norm(cfg, name="encoder_norm")
+            self.decoder_norm = layer_norm(cfg, name="decoder_norm")
+        if self.task == "seq2seq":
+            self.lm_head = LMHead(cfg, self.tokens, bias=cfg.lm_head_bias)
+
+    def __call__(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None, *,
+                 deterministic: bool = True):
+        encoded = self.encode(input_ids, attention_mask, deterministic=deterministic)
+        out = self.decode(decoder_input_ids, encoded, attention_mask, decoder_attention_mask,
+                          deterministic=deterministic)
+        return out.replace(encoder_last_hidden_state=encoded)
+
+    def encode(self, input_ids, attention_mask=None, *, deterministic: bool = True):
+        """[batch, source_length] ids -> [batch, source_length, hidden] encoder states."""
+        cfg = self.config
+        check_inputs(cfg, input_ids, ("attention_mask", attention_mask))
+        batch, length = input_ids.shape
+        positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+        x = self.encoder_embeddings(input_ids, positions, deterministic=deterministic)
+        mask = make_attention_mask(attention_mask, query_length=length)
+        x = self.encoder(x, mask, deterministic=deterministic)
+        return self.encoder_norm(x) if cfg.final_norm else x
+
+    def decode(self, decoder_input_ids, encoded, attention_mask=None, decoder_attention_mask=None, *,
+               deterministic: bool = True, decode: bool = False):
+        """Decoder states (and logits for `seq2seq`) given the encoder's; `attention_mask` is the source's."""
+        cfg = self.config
+        check_inputs(cfg, decoder_input_ids, ("decoder_attention_mask", decoder_attention_mask),
+                     name="decoder_input_ids", decode=decode)
+        if attention_mask is not None and tuple(attention_mask.shape) != tuple(encoded.shape[:2]):
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but the encoded source is "
+                             f"{tuple(encoded.shape[:2])}")
+        batch, length = decoder_input_ids.shape
+        if decoder_attention_mask is None:
+            decoder_attention_mask = jnp.ones((batch, length), jnp.int32)
+        cache_index = None
+        if decode:
+            mask, positions, cache_index = self.decode_state(decoder_attention_mask)
+        else:
+            mask = make_attention_mask(decoder_attention_mask, query_length=length, causal=True)
+            positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+        cross_mask = make_attention_mask(attention_mask, query_length=length)
+        x = self.decoder_embeddings(decoder_input_ids, positions, deterministic=deterministic)
+        x = self.decoder(x, mask, encoded, cross_mask, cache_index, deterministic=deterministic, decode=decode)
+        if cfg.final_norm:
+            x = self.decoder_norm(x)
+        if self.task is None:
+            return ModelOutput(last_hidden_state=x)
+        return ModelOutput(last_hidden_state=x, logits=self.lm_head(x))

@@ -1,0 +1,73 @@
+"""Presets by name, tasks by family, and the few calls a user needs to get a model."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from zoo import albert, bert, gpt, transformer
+from zoo.config import Config
+from zoo.models import EncoderDecoderTransformer
+
+FAMILIES = {"bert": bert, "gpt": gpt, "albert": albert, "transformer": transformer}
+
+
+def list_models() -> list[str]:
+    """The preset names, family by family."""
+    return [name for family in FAMILIES.values() for name in family.PRESETS]
+
+
+def get_config(name: str, **overrides) -> Config:
+    """The preset's config with `overrides` applied; an unknown name or field is a ValueError listing the known."""
+    for family in FAMILIES.values():
+        if name in family.PRESETS:
+            return family.PRESETS[name].replace(**overrides)
+    raise ValueError(f"unknown model {name!r}; the presets are: {', '.join(list_models())}")
+
+
+def tasks(family: str) -> tuple:
+    """The tasks a family supports (None is the bare model)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; the families are: {', '.join(FAMILIES)}")
+    return FAMILIES[family].TASKS
+
+
+def create(name: str | Config, task: str | None = None, **overrides):
+    """A Flax module for preset `name` (or a `Config`) with the head of `task`; `module.config` is its config.
+
+    Example: `zoo.create("bert-base-uncased", task="sequence_classification", num_labels=3, dtype="bfloat16")`.
+    Raises ValueError for an unknown preset, field or task, or a task the family does not support.
+    """
+    cfg = name.replace(**overrides) if isinstance(name, Config) else get_config(name, **overrides)
+    supported = tasks(cfg.family)
+    if task not in supported:
+        raise ValueError(f"task {task!r} is not supported by the {cfg.family} family; it supports: "
+                         f"{', '.join(str(t) for t in supported)}")
+    return FAMILIES[cfg.family].MODEL(cfg, task)
+
+
+def example_inputs(model, batch_size: int = 1, length: int = 1) -> tuple:
+    """The positional inputs `model.init` needs: token ids (and decoder ids for an encoder-decoder)."""
+    ids = jnp.zeros((batch_size, length), jnp.int32)
+    return (ids, ids) if isinstance(model, EncoderDecoderTransformer) else (ids,)
+
+
+def param_count(model) -> int:
+    """Number of parameters, from an abstract init: nothing is allocated."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))
+    return sum(x.size for x in jax.tree.leaves(shapes["params"]))
+
+
+def init_cache(model, batch_size: int, length: int, source_length: int = 1):
+    """An empty KV cache for decoding up to `length` tokens (the `cache` collection for `decode=True`).
+
+    For an encoder-decoder, the cache belongs to the decoder; `source_length` only shapes the abstract init.
+    """
+    ids = jnp.zeros((batch_size, length), jnp.int32)
+    if isinstance(model, EncoderDecoderTransformer):
+        encoded = jnp.zeros((batch_size, source_length, model.config.hidden_size), model.config.dtype)
+        init = lambda: model.init(jax.random.key(0), ids, encoded, method="decode", decode=True)
+    else:
+        init = lambda: model.init(jax.random.key(0), ids, decode=True)
+    shapes = jax.eval_shape(init)["cache"]
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
