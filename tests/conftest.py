@@ -1,5 +1,17 @@
-import jax
-import pytest
+import os
+
+# Eight simulated CPU devices for the sharding tests; must be set before jax is imported.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+# Compiles dominate a CPU test suite and many tests build the same programs (each training run jits its step
+# anew): a persistent cache makes every program after the first a lookup.
+_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax_cache")
+jax.config.update("jax_compilation_cache_dir", os.environ.get("ZOO_TEST_JAX_CACHE", _CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ def test_rates_sizes_and_dtypes_are_checked():
 def test_dtype_names_become_dtypes_and_embedding_size_defaults_to_hidden():
     cfg = zoo.Config(dtype="bfloat16", hidden_size=64, num_heads=4)
     assert cfg.dtype == jnp.bfloat16 and cfg.param_dtype == jnp.float32
-    assert cfg.embedding_size == 64 and cfg.head_dim == 16
+    assert cfg.embedding_size is None and cfg.embedding_dim == 64 and cfg.head_dim == 16
+    assert cfg.replace(hidden_size=128).embedding_dim == 128
 
 
 def test_replace_rejects_unknown_fields_and_rechecks():

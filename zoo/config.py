@@ -75,8 +75,6 @@ class Config:
                 object.__setattr__(self, name, jnp.dtype(getattr(self, name)))
             except TypeError as e:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not a dtype") from e
-        if self.embedding_size is None:
-            object.__setattr__(self, "embedding_size", self.hidden_size)
         _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
         _check_choice("attention", self.attention, ATTENTIONS)
@@ -84,7 +82,7 @@ class Config:
         _check_choice("pooling", self.pooling, POOLINGS)
         _check_choice("remat", self.remat, REMAT_POLICIES)
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length",
-                     "embedding_size", "num_labels"):
+                     "embedding_dim", "num_labels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("num_decoder_layers", "type_vocab_size"):
@@ -100,6 +98,11 @@ class Config:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size}")
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the token embeddings: `embedding_size`, or `hidden_size` when that is None."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
 
     @property
     def head_dim(self) -> int:

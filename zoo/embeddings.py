@@ -24,7 +24,7 @@ def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
 def token_embedding(cfg: Config, name: str = "token_embedding") -> nn.Embed:
     return nn.Embed(
         cfg.vocab_size,
-        cfg.embedding_size,
+        cfg.embedding_dim,
         dtype=cfg.dtype,
         param_dtype=cfg.param_dtype,
         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")),
@@ -49,24 +49,24 @@ class Embeddings(nn.Module):
             x = x * jnp.sqrt(jnp.asarray(cfg.hidden_size, x.dtype))
         if cfg.position_embedding == "learned":
             x = x + nn.Embed(
-                cfg.max_length, cfg.embedding_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                cfg.max_length, cfg.embedding_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                 embedding_init=nn.with_logical_partitioning(
                     nn.initializers.normal(cfg.initializer_range), (None, "embed")),
                 name="position_embedding")(position_ids)
         else:
-            table = jnp.asarray(sinusoidal_positions(cfg.max_length, cfg.embedding_size), cfg.dtype)
+            table = jnp.asarray(sinusoidal_positions(cfg.max_length, cfg.embedding_dim), cfg.dtype)
             x = x + table[position_ids]
         if cfg.type_vocab_size:
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)
             x = x + nn.Embed(
-                cfg.type_vocab_size, cfg.embedding_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+                cfg.type_vocab_size, cfg.embedding_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                 embedding_init=nn.with_logical_partitioning(
                     nn.initializers.normal(cfg.initializer_range), (None, "embed")),
                 name="token_type_embedding")(token_type_ids)
         if cfg.embedding_norm:
             x = layer_norm(cfg, name="embedding_norm")(x)
         x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
-        if cfg.embedding_size != cfg.hidden_size:  # ALBERT: a small vocabulary table, projected up once
+        if cfg.embedding_dim != cfg.hidden_size:  # ALBERT: a small vocabulary table, projected up once
             x = dense(cfg, cfg.hidden_size, (None, "embed"), name="projection")(x)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))

@@ -57,7 +57,7 @@ class MaskedLMHead(nn.Module):
     @nn.compact
     def __call__(self, hidden):
         cfg = self.config
-        h = dense(cfg, cfg.embedding_size, ("embed", None), name="dense")(hidden)
+        h = dense(cfg, cfg.embedding_dim, ("embed", None), name="dense")(hidden)
         h = layer_norm(cfg, name="norm")(ACTIVATIONS[cfg.activation](h))
         return LMHead(cfg, self.tokens, bias=True, name="decoder")(h)
 

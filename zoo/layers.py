@@ -24,18 +24,38 @@ ACTIVATIONS = {
 }
 
 
-def dense(cfg: Config, features: int | Sequence[int], kernel_axes: tuple, *, axis=-1, name: str) -> nn.DenseGeneral:
+class DenseGeneral(nn.Module):
+    """x contracted over `axis` with a kernel [*x.shape[axis], *features], plus a bias [*features].
+
+    Flax's DenseGeneral initialises a flat kernel and reshapes it, which breaks its own logical sharding
+    constraint under a mesh; this one creates the kernel in its real shape.
+    """
+
+    features: tuple[int, ...]
+    axis: tuple[int, ...]
+    kernel_axes: tuple
+    config: Config
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        axis = tuple(a % x.ndim for a in self.axis)
+        init = nn.initializers.normal(cfg.initializer_range)
+        kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_axes),
+                            tuple(x.shape[a] for a in axis) + self.features, cfg.param_dtype)
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                               self.kernel_axes[len(axis):]),
+                          self.features, cfg.param_dtype)
+        x, kernel, bias = x.astype(cfg.dtype), kernel.astype(cfg.dtype), bias.astype(cfg.dtype)
+        y = jax.lax.dot_general(x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
+        return y + bias
+
+
+def dense(cfg: Config, features: int | Sequence[int], kernel_axes: tuple, *, axis=-1, name: str) -> DenseGeneral:
     """A projection with bias whose kernel is named by `kernel_axes` (input axes, then output axes)."""
     features = (features,) if isinstance(features, int) else tuple(features)
-    return nn.DenseGeneral(
-        features,
-        axis=axis,
-        dtype=cfg.dtype,
-        param_dtype=cfg.param_dtype,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), kernel_axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, kernel_axes[-len(features):]),
-        name=name,
-    )
+    axis = (axis,) if isinstance(axis, int) else tuple(axis)
+    return DenseGeneral(features, axis, kernel_axes, cfg, name=name)
 
 
 def layer_norm(cfg: Config, name: str, axis_name: str = "embed") -> nn.LayerNorm:

@@ -1,0 +1,237 @@
+"""The training side: schedules, masks, losses, the sharded step, accumulation, checkpoints and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import zoo
+from tests.train_helpers import SyntheticBatches, tiny_config
+from train.checkpointing import Checkpointer, abstract_like
+from train.losses import cross_entropy, next_token_targets, task_loss
+from train.loop import NonFiniteLoss, train_and_evaluate
+from train.optimizer import make_optimizer, make_schedule, weight_decay_mask
+from train.partitioning import make_mesh
+from train.step import compile_steps, init_train_state
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_linear_schedule_warms_up_then_decays_to_the_end_value():
+    s = make_schedule("linear", peak_value=1e-4, warmup_steps=10, total_steps=110, end_value=1e-6)
+    np.testing.assert_allclose([s(0), s(5), s(10), s(60), s(110)], [0, 5e-5, 1e-4, (1e-4 + 1e-6) / 2, 1e-6],
+                               rtol=1e-5)
+
+
+def test_rsqrt_schedule_is_the_formula_of_vaswani_et_al():
+    d, warmup = 512, 4000
+    s = make_schedule("rsqrt", peak_value=d ** -0.5 * warmup ** -0.5, warmup_steps=warmup, total_steps=100_000)
+    for step in (1, 100, 3999, 4000, 4001, 20000, 99999):
+        expected = d ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+        assert float(s(step)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_cosine_schedule_and_bad_schedules():
+    s = make_schedule("cosine", peak_value=1.0, warmup_steps=10, total_steps=110, end_value=0.1)
+    np.testing.assert_allclose([s(10), s(60), s(110)], [1.0, 0.55, 0.1], rtol=1e-5)
+    with pytest.raises(ValueError, match="need 0 <= warmup_steps < total_steps"):
+        make_schedule("linear", peak_value=1.0, warmup_steps=10, total_steps=10)
+    with pytest.raises(ValueError, match="schedule 'step' is not one of"):
+        make_schedule("step", peak_value=1.0, warmup_steps=1, total_steps=10)
+
+
+def test_weight_decay_spares_layernorm_and_biases():
+    model = zoo.create("bert-tiny", task="mlm")
+    params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"])
+    mask = weight_decay_mask(params)
+    layer = mask["encoder"]["layers_0"]
+    assert layer["attention"]["qkv"]["kernel"] and mask["token_embedding"]["embedding"]
+    assert not layer["attention"]["qkv"]["bias"] and not layer["mlp_norm"]["scale"]
+    assert not layer["mlp_norm"]["bias"] and not mask["embeddings"]["embedding_norm"]["scale"]
+    # With zero gradients only decoupled weight decay moves a parameter.
+    tx = make_optimizer(optax.constant_schedule(0.1), weight_decay=0.5, clip_norm=None)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    kernel = params["encoder"]["layers_0"]["attention"]["qkv"]["kernel"]
+    chex.assert_trees_all_close(updates["encoder"]["layers_0"]["attention"]["qkv"]["kernel"], -0.1 * 0.5 * kernel)
+    assert float(jnp.abs(updates["encoder"]["layers_0"]["mlp_norm"]["scale"]).max()) == 0.0
+
+
+def test_label_smoothed_cross_entropy_equals_the_formula():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 5, 11)).astype(np.float32)
+    labels = rng.integers(0, 11, (3, 5))
+    labels[0, :2] = -100
+    alpha = 0.1
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    target = np.full_like(log_p, alpha / 11)
+    for idx in np.ndindex(labels.shape):
+        if labels[idx] >= 0:
+            target[idx][labels[idx]] += 1 - alpha
+    per_token = -(target * log_p).sum(-1)
+    expected = per_token[labels >= 0].sum()
+    loss_sum, correct, weight = cross_entropy(jnp.asarray(logits), jnp.asarray(labels), label_smoothing=alpha)
+    assert float(loss_sum) == pytest.approx(expected, rel=1e-5)
+    assert float(weight) == 13
+    optax_loss = optax.softmax_cross_entropy(logits, optax.smooth_labels(jax.nn.one_hot(np.maximum(labels, 0), 11),
+                                                                         alpha))
+    assert float(loss_sum) == pytest.approx(float(optax_loss[labels >= 0].sum()), rel=1e-5)
+
+
+def test_causal_targets_stay_inside_each_document_and_skip_padding():
+    batch = {"input_ids": jnp.array([[10, 11, 12, 20, 21, 0]]), "attention_mask": jnp.array([[1, 1, 1, 1, 1, 0]]),
+             "segment_ids": jnp.array([[1, 1, 1, 2, 2, 0]])}
+    np.testing.assert_array_equal(next_token_targets(batch), [[11, 12, -100, 21, -100, -100]])
+
+
+def make_batch(task, rows=8, length=16, seed=0):
+    return next(SyntheticBatches(batch_size=rows, length=length, seed=seed, task=task))
+
+
+def run_steps(model, mesh, batch, steps=3, grad_accum_steps=1, batches=None):
+    schedule = make_schedule("linear", peak_value=1e-3, warmup_steps=1, total_steps=10)
+    tx = make_optimizer(schedule, grad_accum_steps=grad_accum_steps)
+    state, shardings = init_train_state(model, tx, jax.random.key(0), batch, mesh)
+    train_step, _ = compile_steps(model, tx, schedule, shardings, mesh, grad_accum_steps=grad_accum_steps)
+    losses = []
+    for i in range(steps):
+        state, metrics = train_step(state, batches[i] if batches else batch, jax.random.PRNGKey(1))
+        losses.append(float(metrics["loss"]))
+    return jax.device_get(state.params), losses
+
+
+@pytest.mark.parametrize("name, task", [("bert-tiny", "mlm"), ("gpt-tiny", "causal_lm")])
+def test_data_fsdp_tensor_mesh_equals_one_device(name, task):
+    model = zoo.create(name, task=task, dropout_rate=0.0, attention_dropout_rate=0.0)
+    batch = make_batch(task)
+    single_params, single_losses = run_steps(model, make_mesh(1, 1, 1, devices=jax.devices()[:1]), batch)
+    sharded_params, sharded_losses = run_steps(model, make_mesh(2, 2, 2), batch)
+    np.testing.assert_allclose(sharded_losses, single_losses, atol=1e-5)
+    chex.assert_trees_all_close(sharded_params, single_params, atol=1e-5)
+
+
+def test_gradient_accumulation_of_4_by_2_equals_one_batch_of_8():
+    model = zoo.create("gpt-tiny", task="causal_lm", dropout_rate=0.0, attention_dropout_rate=0.0)
+    batch = make_batch("causal_lm")
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    whole, _ = run_steps(model, mesh, batch, steps=1)
+    micro = [{k: v[2 * i:2 * i + 2] for k, v in batch.items()} for i in range(4)]
+    accumulated, _ = run_steps(model, mesh, micro[0], steps=4, grad_accum_steps=4, batches=micro)
+    chex.assert_trees_all_close(accumulated, whole, atol=1e-6)
+
+
+def test_mesh_that_does_not_fit_the_devices_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"mesh data=3 x fsdp=1 x tensor=1 = 3 devices, but there are 8"):
+        make_mesh(3, 1, 1)
+    with pytest.raises(ValueError, match="does not divide 8 devices"):
+        make_mesh(-1, 3, 1)
+
+
+def test_resumed_run_ends_bitwise_equal_to_the_uninterrupted_one(tmp_path):
+    config = tiny_config(steps=6, every_steps=3)
+    straight, _ = train_and_evaluate(config, str(tmp_path / "a"), SyntheticBatches(), show_progress=False)
+    interrupted = tiny_config(steps=3, every_steps=3)
+    train_and_evaluate(interrupted, str(tmp_path / "b"), SyntheticBatches(), show_progress=False)
+    resumed, _ = train_and_evaluate(config, str(tmp_path / "b"), SyntheticBatches(), show_progress=False)
+    chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(straight.params))
+    assert sorted(os.listdir(tmp_path / "b" / "checkpoints")) == ["3", "6"]
+    rows = [line for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert len(rows) == 6 and '"step": 6' in rows[-1] and '"loss"' in rows[-1]
+    assert (tmp_path / "b" / "loss.png").stat().st_size > 1000
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "b" / "events"))
+
+
+def test_checkpoint_from_8_devices_restores_onto_2(tmp_path):
+    model = zoo.create("bert-tiny", task="mlm")
+    batch = make_batch("mlm")
+    tx = make_optimizer(optax.constant_schedule(1e-3))
+    state, _ = init_train_state(model, tx, jax.random.key(0), batch, make_mesh(2, 2, 2))
+    rng = jax.random.PRNGKey(7)
+    checkpointer = Checkpointer(str(tmp_path), every_steps=1)
+    checkpointer.save(1, state, rng, {"position": 4})
+    checkpointer.close()
+    mesh2 = make_mesh(1, 2, 1, devices=jax.devices()[:2])
+    target, shardings = init_train_state(model, tx, jax.random.key(1), batch, mesh2)
+    restored, restored_rng, data_state = Checkpointer(str(tmp_path), every_steps=1).restore(
+        1, abstract_like(target, shardings), jax.ShapeDtypeStruct((2,), jnp.uint32))
+    chex.assert_trees_all_equal(jax.device_get(restored.params), jax.device_get(state.params))
+    assert data_state == {"position": 4} and list(restored_rng) == list(rng)
+    kernel = restored.params["encoder"]["layers_0"]["mlp"]["wi"]["kernel"]
+    assert len(kernel.sharding.device_set) == 2
+
+
+def test_checkpoint_that_does_not_fit_names_the_mismatch_and_is_left_alone(tmp_path):
+    config = tiny_config(steps=3, every_steps=3)
+    train_and_evaluate(config, str(tmp_path), SyntheticBatches(), show_progress=False)
+    before = sorted(os.listdir(tmp_path / "checkpoints" / "3"))
+    wider = tiny_config(steps=6, every_steps=3)
+    wider.model_overrides.intermediate_size = 256
+    with pytest.raises(ValueError, match=r"(?s)does not fit the model.*mlp/wi/kernel: checkpoint has shape \(64, 128\), "
+                                         r"model wants \(64, 256\)"):
+        train_and_evaluate(wider, str(tmp_path), SyntheticBatches(), show_progress=False)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3"]
+    assert sorted(os.listdir(tmp_path / "checkpoints" / "3")) == before
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(steps=40, every_steps=2)
+    config.optimizer.learning_rate = 1e38
+    config.optimizer.clip_norm = 0.0
+    config.schedule.warmup_steps = 0
+    with pytest.raises(NonFiniteLoss, match=r"loss is nan at step (\d+); stopping. The last good checkpoint is step"):
+        train_and_evaluate(config, str(tmp_path), SyntheticBatches(), show_progress=False)
+    steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
+    model = zoo.create("bert-tiny", task="mlm")
+    tx = make_optimizer(optax.constant_schedule(1.0))
+    target, shardings = init_train_state(model, tx, jax.random.key(0), make_batch("mlm"), make_mesh())
+    if steps:
+        from train.loop import make_optimizer_from_config
+        _, tx = make_optimizer_from_config(config)
+        target, shardings = init_train_state(model, tx, jax.random.key(0), make_batch("mlm"), make_mesh())
+        restored, _, _ = Checkpointer(str(tmp_path / "checkpoints"), every_steps=2).restore(
+            steps[-1], abstract_like(target, shardings), jax.ShapeDtypeStruct((2,), jnp.uint32))
+        assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(restored.params))
+
+
+KILL_DURING_SAVE = r"""
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+import jax
+import tests.conftest
+from tests.train_helpers import SyntheticBatches, tiny_config
+import train.checkpointing as ckpt
+
+original_save = ckpt.Checkpointer.save
+def save_then_die(self, step, *args, **kwargs):
+    started = original_save(self, step, *args, **kwargs)
+    if step == 4:  # the async write of step 4 has started: die before it can finish
+        os.kill(os.getpid(), signal.SIGKILL)
+    self.wait()  # make the earlier saves complete, so that only step 4 is in flight
+    return started
+ckpt.Checkpointer.save = save_then_die
+from train.loop import train_and_evaluate
+train_and_evaluate(tiny_config(steps=6, every_steps=2), {workdir!r}, SyntheticBatches(), show_progress=False)
+"""
+
+
+def test_process_killed_during_an_async_save_resumes_from_the_previous_checkpoint(tmp_path):
+    workdir = str(tmp_path / "run")
+    child = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE.format(repo=REPO, workdir=workdir)],
+                           capture_output=True, text=True, timeout=600)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    assert "4" not in os.listdir(os.path.join(workdir, "checkpoints"))
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=2)
+    assert checkpointer.latest_step() == 2
+    checkpointer.close()
+    resumed, _ = train_and_evaluate(tiny_config(steps=6, every_steps=2), workdir, SyntheticBatches(),
+                                    show_progress=False)
+    straight, _ = train_and_evaluate(tiny_config(steps=6, every_steps=2), str(tmp_path / "straight"),
+                                     SyntheticBatches(), show_progress=False)
+    chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(straight.params))

@@ -1,0 +1,48 @@
+"""Small, deterministic stand-ins for the data pipeline and recipes, shared by the training tests."""
+
+import ml_collections
+import numpy as np
+
+
+class SyntheticBatches:
+    """Batch i is a pure function of (seed, i): resumable from {'position': i}, like the real iterators."""
+
+    def __init__(self, batch_size=8, length=16, vocab=1000, seed=0, task="mlm", process_index=0, process_count=1):
+        self.batch_size, self.length, self.vocab, self.seed, self.task = batch_size, length, vocab, seed, task
+        self.process_index, self.process_count = process_index, process_count
+        self.position = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        rng = np.random.default_rng([self.seed, self.position])
+        self.position += 1
+        ids = rng.integers(5, self.vocab, (self.batch_size, self.length)).astype(np.int32)
+        batch = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if self.task == "mlm":
+            batch["mlm_labels"] = np.where(rng.random(ids.shape) < 0.15, ids, -100).astype(np.int32)
+            batch["input_ids"] = np.where(batch["mlm_labels"] >= 0, 4, ids).astype(np.int32)
+        rows = self.batch_size // self.process_count
+        return {k: v[self.process_index * rows:(self.process_index + 1) * rows] for k, v in batch.items()}
+
+    def get_state(self):
+        return {"position": self.position}
+
+    def set_state(self, state):
+        self.position = int(state["position"])
+
+
+def tiny_config(model="bert-tiny", task="mlm", steps=6, every_steps=3, **mesh):
+    c = ml_collections.ConfigDict()
+    c.model, c.task, c.seed = model, task, 0
+    c.model_overrides = ml_collections.ConfigDict({"dropout_rate": 0.1})
+    c.train = ml_collections.ConfigDict({"steps": steps, "batch_size": 8, "log_every": 1, "eval_every": 0})
+    c.optimizer = ml_collections.ConfigDict({"name": "adamw", "learning_rate": 1e-3, "b1": 0.9, "b2": 0.999,
+                                             "eps": 1e-6, "weight_decay": 0.01, "clip_norm": 1.0,
+                                             "grad_accum_steps": 1})
+    c.schedule = ml_collections.ConfigDict({"name": "linear", "warmup_steps": 2, "end_value": 0.0})
+    c.loss = ml_collections.ConfigDict({"label_smoothing": 0.0})
+    c.checkpoint = ml_collections.ConfigDict({"every_steps": every_steps, "keep": 3, "best_metric": ""})
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, **mesh})
+    return c

@@ -1,0 +1,84 @@
+"""Orbax checkpoints of the whole run: train state, rng and the data iterator's position.
+
+Saves are asynchronous and atomic (a step directory appears only once complete), the last `keep` are kept (and the
+best by an eval metric when one is named). A checkpoint that does not fit the model is an error naming the
+mismatch, raised before anything is restored or written.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    def __init__(self, directory: str, *, every_steps: int, keep: int = 3, best_metric: str | None = None,
+                 best_mode: str = "min", async_save: bool = True):
+        if every_steps < 1:
+            raise ValueError(f"checkpoint every_steps must be >= 1, got {every_steps}")
+        options = ocp.CheckpointManagerOptions(
+            save_interval_steps=every_steps,
+            max_to_keep=keep,
+            best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,
+            best_mode=best_mode,
+            keep_checkpoints_without_metrics=True,
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,  # a save killed half-way leaves only a temporary directory behind
+        )
+        self.directory = os.path.abspath(directory)
+        handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, rng, data_state: dict, metrics: dict | None = None, force: bool = False) -> bool:
+        """Starts an async save if `step` is due (or `force`); returns whether it did."""
+        args = ocp.args.Composite(state=ocp.args.StandardSave({"train_state": state, "rng": rng}),
+                                  data=ocp.args.JsonSave(data_state))
+        return self.manager.save(step, args=args, metrics=metrics, force=force)
+
+    def restore(self, step: int, abstract_state, abstract_rng) -> tuple[Any, Any, dict]:
+        """(state, rng, data_state) of `step`, placed on the shardings that `abstract_state` carries.
+
+        `abstract_state` is a tree of jax.ShapeDtypeStruct with shardings, so a checkpoint written on one mesh
+        restores onto another. Raises ValueError naming missing, unexpected or mis-shaped entries.
+        """
+        target = {"train_state": abstract_state, "rng": abstract_rng}
+        self._check_fits(step, target)
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+        return restored.state["train_state"], restored.state["rng"], dict(restored.data)
+
+    def _check_fits(self, step: int, target) -> None:
+        saved = self.manager.item_metadata(step).state
+        saved_shapes = {_path(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(saved)[0]}
+        wanted = {_path(p): tuple(s.shape) for p, s in jax.tree_util.tree_flatten_with_path(target)[0]}
+        problems = [f"missing from the checkpoint: {k}" for k in sorted(wanted.keys() - saved_shapes.keys())]
+        problems += [f"not in the model: {k}" for k in sorted(saved_shapes.keys() - wanted.keys())]
+        problems += [f"{k}: checkpoint has shape {saved_shapes[k]}, model wants {wanted[k]}"
+                     for k in sorted(wanted.keys() & saved_shapes.keys()) if saved_shapes[k] != wanted[k]]
+        if problems:
+            shown = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
+            raise ValueError(f"checkpoint {self.directory} step {step} does not fit the model "
+                             f"({len(problems)} mismatches):\n  {shown}")
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def _path(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def abstract_like(tree, shardings):
+    """ShapeDtypeStructs of `tree` on `shardings`: the restore target for a run on this mesh."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), tree, shardings)

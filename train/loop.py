@@ -1,0 +1,141 @@
+"""The training loop: one compiled step fed from a resumable iterator, with checkpoints, eval and progress."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+from jax.sharding import NamedSharding, PartitionSpec
+
+import zoo
+from train.checkpointing import Checkpointer, abstract_like
+from train.losses import summarize
+from train.metrics import MetricWriter, plot_loss_curve
+from train.optimizer import make_optimizer, make_schedule
+from train.partitioning import batch_sharding, make_mesh
+from train.step import compile_steps, init_train_state
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def create_model(config: ml_collections.ConfigDict):
+    """The model a recipe names: `config.model` (a preset), `config.task` and `config.model_overrides`."""
+    overrides = dict(config.get("model_overrides", {}) or {})
+    return zoo.create(config.model, task=config.task, **overrides)
+
+
+def make_optimizer_from_config(config: ml_collections.ConfigDict):
+    """(schedule, optax transformation) of a recipe's `schedule` and `optimizer` sections."""
+    opt, sched = config.optimizer, config.schedule
+    schedule = make_schedule(sched.name, peak_value=opt.learning_rate, warmup_steps=sched.warmup_steps,
+                             total_steps=config.train.steps, end_value=sched.get("end_value", 0.0))
+    tx = make_optimizer(schedule, name=opt.name, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
+                        clip_norm=opt.clip_norm, grad_accum_steps=opt.get("grad_accum_steps", 1))
+    return schedule, tx
+
+
+def global_batch(local: dict, sharding: NamedSharding) -> dict:
+    """This host's rows -> one global array per key, split over the data-parallel devices."""
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_data: Iterator,
+                       eval_data=None, *, model=None, initial_params=None, show_progress: bool = True) -> dict:
+    """Trains `config.train.steps` steps (micro-steps with gradient accumulation), resuming from `workdir`.
+
+    `train_data` yields this host's part of each batch as a dict of NumPy arrays and has `get_state()` and
+    `set_state(state)`, saved in every checkpoint so a resumed run sees exactly the batches it would have seen.
+    `eval_data()` returns a fresh iterable of eval batches. Returns (final state, last train and eval metrics).
+    Raises NonFiniteLoss (naming the step) on a NaN or inf loss; the last checkpoint kept is a finite one.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    model = model or create_model(config)
+    schedule, tx = make_optimizer_from_config(config)
+    mesh = make_mesh(**config.mesh)
+    data_sharding = batch_sharding(mesh)
+    first = next(train_data)
+    state, shardings = init_train_state(model, tx, jax.random.key(config.seed), first, mesh)
+    if initial_params is not None:  # fine-tuning: pretrained weights replace the random ones, placed as sharded
+        state = state.replace(params=jax.device_put(initial_params, shardings.params))
+    rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), NamedSharding(mesh, PartitionSpec()))
+    ckpt_cfg = config.checkpoint
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=ckpt_cfg.every_steps,
+                                keep=ckpt_cfg.keep, best_metric=ckpt_cfg.get("best_metric") or None,
+                                best_mode=ckpt_cfg.get("best_mode", "min"))
+    start = checkpointer.latest_step()
+    if start is None:
+        pending = first  # the batch drawn to shape the model is the first one trained on
+        start = 0
+    else:
+        state, rng, data_state = checkpointer.restore(start, abstract_like(state, shardings),
+                                                      abstract_like(rng, rng.sharding))
+        train_data.set_state(data_state)
+        pending = None
+        print(f"resumed from {checkpointer.directory} at step {start}", flush=True)
+
+    train_step, eval_step = compile_steps(model, tx, schedule, shardings, mesh,
+                                          label_smoothing=config.get("loss", {}).get("label_smoothing", 0.0),
+                                          grad_accum_steps=config.optimizer.get("grad_accum_steps", 1))
+    writer = MetricWriter(workdir)
+    total, log_every = config.train.steps, config.train.log_every
+    eval_every = config.train.get("eval_every", 0)
+    last_train, last_eval = {}, {}
+    data_state = train_data.get_state()
+    bar = tqdm.tqdm(total=total, initial=start, disable=not show_progress or jax.process_index() != 0,
+                    dynamic_ncols=True, desc="train")
+    tokens, clock = 0, time.perf_counter()
+    try:
+        for step in range(start, total):
+            local = pending if pending is not None else next(train_data)
+            pending = None
+            data_state = train_data.get_state()  # the position after this batch: where a resume continues
+            batch = global_batch(local, data_sharding)
+            state, metrics = train_step(state, batch, rng)
+            tokens += int(np.prod(local["input_ids"].shape)) * jax.process_count()
+            done = step + 1
+            log_now = done % log_every == 0 or done == total
+            save_now = done % ckpt_cfg.every_steps == 0 or done == total
+            if log_now or save_now:
+                last_train = summarize(jax.device_get(metrics))  # the only host sync: at log and save steps
+                if not math.isfinite(last_train["loss"]):
+                    raise NonFiniteLoss(f"loss is {last_train['loss']} at step {done}; stopping. The last good "
+                                        f"checkpoint is step {checkpointer.latest_step()} in "
+                                        f"{checkpointer.directory}")
+            if log_now:
+                elapsed = time.perf_counter() - clock
+                last_train["tokens_per_second"] = tokens / max(elapsed, 1e-9)
+                tokens, clock = 0, time.perf_counter()
+                writer.write(done, last_train)
+                bar.set_postfix(loss=f"{last_train['loss']:.3f}", lr=f"{last_train['learning_rate']:.2e}",
+                                tok_s=f"{last_train['tokens_per_second']:.0f}")
+            if eval_data is not None and eval_every and (done % eval_every == 0 or done == total):
+                last_eval = evaluate(eval_step, state.params, eval_data(), data_sharding)
+                writer.write(done, last_eval, prefix="eval_")
+            if save_now:
+                checkpointer.save(done, state, rng, data_state,
+                                  metrics={f"eval_{k}": v for k, v in last_eval.items()} or None, force=True)
+            bar.update(1)
+    finally:
+        bar.close()
+        checkpointer.close()
+        writer.close()
+    plot_loss_curve(workdir)
+    return state, {**last_train, **{f"eval_{k}": v for k, v in last_eval.items()}}
+
+
+def evaluate(eval_step, params, batches, sharding) -> dict:
+    """Metrics summed over every eval batch, then divided (so they weight by real tokens, not by batch)."""
+    totals = None
+    for local in batches:
+        metrics = eval_step(params, global_batch(local, sharding))
+        totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
+    return summarize(jax.device_get(totals)) if totals is not None else {}

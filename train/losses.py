@@ -1,0 +1,103 @@
+"""Losses and metrics of every task, in float32, weighted by real (non-ignored) tokens.
+
+Labels < 0 (the public checkpoints' -100) are ignored. Each loss returns (mean loss, metrics) where the metrics are
+sums (`loss_sum`, `correct`, `weight`) so they add up across steps and hosts before dividing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+IGNORE = -100
+
+
+def cross_entropy(logits, labels, weights=None, label_smoothing: float = 0.0):
+    """Summed softmax cross-entropy over positions where labels >= 0 (times `weights`), with label smoothing.
+
+    Smoothing puts 1 - a on the label and a / V on every class (optax.smooth_labels, PyTorch's label_smoothing):
+    loss = (1 - a) * -log p[label] + a * mean_v(-log p[v]).
+    Returns (loss_sum, correct_sum, weight_sum), all float32 scalars.
+    """
+    logits = logits.astype(jnp.float32)
+    valid = (labels >= 0).astype(jnp.float32)
+    if weights is not None:
+        valid = valid * weights.astype(jnp.float32)
+    safe_labels = jnp.where(labels >= 0, labels, 0)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, safe_labels[..., None], axis=-1)[..., 0]
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(log_probs, axis=-1)
+    correct = (jnp.argmax(logits, axis=-1) == safe_labels).astype(jnp.float32)
+    return jnp.sum(nll * valid), jnp.sum(correct * valid), jnp.sum(valid)
+
+
+def _metrics(prefix: str, loss_sum, correct, weight) -> dict:
+    return {f"{prefix}loss_sum": loss_sum, f"{prefix}correct": correct, f"{prefix}weight": weight}
+
+
+def _mean(loss_sum, weight):
+    return loss_sum / jnp.maximum(weight, 1.0)
+
+
+def _shift_left(x, fill):
+    return jnp.concatenate([x[:, 1:], jnp.full_like(x[:, :1], fill)], axis=1)
+
+
+def next_token_targets(batch):
+    """Causal LM targets from the inputs: token t predicts t+1 within the same document and real tokens only."""
+    labels = _shift_left(batch["input_ids"], IGNORE)
+    if "attention_mask" in batch:
+        real = batch["attention_mask"] != 0
+        labels = jnp.where(real & _shift_left(real, False), labels, IGNORE)
+    if "segment_ids" in batch:
+        labels = jnp.where(_shift_left(batch["segment_ids"], -1) == batch["segment_ids"], labels, IGNORE)
+    return labels
+
+
+def task_loss(task: str, outputs, batch, label_smoothing: float = 0.0):
+    """The training loss of `task` on model `outputs` and the `batch` that produced them: (loss, metrics).
+
+    Batch labels: pretraining `mlm_labels` + `next_sentence_labels`; mlm `mlm_labels`; causal_lm `labels` already
+    shifted (the next token, -100 where there is none), or none to derive them from the inputs;
+    seq2seq `labels` (decoder targets); sequence/token classification `labels`; question answering `start_positions`
+    and `end_positions`.
+    """
+    ls = label_smoothing
+    if task in ("mlm", "pretraining"):
+        logits = outputs.prediction_logits if task == "pretraining" else outputs.logits
+        mlm = cross_entropy(logits, batch["mlm_labels"], label_smoothing=ls)
+        metrics = _metrics("mlm_", *mlm)
+        loss = _mean(mlm[0], mlm[2])
+        if task == "pretraining":
+            sentence = cross_entropy(outputs.seq_relationship_logits, batch["next_sentence_labels"])
+            metrics.update(_metrics("sentence_", *sentence))
+            loss = loss + _mean(sentence[0], sentence[2])
+        return loss, metrics
+    if task == "causal_lm":
+        labels = batch["labels"] if "labels" in batch else next_token_targets(batch)
+        lm = cross_entropy(outputs.logits, labels, label_smoothing=ls)
+        return _mean(lm[0], lm[2]), _metrics("", *lm)
+    if task in ("seq2seq", "sequence_classification", "token_classification"):
+        ce = cross_entropy(outputs.logits, batch["labels"], label_smoothing=ls)
+        return _mean(ce[0], ce[2]), _metrics("", *ce)
+    if task == "question_answering":
+        start = cross_entropy(outputs.start_logits, batch["start_positions"])
+        end = cross_entropy(outputs.end_logits, batch["end_positions"])
+        metrics = {**_metrics("start_", *start), **_metrics("end_", *end)}
+        return (_mean(start[0], start[2]) + _mean(end[0], end[2])) / 2, metrics
+    raise ValueError(f"no loss for task {task!r}")
+
+
+def summarize(metrics: dict) -> dict:
+    """Sums to means: `x_loss_sum / x_weight` -> `x_loss`, `x_correct / x_weight` -> `x_accuracy` (host side)."""
+    out = {}
+    for key, value in metrics.items():
+        if key.endswith("loss_sum"):
+            prefix = key[: -len("loss_sum")]
+            weight = max(float(metrics[f"{prefix}weight"]), 1.0)
+            out[f"{prefix}loss"] = float(value) / weight
+            out[f"{prefix}accuracy"] = float(metrics[f"{prefix}correct"]) / weight
+        elif not key.endswith(("correct", "weight")):
+            out[key] = float(value)
+    return out

@@ -1,0 +1,62 @@
+"""Learning-rate schedules and the optimizer chains of the BERT, ALBERT, GPT-2 and Transformer recipes, from optax."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+SCHEDULES = ("linear", "rsqrt", "cosine", "constant")
+
+
+def make_schedule(name: str, *, peak_value: float, warmup_steps: int, total_steps: int,
+                  end_value: float = 0.0) -> optax.Schedule:
+    """Linear warm-up from 0 to `peak_value`, then the named decay.
+
+    linear: to `end_value` at `total_steps` (BERT). rsqrt: peak * sqrt(warmup / step) after the warm-up (Vaswani et al.;
+    with peak = d^-0.5 * warmup^-0.5 this is their lr = d^-0.5 * min(step^-0.5, step * warmup^-1.5)). cosine: half a
+    cosine to `end_value` at `total_steps`. constant: stays at the peak.
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule {name!r} is not one of {SCHEDULES}")
+    if warmup_steps < 0 or total_steps < 1 or (name in ("linear", "cosine") and warmup_steps >= total_steps):
+        raise ValueError(f"need 0 <= warmup_steps < total_steps, got warmup_steps={warmup_steps}, "
+                         f"total_steps={total_steps}")
+    # Not optax.linear_schedule: it computes peak - peak * (1 - step / warmup), which loses digits in float32.
+    warmup = lambda step: peak_value * jnp.asarray(step, jnp.float32) / max(warmup_steps, 1)
+    if name == "linear":
+        decay = optax.linear_schedule(peak_value, end_value, total_steps - warmup_steps)
+    elif name == "cosine":
+        decay = optax.cosine_decay_schedule(peak_value, total_steps - warmup_steps, alpha=end_value / peak_value)
+    elif name == "rsqrt":
+        decay = lambda step: peak_value * jnp.sqrt(max(warmup_steps, 1) / jnp.maximum(step + warmup_steps, 1))
+    else:
+        decay = optax.constant_schedule(peak_value)
+    return optax.join_schedules([warmup, decay], [warmup_steps])
+
+
+def weight_decay_mask(params):
+    """True where weight decay applies: not LayerNorm scales and not biases (BERT's recipe)."""
+    def decays(path, _):
+        return getattr(path[-1], "key", None) not in ("bias", "scale")
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(schedule: optax.Schedule, *, name: str = "adamw", b1: float = 0.9, b2: float = 0.999,
+                   eps: float = 1e-6, weight_decay: float = 0.01, clip_norm: float | None = 1.0,
+                   grad_accum_steps: int = 1) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW or LAMB with decoupled weight decay masked off LayerNorm and biases.
+
+    `grad_accum_steps` > 1 averages that many micro-batches' gradients before one update (optax.MultiSteps).
+    """
+    if name == "adamw":
+        tx = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=weight_decay_mask)
+    elif name == "lamb":
+        tx = optax.lamb(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=weight_decay_mask)
+    else:
+        raise ValueError(f"optimizer {name!r} is not one of ('adamw', 'lamb')")
+    if clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    if grad_accum_steps < 1:
+        raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+    return optax.MultiSteps(tx, grad_accum_steps) if grad_accum_steps > 1 else tx

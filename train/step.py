@@ -1,0 +1,104 @@
+"""The train state, its sharded initialisation, and the pure train and eval steps."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from train.losses import task_loss
+from train.partitioning import RULES, batch_sharding, logical_shardings
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # micro-steps taken (with gradient accumulation, updates are step // grad_accum_steps)
+    params: Any
+    opt_state: Any
+
+
+def model_inputs(model: nn.Module, batch: dict) -> dict:
+    """The entries of `batch` that the model's __call__ takes (labels and the like stay behind)."""
+    accepted = inspect.signature(type(model).__call__).parameters
+    return {k: v for k, v in batch.items() if k in accepted}
+
+
+def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, example_batch: dict,
+                     mesh: Mesh, rules=RULES) -> tuple[TrainState, Any]:
+    """The initial state, created directly in its sharding (no host ever holds it whole), and that sharding."""
+    one_row = {k: v[:1] for k, v in model_inputs(model, example_batch).items()}
+
+    def init(key):
+        params = model.init(key, **one_row)["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    shardings = state_shardings(jax.eval_shape(init, key), mesh, rules)
+    # Not traced under the mesh: DenseGeneral initialises a flat kernel and its logical constraint would not fit it.
+    state = jax.jit(lambda k: nn.unbox(init(k)), out_shardings=shardings)(key)
+    return state, shardings
+
+
+def state_shardings(abstract_boxed_state, mesh: Mesh, rules=RULES):
+    """Shardings of a train state from the logical names its params (and the optimizer's copies of them) carry."""
+    return logical_shardings(abstract_boxed_state, mesh, rules)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: Callable, *,
+                    label_smoothing: float = 0.0, grad_accum_steps: int = 1):
+    """train_step(state, batch, rng) -> (state, metrics): pure, no host syncs; dropout keyed by fold_in(rng, step)."""
+
+    def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        dropout_rng = jax.random.fold_in(rng, state.step)
+
+        def loss_fn(params):
+            outputs = model.apply({"params": params}, **model_inputs(model, batch), deterministic=False,
+                                  rngs={"dropout": dropout_rng})
+            return task_loss(model.task, outputs, batch, label_smoothing)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
+                   "learning_rate": schedule(state.step // grad_accum_steps)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module):
+    """eval_step(params, batch) -> metrics (sums, see train.losses), dropout off."""
+
+    def eval_step(params, batch: dict):
+        outputs = model.apply({"params": params}, **model_inputs(model, batch))
+        loss, metrics = task_loss(model.task, outputs, batch)
+        return metrics
+
+    return eval_step
+
+
+def compile_steps(model, tx, schedule, shardings, mesh: Mesh, rules=RULES, **step_kwargs):
+    """The train step jitted with explicit shardings and the state donated, and the eval step beside it.
+
+    Tracing happens under the mesh and the rules so the models' activation constraints resolve.
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+    data = batch_sharding(mesh, rules)
+    train_step = jax.jit(make_train_step(model, tx, schedule, **step_kwargs),
+                         in_shardings=(shardings, data, replicated), out_shardings=(shardings, replicated),
+                         donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model), in_shardings=(shardings.params, data), out_shardings=replicated)
+
+    def under_mesh(fn):
+        def call(*args):
+            with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+                return fn(*args)
+        call.jitted = fn
+        return call
+
+    return under_mesh(train_step), under_mesh(eval_step)
