@@ -99,10 +99,12 @@ def make_sentence_pairs(document_index: int, get_document: Callable[[int], Seque
 
     Sentences are gathered until they fill a target length (`max_num_tokens`, or with probability
     `short_seq_prob` a random shorter one), then split at a random sentence into A and B.
-    - objective "nsp": with probability 1/2 (and always when the chunk is one sentence) B is replaced by text from
-      another document; label 1 = random B (NotNext), 0 = B follows A (the `transformers` convention).
+    - objective "nsp": with probability 1/2 B is replaced by text from another document; label 1 = random B
+      (NotNext), 0 = B follows A (the `transformers` convention).
     - objective "sop": B always follows A in the document; with probability 1/2 they are swapped; label 1 = swapped.
-      (A one-sentence chunk takes B from another document, labelled 1, as in ALBERT's code.)
+    One deviation from the reference code, so that the classes stay balanced: there a one-sentence chunk always
+    takes a random B (about 58% random pairs when short sequences are drawn); here its sentence is cut at a random
+    token into A and B instead (only a one-token chunk must take a random B).
 
     Args:
       get_document: index -> list of sentences, each a sequence of token ids.
@@ -124,8 +126,16 @@ def make_sentence_pairs(document_index: int, get_document: Callable[[int], Seque
         chunk_length += len(document[i])
         if i == len(document) - 1 or chunk_length >= target_length:
             a_end = int(rng.integers(1, len(chunk))) if len(chunk) >= 2 else 1
+            one_token = len(chunk) == 1 and len(chunk[0]) < 2
+            if (objective == "nsp" and rng.random() < 0.5) or one_token:
+                is_random = True
+            elif len(chunk) == 1:  # one sentence: A and B are its two parts, cut at a random token
+                cut = int(rng.integers(1, len(chunk[0])))
+                chunk, is_random = [chunk[0][:cut], chunk[0][cut:]], False
+            else:
+                is_random = False
             tokens_a = [t for s in chunk[:a_end] for t in s]
-            if len(chunk) == 1 or (objective == "nsp" and rng.random() < 0.5):
+            if is_random:
                 label = 1
                 target_b_length = target_length - len(tokens_a)
                 other = document_index
