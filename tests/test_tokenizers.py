@@ -181,3 +181,24 @@ def test_word_start_table_marks_wordpiece_continuations(bert_folder):
     vocab = pathlib.Path(bert_folder / "vocab.txt").read_text().split("\n")[:-1]
     assert table.shape == (ours.vocab_size,)
     np.testing.assert_array_equal(table, [not t.startswith("##") for t in vocab])
+
+
+def test_marian_source_and_target_ids_equal_transformers_marian_tokenizer(transformers, spm_folder, tmp_path):
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(spm_folder / "spiece.model"))
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if sp.id_to_piece(i) not in ("<pad>", "<unk>")]
+    vocab = {"</s>": 0, "<unk>": 1, **{p: i + 2 for i, p in enumerate(pieces)}}
+    vocab["<pad>"] = len(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    for name in ("source.spm", "target.spm"):
+        shutil.copy(spm_folder / "spiece.model", tmp_path / name)
+    reference = transformers.MarianTokenizer.from_pretrained(str(tmp_path))
+    ours = zt.from_pretrained(tmp_path)
+    assert (ours.source.eos_id, ours.source.pad_id, ours.source.unk_id) == (0, len(vocab) - 1, 1)
+    for text in SENTENCES:
+        assert ours.source.encode(text) == reference(text)["input_ids"], text
+        assert ours.target.encode(text) == reference(text_target=text)["input_ids"], text
+    text = "hello world"
+    assert ours.target.decode(ours.target.encode(text)) == reference.decode(reference(text)["input_ids"],
+                                                                            skip_special_tokens=True)

@@ -351,11 +351,12 @@ class SentencePieceTokenizer(Tokenizer):
       model_file: the `.model` file.
       template: "bert" ([CLS] A [SEP] B [SEP], ALBERT), "eos" (A </s> B </s>, T5 and Marian) or "none".
       lower_case, strip_accents: text normalization before SentencePiece (ALBERT lower-cases and strips accents).
+      albert_quotes: ALBERT's preprocessing: collapse white space and turn `` and '' into ".
       vocab: optional piece -> id mapping that replaces the model's own ids (Marian's `vocab.json`).
     """
 
     def __init__(self, model_file: PathLike, *, template: Optional[str] = None, lower_case: bool = False,
-                 strip_accents: bool = False, vocab: Optional[dict[str, int]] = None):
+                 strip_accents: bool = False, albert_quotes: bool = False, vocab: Optional[dict[str, int]] = None):
         import sentencepiece as spm
 
         self.model_file = pathlib.Path(model_file)
@@ -364,7 +365,7 @@ class SentencePieceTokenizer(Tokenizer):
             self.sp.load(str(model_file))
         except (OSError, RuntimeError) as e:
             raise ValueError(f"{model_file}: not a SentencePiece model ({e})") from None
-        self.lower_case, self.strip_accents = lower_case, strip_accents
+        self.lower_case, self.strip_accents, self.albert_quotes = lower_case, strip_accents, albert_quotes
         self._vocab = vocab
         self._id_to_piece = None if vocab is None else {i: p for p, i in vocab.items()}
         pieces = {self.sp.id_to_piece(i): i for i in range(self.sp.get_piece_size())}
@@ -378,6 +379,9 @@ class SentencePieceTokenizer(Tokenizer):
             found = next((pieces[n] for n in names if n in pieces), None)
             if found is not None and role not in self.special_tokens:
                 self.special_tokens[role] = self._map(found)
+        if vocab is not None:  # Marian: the roles are the vocabulary's, not the SentencePiece model's
+            names = {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>", "mask": "<mask>"}
+            self.special_tokens = {role: vocab[name] for role, name in names.items() if name in vocab}
         if template is None:
             template = "bert" if "cls" in self.special_tokens and "sep" in self.special_tokens else (
                 "eos" if "eos" in self.special_tokens else "none")
@@ -424,7 +428,8 @@ class SentencePieceTokenizer(Tokenizer):
 
     def normalize(self, text: str) -> str:
         """ALBERT's preprocessing before SentencePiece: quotes, collapsed spaces, accents, case."""
-        text = " ".join(text.strip().split()).replace("``", '"').replace("''", '"')
+        if self.albert_quotes:
+            text = " ".join(text.strip().split()).replace("``", '"').replace("''", '"')
         if self.strip_accents:
             text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
         return text.lower() if self.lower_case else text
@@ -458,7 +463,8 @@ class SentencePieceTokenizer(Tokenizer):
         folder = pathlib.Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "spiece.model").write_bytes(self.model_file.read_bytes())
-        config = {"do_lower_case": self.lower_case, "strip_accents": self.strip_accents, "template": self.template}
+        config = {"do_lower_case": self.lower_case, "strip_accents": self.strip_accents, "template": self.template,
+                  "albert_quotes": self.albert_quotes}
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
@@ -565,6 +571,7 @@ def from_pretrained(folder: PathLike) -> Union[Tokenizer, TranslationTokenizers]
         lower = albert_like if albert_like is not None else sp.template == "bert"
         strip = config.get("strip_accents", not config.get("keep_accents", False) and sp.template == "bert")
         return SentencePieceTokenizer(models[0], template=sp.template, lower_case=bool(lower),
-                                      strip_accents=bool(strip))
+                                      strip_accents=bool(strip),
+                                      albert_quotes=config.get("albert_quotes", sp.template == "bert"))
     raise FileNotFoundError(f"no tokenizer in {folder}: expected one of source.spm+target.spm, tokenizer.json, "
                             f"vocab.json+merges.txt, vocab.txt, spiece.model (found {sorted(p.name for p in folder.iterdir())})")
