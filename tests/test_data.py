@@ -261,6 +261,21 @@ def test_two_hosts_see_disjoint_data_whose_union_is_the_whole(tokenizer, documen
         assert sorted(np.concatenate(orders)) == list(range(len(documents)))
 
 
+def test_row_sharding_gives_the_same_global_batches_on_any_number_of_hosts(tokenizer, documents):
+    make = lambda count, index: bert_pretraining_batches(  # noqa: E731
+        documents[:40], tokenizer, batch_size=8, max_length=32, seed=1, shard="rows", process_count=count,
+        process_index=index)
+    single = take(make(1, 0), 5)
+    hosts = [take(make(4, h), 5) for h in range(4)]
+    joined = [{k: np.concatenate([hosts[h][step][k] for h in range(4)]) for k in single[0]} for step in range(5)]
+    assert_same_batches(joined, single)
+    on_four = make(4, 2)
+    take(on_four, 3)
+    on_one = make(1, 0)
+    on_one.set_state(on_four.get_state())  # a state saved on 4 hosts resumes on 1
+    assert_same_batches(take(on_one, 2), single[3:])
+
+
 def test_state_from_another_host_count_is_refused(tokenizer, documents):
     state = causal_lm_batches(documents, tokenizer, batch_size=4, process_count=1, process_index=0).get_state()
     other = causal_lm_batches(documents, tokenizer, batch_size=4, process_count=2, process_index=1)

@@ -470,7 +470,8 @@ class SentencePieceTokenizer(Tokenizer):
 
 def train_sentencepiece(texts: Iterable[str], model_prefix: PathLike, *, vocab_size: int = 4000,
                         model_type: str = "unigram", user_defined_symbols: Sequence[str] = ("[CLS]", "[SEP]", "[MASK]"),
-                        lower_case: bool = False, seed_sentence_size: int = 1_000_000, **options) -> SentencePieceTokenizer:
+                        lower_case: bool = False, input_sentence_size: int = 1_000_000,
+                        **options) -> SentencePieceTokenizer:
     """Trains a SentencePiece model on `texts` (one sentence each); writes `{model_prefix}.model` and `.vocab`.
 
     Ids: 0 <pad>, 1 <unk>, then `user_defined_symbols` ([CLS], [SEP], [MASK] as in ALBERT), then the pieces. Extra
@@ -486,7 +487,7 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: PathLike, *, vocab_s
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_prefix=str(model_prefix), vocab_size=vocab_size, model_type=model_type,
         pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, user_defined_symbols=list(user_defined_symbols),
-        input_sentence_size=seed_sentence_size, shuffle_input_sentence=False, num_threads=1,
+        input_sentence_size=input_sentence_size, shuffle_input_sentence=False, num_threads=1,
         minloglevel=2, **options)
     return SentencePieceTokenizer(f"{model_prefix}.model", lower_case=lower_case)
 
@@ -573,5 +574,6 @@ def from_pretrained(folder: PathLike) -> Union[Tokenizer, TranslationTokenizers]
         return SentencePieceTokenizer(models[0], template=sp.template, lower_case=bool(lower),
                                       strip_accents=bool(strip),
                                       albert_quotes=config.get("albert_quotes", sp.template == "bert"))
+    found = sorted(p.name for p in folder.iterdir())
     raise FileNotFoundError(f"no tokenizer in {folder}: expected one of source.spm+target.spm, tokenizer.json, "
-                            f"vocab.json+merges.txt, vocab.txt, spiece.model (found {sorted(p.name for p in folder.iterdir())})")
+                            f"vocab.json+merges.txt, vocab.txt, spiece.model (found {found})")

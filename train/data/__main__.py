@@ -36,7 +36,8 @@ def main() -> None:
             print(f"  next_sentence_labels: {batch['next_sentence_labels'].tolist()}")
         print(f"  state after one batch: {batches.get_state()}\n")
     batch = next(recipes["BERT (MLM + NSP)"])
-    text = (batch["attention_mask"] > 0) & ~np.isin(batch["input_ids"], list(tokenizer.special_ids - {tokenizer.mask_id}))
+    not_text = list(tokenizer.special_ids - {tokenizer.mask_id})
+    text = (batch["attention_mask"] > 0) & ~np.isin(batch["input_ids"], not_text)
     print(f"done in {time.perf_counter() - start:.1f}s; a BERT batch predicts "
           f"{(batch['mlm_labels'] >= 0).sum() / text.sum():.3f} of its text tokens")
 

@@ -7,12 +7,17 @@
     batches.set_state(state)       # continues with exactly the batch that would have come next
 
 How it stays reproducible and resumable without saving any generator: each epoch visits the documents in an order
-drawn from (seed, epoch); host `process_index` of `process_count` takes every `process_count`-th document of that
-order (hosts see disjoint documents whose union is the corpus). Examples made from a document draw from a generator
-seeded by (seed, epoch, document), and the dynamic masking of a batch from one seeded by (seed, epoch, batch,
-host). So the state is where the host stands: epoch, position in its document order, offset inside that document's
-examples (or tokens, for packing), and the batch count. Same seed and host count, same batches; the last partial
-batch of an epoch is dropped so every batch has the same shape.
+drawn from (seed, epoch). Examples made from a document draw from a generator seeded by (seed, epoch, document),
+and the dynamic masking of a batch from one seeded by (seed, epoch, batch[, host]). So the state is where the host
+stands: epoch, position in its document order, offset inside that document's examples (or tokens, for packing),
+and the batch count. The last partial batch of an epoch is dropped so every batch has the same shape.
+
+Two ways to split the work among hosts (`shard=`):
+- "documents" (default, scales to any corpus): host `process_index` of `process_count` takes every
+  `process_count`-th document of the epoch's order, so hosts read disjoint documents whose union is the corpus.
+  Same seed and host count, same batches.
+- "rows": every host makes the whole global batch and keeps its rows of it. Same seed, same global batches on any
+  number of hosts (a state saved on 4 hosts resumes on 8), at the price of every host tokenizing every document.
 
 grain was considered for this loop; the recipes here need per-document example lists and token packing with a
 cursor that a dict of five ints captures, which is simpler to keep exact in plain NumPy. The sources
@@ -184,13 +189,14 @@ class Batches:
       num_epochs: None iterates forever.
       process_index, process_count: this host and how many there are (default: `jax.process_index()` and
         `jax.process_count()`).
+      shard: "documents" or "rows", see the module docstring.
     Raises:
       ValueError: an empty corpus, a batch size that does not divide among hosts, or a corpus too small for one batch.
     """
 
     def __init__(self, documents: Sequence, recipe, *, batch_size: int, seed: int = 0, shuffle: bool = True,
                  num_epochs: Optional[int] = None, process_index: Optional[int] = None,
-                 process_count: Optional[int] = None):
+                 process_count: Optional[int] = None, shard: str = "documents"):
         if process_index is None or process_count is None:
             import jax
 
@@ -200,31 +206,38 @@ class Batches:
             raise ValueError(f"process_index={process_index} is not in [0, process_count={process_count})")
         if batch_size <= 0 or batch_size % process_count:
             raise ValueError(f"batch_size={batch_size} must be a positive multiple of process_count={process_count}")
+        if shard not in ("documents", "rows"):
+            raise ValueError(f"shard must be 'documents' or 'rows', got {shard!r}")
         check_not_empty(documents, "the corpus")
-        self.recipe = recipe
+        self.recipe, self.shard = recipe, shard
         is_pairs = isinstance(recipe, Seq2SeqRecipe)
         self.documents = documents if is_pairs or isinstance(documents, TokenizedDocuments) else TokenizedDocuments(
             documents, recipe.tokenizer)
         self.rows_per_host = batch_size // process_count
+        self.rows_read = batch_size if shard == "rows" else self.rows_per_host
         self.seed, self.shuffle, self.num_epochs = int(seed), shuffle, num_epochs
         self.process_index, self.process_count = process_index, process_count
         self.set_state({"seed": self.seed, "epoch": 0, "document": 0, "offset": 0, "batch": 0,
-                        "process_count": process_count})
+                        "process_count": self._state_process_count})
+
+    @property
+    def _state_process_count(self) -> int:
+        return 0 if self.shard == "rows" else self.process_count  # "rows" states fit any host count
 
     # -- state -------------------------------------------------------------------------------------------------------
     def get_state(self) -> dict[str, int]:
         """Where this host stands, as a small JSON-serializable dict of ints; save it with the model's checkpoint."""
         return {"seed": self.seed, "epoch": self._epoch, "document": self._cursor[0], "offset": self._cursor[1],
-                "batch": self._batch, "process_count": self.process_count}
+                "batch": self._batch, "process_count": self._state_process_count}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continues from `state` (from `get_state`): the next batch is the one that would have come next."""
         missing = [k for k in STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"iterator state lacks {missing}; expected the dict of get_state()")
-        if int(state["process_count"]) != self.process_count:
-            raise ValueError(f"the state was saved with process_count={state['process_count']}, but this run has "
-                             f"{self.process_count}; the document shards would differ")
+        if int(state["process_count"]) != self._state_process_count:
+            raise ValueError(f"the state was saved with process_count={state['process_count']} (0: shard='rows'), "
+                             f"but this run has {self._state_process_count}; the document shards would differ")
         self.seed = int(state["seed"])
         self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
         self._cursor = (int(state["document"]), int(state["offset"]))
@@ -235,7 +248,7 @@ class Batches:
         """The indices of the documents this host visits in `epoch`, in order."""
         n = len(self.documents)
         order = np.random.default_rng([self.seed, 2, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        return order[self.process_index::self.process_count]
+        return order[self.process_index::self.process_count] if self.shard == "documents" else order
 
     def _examples(self) -> Iterator[tuple[dict, tuple[int, int]]]:
         order = self.document_order(self._epoch)
@@ -262,23 +275,29 @@ class Batches:
             examples, cursor = [], self._cursor
             for example, cursor in self._stream:
                 examples.append(example)
-                if len(examples) == self.rows_per_host:
+                if len(examples) == self.rows_read:
                     break
-            if len(examples) == self.rows_per_host:
-                rng = np.random.default_rng([self.seed, 1, self._epoch, self._batch, self.process_index])
-                batch = self.recipe.collate(examples, rng)
+            if len(examples) == self.rows_read:
+                if self.shard == "documents":
+                    rng = np.random.default_rng([self.seed, 1, self._epoch, self._batch, self.process_index])
+                    batch = self.recipe.collate(examples, rng)
+                else:
+                    rng = np.random.default_rng([self.seed, 1, self._epoch, self._batch])
+                    first = self.process_index * self.rows_per_host
+                    batch = self.recipe.collate(examples, rng)
+                    batch = {key: value[first:first + self.rows_per_host] for key, value in batch.items()}
                 self._cursor, self._batch = cursor, self._batch + 1
                 return batch
             if self._batch == 0:
                 raise ValueError(f"one epoch of this host's share of the corpus makes {len(examples)} examples, "
-                                 f"fewer than the {self.rows_per_host} rows of one batch")
+                                 f"fewer than the {self.rows_read} rows of one batch")
             self._epoch, self._batch, self._cursor, self._stream = self._epoch + 1, 0, (0, 0), None
 
 
 def bert_pretraining_batches(documents: Sequence, tokenizer, *, batch_size: int, max_length: int = 128,
                              objective: str = "nsp", seed: int = 0, **options) -> Batches:
     """BERT (MLM + NSP) batches; `objective="sop"` gives ALBERT's (MLM + SOP). `options`: masking and `Batches`."""
-    loader_keys = ("shuffle", "num_epochs", "process_index", "process_count")
+    loader_keys = ("shuffle", "num_epochs", "process_index", "process_count", "shard")
     loader_options = {k: options.pop(k) for k in loader_keys if k in options}
     recipe = SentencePairRecipe(tokenizer, max_length, objective=objective, **options)
     return Batches(documents, recipe, batch_size=batch_size, seed=seed, **loader_options)
