@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from train.data import (IGNORE_INDEX, TfdsDocuments, albert_pretraining_batches, bert_pretraining_batches,
+from train.data import (IGNORE_INDEX, TfdsDocuments, TfdsPairs, albert_pretraining_batches, bert_pretraining_batches,
                         causal_lm_batches, date_translation_pairs, make_sentence_pairs, mask_tokens,
                         maskable_positions, pack_documents, read_jsonl, read_text_files, seq2seq_batches,
                         shipped_documents, shipped_tokenizer)
@@ -345,10 +345,15 @@ def test_jsonl_documents_and_bad_lines(tmp_path):
 def test_tfds_data_source_feeds_the_pipeline(tokenizer):
     tfds = pytest.importorskip("tensorflow_datasets")
     pytest.importorskip("importlib_resources")
-    import tensorflow_datasets.text.glue  # noqa: F401  (registers glue for the mock)
+    import tensorflow_datasets.text.glue  # noqa: F401  (registers the datasets for the mock)
+    import tensorflow_datasets.translate.wmt14  # noqa: F401
 
     with tfds.testing.mock_data(num_examples=40):
         docs = TfdsDocuments("glue/sst2", split="train", text_field="sentence")
         assert len(docs) == 40 and all(isinstance(s, str) for s in docs[0])
         batch = next(causal_lm_batches(docs, tokenizer, batch_size=2, max_length=16))
+        pairs = TfdsPairs("wmt14_translate/de-en", split="train", source_field="en", target_field="de")
+        assert len(pairs) == 40 and all(isinstance(text, str) for text in pairs[0])
+        translation = next(seq2seq_batches(pairs, tokenizer, batch_size=4, max_source_length=16))
     assert batch["input_ids"].shape == (2, 16)
+    assert translation["decoder_input_ids"].shape == (4, 16)

@@ -165,8 +165,8 @@ class Seq2SeqRecipe:
         target_ids = self.target_tokenizer.encode(target, add_special_tokens=False)
         example = make_seq2seq_example(source_ids, target_ids, max_source_length=self.max_source_length,
                                        max_target_length=self.max_target_length, eos_id=self.eos_id,
-                                       pad_id=self.pad_id, decoder_start_id=self.decoder_start_id)
-        example["input_ids"][example["attention_mask"].sum() - 1] = self.source_eos_id
+                                       pad_id=self.pad_id, decoder_start_id=self.decoder_start_id,
+                                       source_eos_id=self.source_eos_id)
         return [example]
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:

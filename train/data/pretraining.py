@@ -225,17 +225,17 @@ def pack_documents(documents: Iterable[Sequence[int]], length: int, *, eos_id: i
 
 def make_seq2seq_example(source: Sequence[int], target: Sequence[int], *, max_source_length: int,
                          max_target_length: int, eos_id: int, pad_id: int = 0,
-                         decoder_start_id: Optional[int] = None) -> dict:
+                         decoder_start_id: Optional[int] = None, source_eos_id: Optional[int] = None) -> dict:
     """One padded source/target example: source + EOS; labels = target + EOS; decoder inputs = labels shifted right.
 
-    The decoder starts from `decoder_start_id` (default `pad_id`, as Vaswani et al.'s and Marian's models do).
-    Too-long texts are truncated so EOS always fits.
+    The decoder starts from `decoder_start_id` (default `pad_id`, as Vaswani et al.'s and Marian's models do); the
+    source ends with `source_eos_id` (default `eos_id`). Too-long texts are truncated so EOS always fits.
     """
     if max_source_length < 2 or max_target_length < 2:
         raise ValueError(f"max_source_length={max_source_length} and max_target_length={max_target_length} must "
                          f"leave room for a token and EOS")
     start = pad_id if decoder_start_id is None else decoder_start_id
-    src = [*source[:max_source_length - 1], eos_id]
+    src = [*source[:max_source_length - 1], eos_id if source_eos_id is None else source_eos_id]
     tgt = [*target[:max_target_length - 1], eos_id]
     example = {
         "input_ids": np.full(max_source_length, pad_id, np.int32),
