@@ -86,6 +86,10 @@ def test_byte_level_bpe_ids_equal_transformers_gpt2_tokenizer(transformers, gpt_
         assert ours.encode(text) == reference(text)["input_ids"], text
         assert ours.decode(ours.encode(text), skip_special_tokens=False) == text  # byte-level: lossless
     assert ours.eos_id == reference.eos_token_id
+    batch = ours.encode_batch(SENTENCES, padding="longest")
+    assert set(batch) == {"input_ids", "attention_mask"}  # GPT-2 takes no token types
+    for text, row, mask in zip(SENTENCES, batch["input_ids"], batch["attention_mask"]):
+        assert row[mask > 0].tolist() == reference(text)["input_ids"]
 
 
 def test_sentencepiece_ids_equal_transformers_albert_tokenizer(transformers, spm_folder):

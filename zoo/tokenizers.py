@@ -8,7 +8,7 @@
 `from_pretrained(folder)` picks the right one from the files in a checkpoint folder. Every tokenizer has:
 
     encode(text) -> ids                 encode_pair(a, b) -> (ids, token_type_ids)
-    encode_batch(texts, max_length=...) -> {"input_ids", "attention_mask", "token_type_ids"} int32 [batch, length]
+    encode_batch(texts, max_length=...) -> {"input_ids", "attention_mask", "token_type_ids" (BERT, ALBERT)}
     decode(ids) -> text                 pad_id, cls_id, sep_id, mask_id, unk_id, bos_id, eos_id, special_ids
 
 The ids equal those of the reference tokenizers in `transformers` (tests/test_tokenizers.py checks Chinese, accents,
@@ -111,16 +111,23 @@ class Tokenizer:
         second = [*b, *self.suffix]
         return first + second, [0] * len(first) + [1] * len(second)
 
+    @property
+    def has_token_types(self) -> bool:
+        """Whether this tokenizer's models take `token_type_ids` (BERT and ALBERT, whose template starts with [CLS])."""
+        return bool(self.prefix)
+
     def encode_batch(self, texts: Sequence[Text], *, max_length: Optional[int] = None, padding: str = "max_length",
-                     truncation: bool = True, add_special_tokens: bool = True) -> dict[str, np.ndarray]:
+                     truncation: bool = True, add_special_tokens: bool = True,
+                     return_token_type_ids: Optional[bool] = None) -> dict[str, np.ndarray]:
         """Encodes texts (or (a, b) pairs) into int32 arrays [batch, length].
 
         Args:
           padding: "max_length" pads to `max_length`; "longest" to the longest row (at most `max_length`).
           truncation: cut the longer segment first until a row fits `max_length` (BERT's "longest_first");
             False makes a row that does not fit a ValueError.
+          return_token_type_ids: default `has_token_types` (GPT-2 and Marian models take none).
         Returns:
-          {"input_ids", "attention_mask", "token_type_ids"}; padding positions hold `pad_id` (or 0) and mask 0.
+          {"input_ids", "attention_mask"[, "token_type_ids"]}; padding holds `pad_id` (or 0) and mask 0.
         Raises:
           ValueError: `max_length` leaves no room for text after the special tokens.
         """
@@ -160,7 +167,10 @@ class Tokenizer:
             input_ids[i, :len(ids)] = ids
             token_type_ids[i, :len(ids)] = type_ids
             attention_mask[i, :len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.has_token_types if return_token_type_ids is None else return_token_type_ids:
+            batch["token_type_ids"] = token_type_ids
+        return batch
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         raise NotImplementedError
@@ -533,6 +543,8 @@ class TranslationTokenizers:
         self.source, self.target = source, target
 
     def __getattr__(self, name):
+        if name in ("source", "target"):  # not set yet (copy, pickle)
+            raise AttributeError(name)
         return getattr(self.source, name)
 
 
