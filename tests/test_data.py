@@ -303,7 +303,7 @@ def test_shipped_corpus_and_vocabulary(tokenizer):
     assert len(docs) > 400 and sum(len(s) for d in docs for s in d) > 1_500_000
     assert CORPUS_FILE.stat().st_size < 5_000_000
     assert tokenizer.vocab_size == 1024
-    ids = np.concatenate(tokenizer._encode_plain([s for d in docs[:50] for s in d]))
+    ids = np.concatenate(tokenizer.encode_plain([s for d in docs[:50] for s in d]))
     assert (ids == tokenizer.unk_id).mean() < 0.01
 
 

@@ -8,6 +8,7 @@
 `from_pretrained(folder)` picks the right one from the files in a checkpoint folder. Every tokenizer has:
 
     encode(text) -> ids                 encode_pair(a, b) -> (ids, token_type_ids)
+    encode_plain(texts) -> [ids]        (no special tokens; batched)
     encode_batch(texts, max_length=...) -> {"input_ids", "attention_mask", "token_type_ids" (BERT, ALBERT)}
     decode(ids) -> text                 pad_id, cls_id, sep_id, mask_id, unk_id, bos_id, eos_id, special_ids
 
@@ -32,7 +33,7 @@ ROLES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
 
 
 class Tokenizer:
-    """The interface every zoo tokenizer has. Subclasses give `_encode_plain`, `decode` and the vocabulary.
+    """The interface every zoo tokenizer has. Subclasses give `encode_plain`, `decode` and the vocabulary.
 
     A template of special ids wraps the plain ids: single = prefix A suffix, pair = prefix A middle B suffix, with
     token type 0 up to and including `middle` and 1 after it (BERT: [CLS] A [SEP] B [SEP]).
@@ -83,23 +84,23 @@ class Tokenizer:
         return True
 
     # -- encoding --------------------------------------------------------------------------------------------------
-    def _encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
-        """Ids of each text without special tokens."""
+    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids of each text without special tokens, encoded as one batch (the data pipeline tokenizes with this)."""
         raise NotImplementedError
 
     def num_special_tokens(self, pair: bool = False) -> int:
         return len(self.prefix) + len(self.suffix) + (len(self.middle) if pair else 0)
 
     def tokenize(self, text: str) -> list[str]:
-        return [self.id_to_token(i) for i in self._encode_plain([text])[0]]
+        return [self.id_to_token(i) for i in self.encode_plain([text])[0]]
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        ids = self._encode_plain([text])[0]
+        ids = self.encode_plain([text])[0]
         return [*self.prefix, *ids, *self.suffix] if add_special_tokens else ids
 
     def encode_pair(self, text_a: str, text_b: str, add_special_tokens: bool = True) -> tuple[list[int], list[int]]:
         """(ids, token_type_ids) of a segment pair: type 0 for A and its specials, 1 for B."""
-        a, b = self._encode_plain([text_a, text_b])
+        a, b = self.encode_plain([text_a, text_b])
         return self.build_pair(a, b) if add_special_tokens else (a + b, [0] * len(a) + [1] * len(b))
 
     def build_pair(self, a: Sequence[int], b: Optional[Sequence[int]] = None) -> tuple[list[int], list[int]]:
@@ -137,7 +138,7 @@ class Tokenizer:
             raise ValueError("padding='max_length' needs max_length")
         pairs = [t if isinstance(t, tuple) else (t, None) for t in texts]
         flat = [a for a, _ in pairs] + [b for _, b in pairs if b is not None]
-        plain = iter(self._encode_plain(flat))
+        plain = iter(self.encode_plain(flat))
         firsts = [next(plain) for _ in pairs]
         seconds = [next(plain) if b is not None else None for _, b in pairs]
         rows, types = [], []
@@ -151,7 +152,7 @@ class Tokenizer:
                     if not truncation:
                         raise ValueError(f"a text has {len(a) + len(b or ())} tokens, more than the {budget} that "
                                          f"max_length={max_length} allows; pass truncation=True to cut it")
-                    a, b = truncate_pair(a, b, budget)
+                    a, b = truncate_longest_first(a, b, budget)
             if add_special_tokens:
                 ids, type_ids = self.build_pair(a, b)
             else:
@@ -179,7 +180,7 @@ class Tokenizer:
         raise NotImplementedError
 
 
-def truncate_pair(a: Sequence[int], b: Optional[Sequence[int]], budget: int):
+def truncate_longest_first(a: Sequence[int], b: Optional[Sequence[int]], budget: int):
     """Removes tokens from the end of the longer segment until both fit `budget` (BERT's "longest_first")."""
     a, b = list(a), (None if b is None else list(b))
     if b is None:
@@ -235,7 +236,7 @@ class RustTokenizer(Tokenizer):
             return not token.startswith(self._continuation)
         return not self._word_prefix or token.startswith(self._word_prefix)
 
-    def _encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
@@ -447,7 +448,7 @@ class SentencePieceTokenizer(Tokenizer):
             text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
         return text.lower() if self.lower_case else text
 
-    def _encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
         # Special tokens written in the text ("[MASK]") are matched before normalization, as `transformers` does.
         specials = [self.id_to_token(i) for i in sorted(self.special_tokens.values())]
         pattern = re.compile("(" + "|".join(re.escape(t) for t in specials) + ")") if specials else None

@@ -59,7 +59,7 @@ class TokenizedDocuments:
         sentences = self.documents[index]
         if not sentences:
             return []
-        return [np.asarray(ids, np.int32) for ids in self.tokenizer._encode_plain(list(sentences))]
+        return [np.asarray(ids, np.int32) for ids in self.tokenizer.encode_plain(list(sentences))]
 
     def __len__(self) -> int:
         return len(self.documents)

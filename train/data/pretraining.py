@@ -82,7 +82,7 @@ def mask_tokens(input_ids: np.ndarray, maskable: np.ndarray, rng: np.random.Gene
     return masked, labels
 
 
-def truncate_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng: np.random.Generator) -> None:
+def truncate_seq_pair(tokens_a: list, tokens_b: list, max_num_tokens: int, rng: np.random.Generator) -> None:
     """BERT's `truncate_seq_pair`: drop tokens from the longer segment, at random from its front or back."""
     while len(tokens_a) + len(tokens_b) > max_num_tokens:
         longer = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
@@ -155,7 +155,7 @@ def make_sentence_pairs(document_index: int, get_document: Callable[[int], Seque
                 label = 0
                 if objective == "sop" and rng.random() < 0.5:
                     tokens_a, tokens_b, label = tokens_b, tokens_a, 1
-            truncate_pair(tokens_a, tokens_b, max_num_tokens, rng)
+            truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
             if tokens_a and tokens_b:
                 pairs.append((tokens_a, tokens_b, label))
             chunk, chunk_length = [], 0
