@@ -1,15 +1,16 @@
 """The data pipeline: the papers' recipes as statistics and invariants, resumption, host sharding, bad input."""
 
 import inspect
+import json
 import logging
 
 import numpy as np
 import pytest
 
-from train.data import (IGNORE_INDEX, TfdsDocuments, TfdsPairs, albert_pretraining_batches, bert_pretraining_batches,
-                        causal_lm_batches, date_translation_pairs, make_sentence_pairs, mask_tokens,
-                        maskable_positions, pack_documents, read_jsonl, read_text_files, seq2seq_batches,
-                        shipped_documents, shipped_tokenizer)
+from train.data import (IGNORE_INDEX, TfdsDocuments, TfdsPairs, TfdsRecords, albert_pretraining_batches,
+                        bert_pretraining_batches, causal_lm_batches, classification_batches, date_translation_pairs,
+                        make_sentence_pairs, mask_tokens, maskable_positions, pack_documents, read_jsonl,
+                        read_text_files, seq2seq_batches, shipped_documents, shipped_tokenizer)
 from train.data.corpus import CORPUS_FILE
 
 MASK, PAD, CLS, SEP = 4, 0, 3, 1
@@ -229,7 +230,7 @@ def test_resumed_iterator_continues_with_exactly_the_next_batch(recipe, tokenize
         state = first.get_state()
         assert set(state) == {"seed", "epoch", "document", "offset", "batch", "process_count"}
         resumed = make()
-        resumed.set_state(dict(state))
+        resumed.set_state(json.loads(json.dumps(state)))  # small enough to save as JSON with the checkpoint
         assert_same_batches(take(resumed, 30 - stop), expected[stop:])
 
 
@@ -355,5 +356,10 @@ def test_tfds_data_source_feeds_the_pipeline(tokenizer):
         pairs = TfdsPairs("wmt14_translate/de-en", split="train", source_field="en", target_field="de")
         assert len(pairs) == 40 and all(isinstance(text, str) for text in pairs[0])
         translation = next(seq2seq_batches(pairs, tokenizer, batch_size=4, max_source_length=16))
+        records = TfdsRecords("glue/sst2", split="train", fields=("sentence", "label"))
+        assert isinstance(records[0][0], str) and isinstance(records[0][1], int)
+        glue = next(classification_batches(records, tokenizer, batch_size=4, max_length=16))
     assert batch["input_ids"].shape == (2, 16)
+    assert {k: v.shape for k, v in glue.items()} == {"input_ids": (4, 16), "attention_mask": (4, 16),
+                                                    "token_type_ids": (4, 16), "labels": (4,)}
     assert translation["decoder_input_ids"].shape == (4, 16)

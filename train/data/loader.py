@@ -148,6 +148,8 @@ class CausalLMRecipe:
 class Seq2SeqRecipe:
     """Encoder-decoder rows from (source text, target text) pairs, padded to fixed lengths."""
 
+    tokenizes_documents = False  # reads text records itself
+
     def __init__(self, source_tokenizer, max_source_length: int, max_target_length: Optional[int] = None, *,
                  target_tokenizer=None, decoder_start_id: Optional[int] = None):
         self.source_tokenizer = source_tokenizer
@@ -168,6 +170,25 @@ class Seq2SeqRecipe:
                                        pad_id=self.pad_id, decoder_start_id=self.decoder_start_id,
                                        source_eos_id=self.source_eos_id)
         return [example]
+
+    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
+        return stack(examples)
+
+
+class ClassificationRecipe:
+    """Fine-tuning rows (GLUE-style) from (text, label) or (text_a, text_b, label) records; `labels` is [batch]."""
+
+    tokenizes_documents = False
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def examples(self, records: Sequence, index: int, rng: np.random.Generator) -> list[dict]:
+        *texts, label = records[index]
+        text = texts[0] if len(texts) == 1 or texts[1] is None else (texts[0], texts[1])
+        row = {k: v[0] for k, v in self.tokenizer.encode_batch([text], max_length=self.max_length).items()}
+        row["labels"] = np.int32(label)
+        return [row]
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
         return stack(examples)
@@ -210,9 +231,8 @@ class Batches:
             raise ValueError(f"shard must be 'documents' or 'rows', got {shard!r}")
         check_not_empty(documents, "the corpus")
         self.recipe, self.shard = recipe, shard
-        is_pairs = isinstance(recipe, Seq2SeqRecipe)
-        self.documents = documents if is_pairs or isinstance(documents, TokenizedDocuments) else TokenizedDocuments(
-            documents, recipe.tokenizer)
+        wrap = getattr(recipe, "tokenizes_documents", True) and not isinstance(documents, TokenizedDocuments)
+        self.documents = TokenizedDocuments(documents, recipe.tokenizer) if wrap else documents
         self.rows_per_host = batch_size // process_count
         self.rows_read = batch_size if shard == "rows" else self.rows_per_host
         self.seed, self.shuffle, self.num_epochs = int(seed), shuffle, num_epochs
@@ -325,6 +345,12 @@ def seq2seq_batches(pairs: Sequence[tuple[str, str]], tokenizer, *, batch_size: 
     return Batches(pairs, recipe, batch_size=batch_size, seed=seed, **options)
 
 
-__all__ = ["Batches", "CausalLMRecipe", "IGNORE_INDEX", "Seq2SeqRecipe", "SentencePairRecipe", "TokenizedDocuments",
-           "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches", "end_of_text_id",
-           "seq2seq_batches"]
+def classification_batches(records: Sequence, tokenizer, *, batch_size: int, max_length: int = 128, seed: int = 0,
+                           **options) -> Batches:
+    """Sequence-classification batches (GLUE) from (text, label) or (text_a, text_b, label) records."""
+    return Batches(records, ClassificationRecipe(tokenizer, max_length), batch_size=batch_size, seed=seed, **options)
+
+
+__all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", "Seq2SeqRecipe", "SentencePairRecipe",
+           "TokenizedDocuments", "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches",
+           "classification_batches", "end_of_text_id", "seq2seq_batches"]

@@ -176,23 +176,42 @@ class TfdsDocuments:
         return split_sentences(str(text))
 
 
-class TfdsPairs:
-    """Random access to (source, target) text pairs of a prepared tfds translation split (e.g. "wmt14_translate/de-en").
+class TfdsRecords:
+    """Random access to chosen fields of a prepared tfds split, as tuples: texts decoded to str, numbers to int.
 
-    `source_field` and `target_field` name the languages (wmt: the language codes).
+    e.g. `TfdsRecords("glue/mnli", "train", fields=("premise", "hypothesis", "label"))` for `classification_batches`.
     """
 
-    def __init__(self, name: str, split: str = "train", *, source_field: str, target_field: str,
-                 data_dir: Optional[str] = None):
-        import tensorflow_datasets as tfds
-
+    def __init__(self, name: str, split: str = "train", *, fields: Sequence[str], data_dir: Optional[str] = None):
+        try:
+            import tensorflow_datasets as tfds
+        except ImportError:
+            raise ImportError("TfdsRecords needs tensorflow-datasets: pip install 'zoo[data]'") from None
         self.source = tfds.data_source(name, split=split, data_dir=data_dir)
-        self.fields = source_field, target_field
+        self.fields = tuple(fields)
         check_not_empty(self.source, f"tfds {name}[{split}]")
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[str, str]:
+    def __getitem__(self, index: int) -> tuple:
         record = self.source[int(index)]
-        return tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in (record[f] for f in self.fields))
+        return tuple(_plain(record[field]) for field in self.fields)
+
+
+class TfdsPairs(TfdsRecords):
+    """(source, target) text pairs of a prepared tfds translation split, e.g. "wmt14_translate/de-en" with the
+    language codes as fields."""
+
+    def __init__(self, name: str, split: str = "train", *, source_field: str, target_field: str,
+                 data_dir: Optional[str] = None):
+        super().__init__(name, split, fields=(source_field, target_field), data_dir=data_dir)
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if hasattr(value, "item"):  # NumPy scalars
+        value = value.item()
+        return value.decode("utf-8") if isinstance(value, bytes) else value
+    return value
