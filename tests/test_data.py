@@ -183,6 +183,8 @@ def test_bert_and_albert_batches_have_fixed_shapes_and_the_model_keys(tokenizer,
 
 
 def test_batch_keys_are_the_model_arguments(tokenizer, documents):
+    import jax
+
     import zoo
 
     pairs = date_translation_pairs(16)
@@ -195,6 +197,11 @@ def test_batch_keys_are_the_model_arguments(tokenizer, documents):
         inputs = {k: v for k, v in next(batches).items() if k in arguments}
         assert set(next(batches)) - set(inputs) <= {"mlm_labels", "next_sentence_labels", "labels"}
         assert all(v.max() < model.config.vocab_size for k, v in inputs.items() if k.endswith("input_ids"))
+        variables = jax.eval_shape(lambda: model.init(jax.random.key(0), **inputs))  # traces, compiles nothing
+        out = jax.eval_shape(lambda v: model.apply(v, **inputs), variables)
+        logits = out.prediction_logits if task == "pretraining" else out.logits
+        assert logits.shape == (*inputs["input_ids" if task != "seq2seq" else "decoder_input_ids"].shape,
+                                model.config.vocab_size)
 
 
 def take(batches, n):
