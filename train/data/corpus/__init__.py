@@ -1,0 +1,84 @@
+"""The corpus, vocabulary and translation task that ship with zoo, so demos and tests run offline.
+
+- `python_docs.txt.xz`: 1.9 MB of English prose (491 documents, about 23k sentences) from the Python standard
+  library's docstrings and `pydoc_data.topics`, Python Software Foundation License (redistribution allowed). Rebuilt
+  by `build_corpus.py`. One sentence per line, a blank line between documents (the BERT reference format).
+- `vocab.txt`: a lower-cased WordPiece vocabulary of 1024 tokens trained on that corpus, the size of the `*-tiny`
+  presets. [PAD]=0 and [SEP]=1, so `gpt-tiny`'s eos (1) and `transformer-tiny`'s pad/eos/start (0/1/0) match it.
+- `date_translation_pairs`: a generated translation task (dates written out in words -> ISO dates) for the
+  encoder-decoder.
+"""
+
+from __future__ import annotations
+
+import datetime
+import lzma
+import pathlib
+from typing import Iterable
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).parent
+CORPUS_FILE = HERE / "python_docs.txt.xz"
+VOCAB_FILE = HERE / "vocab.txt"
+SPECIAL_TOKENS = ("[PAD]", "[SEP]", "[UNK]", "[CLS]", "[MASK]")
+
+
+def read_corpus_text() -> str:
+    return lzma.decompress(CORPUS_FILE.read_bytes()).decode("utf-8")
+
+
+def shipped_documents() -> list[list[str]]:
+    """The shipped corpus as documents, each a list of sentences."""
+    from train.data.sources import parse_documents
+
+    return parse_documents(read_corpus_text())
+
+
+def shipped_tokenizer():
+    """The lower-cased WordPiece tokenizer over the shipped 1024-token `vocab.txt`."""
+    from zoo.tokenizers import wordpiece
+
+    return wordpiece(VOCAB_FILE, lower_case=True)
+
+
+def train_wordpiece_vocab(lines: Iterable[str], vocab_file, vocab_size: int = 1024) -> None:
+    """Trains a lower-cased BERT WordPiece vocabulary with the `tokenizers` package and writes `vocab.txt`."""
+    from tokenizers import BertWordPieceTokenizer
+
+    tokenizer = BertWordPieceTokenizer(lowercase=True)
+    tokenizer.train_from_iterator([line for line in lines if line.strip()], vocab_size=vocab_size, min_frequency=2,
+                                  special_tokens=list(SPECIAL_TOKENS), limit_alphabet=200, show_progress=False)
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    pathlib.Path(vocab_file).write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+
+
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december")
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
+            "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth",
+            "eighteenth", "nineteenth", "twentieth", "twenty first", "twenty second", "twenty third",
+            "twenty fourth", "twenty fifth", "twenty sixth", "twenty seventh", "twenty eighth", "twenty ninth",
+            "thirtieth", "thirty first")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def date_translation_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """A generated translation task: a date in one of several English phrasings -> the ISO date.
+
+    e.g. ("saturday, the fourth of july 1998", "1998-07-04"). Deterministic for a seed; dates 1900-2099.
+    """
+    rng = np.random.default_rng(seed)
+    start = datetime.date(1900, 1, 1).toordinal()
+    days = rng.integers(0, datetime.date(2099, 12, 31).toordinal() - start + 1, count)
+    styles = rng.integers(0, 4, count)
+    pairs = []
+    for day, style in zip(days, styles):
+        date = datetime.date.fromordinal(start + int(day))
+        month, ordinal = MONTHS[date.month - 1], ORDINALS[date.day - 1]
+        source = (f"{WEEKDAYS[date.weekday()]}, the {ordinal} of {month} {date.year}",
+                  f"{month} {date.day}, {date.year}",
+                  f"the {ordinal} of {month}, {date.year}",
+                  f"{date.day} {month} {date.year}")[style]
+        pairs.append((source, date.isoformat()))
+    return pairs

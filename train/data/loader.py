@@ -1,0 +1,356 @@
+"""Resumable, host-sharded iterators of fixed-shape NumPy batches for every zoo family.
+
+    batches = bert_pretraining_batches(documents, tokenizer, batch_size=32, max_length=128, seed=0)
+    batch = next(batches)          # {"input_ids", "attention_mask", "token_type_ids", "mlm_labels",
+                                   #  "next_sentence_labels"}: int32 NumPy arrays
+    state = batches.get_state()    # a small dict of ints: save it with the model's checkpoint
+    batches.set_state(state)       # continues with exactly the batch that would have come next
+
+How it stays reproducible and resumable without saving any generator: each epoch visits the documents in an order
+drawn from (seed, epoch). Examples made from a document draw from a generator seeded by (seed, epoch, document),
+and the dynamic masking of a batch from one seeded by (seed, epoch, batch[, host]). So the state is where the host
+stands: epoch, position in its document order, offset inside that document's examples (or tokens, for packing),
+and the batch count. The last partial batch of an epoch is dropped so every batch has the same shape.
+
+Two ways to split the work among hosts (`shard=`):
+- "documents" (default, scales to any corpus): host `process_index` of `process_count` takes every
+  `process_count`-th document of the epoch's order, so hosts read disjoint documents whose union is the corpus.
+  Same seed and host count, same batches.
+- "rows": every host makes the whole global batch and keeps its rows of it. Same seed, same global batches on any
+  number of hosts (a state saved on 4 hosts resumes on 8), at the price of every host tokenizing every document.
+
+grain was considered for this loop; the recipes here need per-document example lists and token packing with a
+cursor that a dict of five ints captures, which is simpler to keep exact in plain NumPy. The sources
+(`TfdsDocuments` included) are random-access, so grain can read them too.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+from train.data.pretraining import (IGNORE_INDEX, make_sentence_pairs, make_seq2seq_example, mask_tokens,
+                                    maskable_positions, pack_rows)
+from train.data.sources import check_not_empty
+
+Batch = dict[str, np.ndarray]
+STATE_KEYS = ("seed", "epoch", "document", "offset", "batch", "process_count")
+
+
+def end_of_text_id(tokenizer) -> int:
+    """The id that ends a document: the tokenizer's EOS, else its [SEP]."""
+    for token_id in (tokenizer.eos_id, tokenizer.sep_id):
+        if token_id is not None:
+            return token_id
+    raise ValueError("the tokenizer has neither an EOS nor a [SEP] token to end documents with")
+
+
+class TokenizedDocuments:
+    """Documents (lists of sentences) turned into lists of id arrays on first use, and kept (up to `cache_size`)."""
+
+    def __init__(self, documents: Sequence, tokenizer, cache_size: Optional[int] = 1 << 16):
+        check_not_empty(documents, "the corpus")
+        self.documents, self.tokenizer = documents, tokenizer
+        self._get = functools.lru_cache(maxsize=cache_size)(self._tokenize)
+
+    def _tokenize(self, index: int) -> list[np.ndarray]:
+        sentences = self.documents[index]
+        if not sentences:
+            return []
+        return [np.asarray(ids, np.int32) for ids in self.tokenizer.encode_plain(list(sentences))]
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def __getitem__(self, index: int) -> list[np.ndarray]:
+        return self._get(int(index))
+
+
+class SentencePairRecipe:
+    """BERT (objective "nsp") or ALBERT ("sop") pre-training rows: [CLS] A [SEP] B [SEP], masked per batch."""
+
+    def __init__(self, tokenizer, max_length: int, *, objective: str = "nsp", short_seq_prob: float = 0.1,
+                 mask_rate: float = 0.15, mask_token_rate: float = 0.8, random_token_rate: float = 0.1,
+                 max_predictions: Optional[int] = None, whole_word_masking: bool = False):
+        if tokenizer.mask_id is None:
+            raise ValueError("masked-LM pre-training needs a tokenizer with a [MASK] token")
+        special = tokenizer.num_special_tokens(pair=True)
+        if max_length < special + 2:
+            raise ValueError(f"max_length={max_length} is too small: the special tokens of a pair need {special} "
+                             f"and each segment at least one token")
+        self.tokenizer, self.max_length, self.objective = tokenizer, max_length, objective
+        self.short_seq_prob = short_seq_prob
+        self.max_num_tokens = max_length - special
+        self.mask_options = dict(mask_rate=mask_rate, mask_token_rate=mask_token_rate,
+                                 random_token_rate=random_token_rate, max_predictions=max_predictions)
+        self.special_ids = np.array(sorted(tokenizer.special_ids), np.int64)
+        self.random_token_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), self.special_ids)
+        self.word_starts = tokenizer.word_start_table() if whole_word_masking else None
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+
+    def examples(self, documents: TokenizedDocuments, index: int, rng: np.random.Generator) -> list[dict]:
+        pairs = make_sentence_pairs(index, documents.__getitem__, len(documents), rng,
+                                    max_num_tokens=self.max_num_tokens, short_seq_prob=self.short_seq_prob,
+                                    objective=self.objective)
+        out = []
+        for a, b, label in pairs:
+            ids, types = self.tokenizer.build_pair(a, b)
+            row = {"input_ids": np.full(self.max_length, self.pad_id, np.int32),
+                   "attention_mask": np.zeros(self.max_length, np.int32),
+                   "token_type_ids": np.zeros(self.max_length, np.int32),
+                   "next_sentence_labels": np.int32(label)}
+            row["input_ids"][:len(ids)] = ids
+            row["attention_mask"][:len(ids)] = 1
+            row["token_type_ids"][:len(ids)] = types
+            out.append(row)
+        return out
+
+    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
+        batch = stack(examples)
+        maskable = maskable_positions(batch["input_ids"], self.special_ids) & (batch["attention_mask"] > 0)
+        word_starts = None if self.word_starts is None else self.word_starts[batch["input_ids"]]
+        batch["input_ids"], batch["mlm_labels"] = mask_tokens(
+            batch["input_ids"], maskable, rng, mask_id=self.tokenizer.mask_id,
+            random_token_ids=self.random_token_ids, word_starts=word_starts, **self.mask_options)
+        return batch
+
+
+class CausalLMRecipe:
+    """GPT rows: documents joined with EOS and packed into `max_length` tokens (see `pack_rows`)."""
+
+    packs = True
+
+    def __init__(self, tokenizer, max_length: int, *, eos_id: Optional[int] = None):
+        if max_length < 2:
+            raise ValueError(f"max_length={max_length} is too small for causal LM rows")
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.eos_id = end_of_text_id(tokenizer) if eos_id is None else eos_id
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else self.eos_id
+
+    def rows(self, documents: TokenizedDocuments, order: np.ndarray, start: tuple[int, int]):
+        def pieces():
+            for position in range(start[0], len(order)):
+                sentences = documents[order[position]]
+                if not sentences:
+                    continue
+                tokens = np.concatenate([*sentences, [self.eos_id]]).astype(np.int32)
+                offset = start[1] if position == start[0] else 0
+                if offset < len(tokens):
+                    yield position, offset, tokens[offset:]
+        return pack_rows(pieces(), self.max_length, pad_id=self.pad_id)
+
+    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
+        return stack(examples)
+
+
+class Seq2SeqRecipe:
+    """Encoder-decoder rows from (source text, target text) pairs, padded to fixed lengths."""
+
+    tokenizes_documents = False  # reads text records itself
+
+    def __init__(self, source_tokenizer, max_source_length: int, max_target_length: Optional[int] = None, *,
+                 target_tokenizer=None, decoder_start_id: Optional[int] = None):
+        self.source_tokenizer = source_tokenizer
+        self.target_tokenizer = target_tokenizer or source_tokenizer
+        self.max_source_length = max_source_length
+        self.max_target_length = max_target_length or max_source_length
+        self.eos_id = end_of_text_id(self.target_tokenizer)
+        self.source_eos_id = end_of_text_id(self.source_tokenizer)
+        self.pad_id = self.target_tokenizer.pad_id if self.target_tokenizer.pad_id is not None else 0
+        self.decoder_start_id = decoder_start_id
+
+    def examples(self, pairs: Sequence, index: int, rng: np.random.Generator) -> list[dict]:
+        source, target = pairs[index]
+        source_ids = self.source_tokenizer.encode(source, add_special_tokens=False)
+        target_ids = self.target_tokenizer.encode(target, add_special_tokens=False)
+        example = make_seq2seq_example(source_ids, target_ids, max_source_length=self.max_source_length,
+                                       max_target_length=self.max_target_length, eos_id=self.eos_id,
+                                       pad_id=self.pad_id, decoder_start_id=self.decoder_start_id,
+                                       source_eos_id=self.source_eos_id)
+        return [example]
+
+    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
+        return stack(examples)
+
+
+class ClassificationRecipe:
+    """Fine-tuning rows (GLUE-style) from (text, label) or (text_a, text_b, label) records; `labels` is [batch]."""
+
+    tokenizes_documents = False
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def examples(self, records: Sequence, index: int, rng: np.random.Generator) -> list[dict]:
+        *texts, label = records[index]
+        text = texts[0] if len(texts) == 1 or texts[1] is None else (texts[0], texts[1])
+        row = {k: v[0] for k, v in self.tokenizer.encode_batch([text], max_length=self.max_length).items()}
+        row["labels"] = np.int32(label)
+        return [row]
+
+    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
+        return stack(examples)
+
+
+def stack(examples: list[dict]) -> Batch:
+    return {key: np.stack([np.asarray(e[key]) for e in examples]).astype(np.int32) for key in examples[0]}
+
+
+class Batches:
+    """An iterator of fixed-shape NumPy batches from a random-access corpus, sharded by host and resumable.
+
+    Args:
+      documents: a random-access source (list of documents, `TfdsDocuments`, or a list of (source, target) pairs for
+        `Seq2SeqRecipe`); token recipes wrap it in `TokenizedDocuments`.
+      recipe: `SentencePairRecipe`, `CausalLMRecipe` or `Seq2SeqRecipe`.
+      batch_size: the global batch size; this host yields `batch_size // process_count` rows.
+      seed: fixes the document order, the examples and the masking.
+      num_epochs: None iterates forever.
+      process_index, process_count: this host and how many there are (default: `jax.process_index()` and
+        `jax.process_count()`).
+      shard: "documents" or "rows", see the module docstring.
+    Raises:
+      ValueError: an empty corpus, a batch size that does not divide among hosts, or a corpus too small for one batch.
+    """
+
+    def __init__(self, documents: Sequence, recipe, *, batch_size: int, seed: int = 0, shuffle: bool = True,
+                 num_epochs: Optional[int] = None, process_index: Optional[int] = None,
+                 process_count: Optional[int] = None, shard: str = "documents"):
+        if process_index is None or process_count is None:
+            import jax
+
+            process_index = jax.process_index() if process_index is None else process_index
+            process_count = jax.process_count() if process_count is None else process_count
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index={process_index} is not in [0, process_count={process_count})")
+        if batch_size <= 0 or batch_size % process_count:
+            raise ValueError(f"batch_size={batch_size} must be a positive multiple of process_count={process_count}")
+        if shard not in ("documents", "rows"):
+            raise ValueError(f"shard must be 'documents' or 'rows', got {shard!r}")
+        check_not_empty(documents, "the corpus")
+        self.recipe, self.shard = recipe, shard
+        wrap = getattr(recipe, "tokenizes_documents", True) and not isinstance(documents, TokenizedDocuments)
+        self.documents = TokenizedDocuments(documents, recipe.tokenizer) if wrap else documents
+        self.rows_per_host = batch_size // process_count
+        self.rows_read = batch_size if shard == "rows" else self.rows_per_host
+        self.seed, self.shuffle, self.num_epochs = int(seed), shuffle, num_epochs
+        self.process_index, self.process_count = process_index, process_count
+        self.set_state({"seed": self.seed, "epoch": 0, "document": 0, "offset": 0, "batch": 0,
+                        "process_count": self._state_process_count})
+
+    @property
+    def _state_process_count(self) -> int:
+        return 0 if self.shard == "rows" else self.process_count  # "rows" states fit any host count
+
+    # -- state -------------------------------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, int]:
+        """Where this host stands, as a small JSON-serializable dict of ints; save it with the model's checkpoint."""
+        return {"seed": self.seed, "epoch": self._epoch, "document": self._cursor[0], "offset": self._cursor[1],
+                "batch": self._batch, "process_count": self._state_process_count}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continues from `state` (from `get_state`): the next batch is the one that would have come next."""
+        missing = [k for k in STATE_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"iterator state lacks {missing}; expected the dict of get_state()")
+        if int(state["process_count"]) != self._state_process_count:
+            raise ValueError(f"the state was saved with process_count={state['process_count']} (0: shard='rows'), "
+                             f"but this run has {self._state_process_count}; the document shards would differ")
+        self.seed = int(state["seed"])
+        self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
+        self._cursor = (int(state["document"]), int(state["offset"]))
+        self._stream = None
+
+    # -- iteration ---------------------------------------------------------------------------------------------------
+    def document_order(self, epoch: int) -> np.ndarray:
+        """The indices of the documents this host visits in `epoch`, in order."""
+        n = len(self.documents)
+        order = np.random.default_rng([self.seed, 2, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        return order[self.process_index::self.process_count] if self.shard == "documents" else order
+
+    def _examples(self) -> Iterator[tuple[dict, tuple[int, int]]]:
+        order = self.document_order(self._epoch)
+        if getattr(self.recipe, "packs", False):
+            yield from self.recipe.rows(self.documents, order, self._cursor)
+            return
+        start, skip = self._cursor
+        for position in range(start, len(order)):
+            index = int(order[position])
+            rng = np.random.default_rng([self.seed, 0, self._epoch, index])
+            examples = self.recipe.examples(self.documents, index, rng)
+            for k in range(skip if position == start else 0, len(examples)):
+                yield examples[k], (position, k + 1)
+
+    def __iter__(self) -> "Batches":
+        return self
+
+    def __next__(self) -> Batch:
+        while True:
+            if self.num_epochs is not None and self._epoch >= self.num_epochs:
+                raise StopIteration
+            if self._stream is None:
+                self._stream = self._examples()
+            examples, cursor = [], self._cursor
+            for example, cursor in self._stream:
+                examples.append(example)
+                if len(examples) == self.rows_read:
+                    break
+            if len(examples) == self.rows_read:
+                if self.shard == "documents":
+                    rng = np.random.default_rng([self.seed, 1, self._epoch, self._batch, self.process_index])
+                    batch = self.recipe.collate(examples, rng)
+                else:
+                    rng = np.random.default_rng([self.seed, 1, self._epoch, self._batch])
+                    first = self.process_index * self.rows_per_host
+                    batch = self.recipe.collate(examples, rng)
+                    batch = {key: value[first:first + self.rows_per_host] for key, value in batch.items()}
+                self._cursor, self._batch = cursor, self._batch + 1
+                return batch
+            if self._batch == 0:
+                raise ValueError(f"one epoch of this host's share of the corpus makes {len(examples)} examples, "
+                                 f"fewer than the {self.rows_read} rows of one batch")
+            self._epoch, self._batch, self._cursor, self._stream = self._epoch + 1, 0, (0, 0), None
+
+
+def bert_pretraining_batches(documents: Sequence, tokenizer, *, batch_size: int, max_length: int = 128,
+                             objective: str = "nsp", seed: int = 0, **options) -> Batches:
+    """BERT (MLM + NSP) batches; `objective="sop"` gives ALBERT's (MLM + SOP). `options`: masking and `Batches`."""
+    loader_keys = ("shuffle", "num_epochs", "process_index", "process_count", "shard")
+    loader_options = {k: options.pop(k) for k in loader_keys if k in options}
+    recipe = SentencePairRecipe(tokenizer, max_length, objective=objective, **options)
+    return Batches(documents, recipe, batch_size=batch_size, seed=seed, **loader_options)
+
+
+def albert_pretraining_batches(documents: Sequence, tokenizer, **options) -> Batches:
+    """ALBERT (MLM + sentence-order prediction) batches; see `bert_pretraining_batches`."""
+    return bert_pretraining_batches(documents, tokenizer, objective="sop", **options)
+
+
+def causal_lm_batches(documents: Sequence, tokenizer, *, batch_size: int, max_length: int = 128, seed: int = 0,
+                      eos_id: Optional[int] = None, **options) -> Batches:
+    """GPT batches: packed rows with `segment_ids`, per-document `position_ids` and next-token `labels`."""
+    recipe = CausalLMRecipe(tokenizer, max_length, eos_id=eos_id)
+    return Batches(documents, recipe, batch_size=batch_size, seed=seed, **options)
+
+
+def seq2seq_batches(pairs: Sequence[tuple[str, str]], tokenizer, *, batch_size: int, max_source_length: int = 64,
+                    max_target_length: Optional[int] = None, target_tokenizer=None, seed: int = 0,
+                    **options) -> Batches:
+    """Encoder-decoder batches from (source, target) text pairs; `tokenizer` may be `TranslationTokenizers`."""
+    source_tokenizer = getattr(tokenizer, "source", tokenizer)
+    target_tokenizer = target_tokenizer or getattr(tokenizer, "target", tokenizer)
+    recipe = Seq2SeqRecipe(source_tokenizer, max_source_length, max_target_length, target_tokenizer=target_tokenizer)
+    return Batches(pairs, recipe, batch_size=batch_size, seed=seed, **options)
+
+
+def classification_batches(records: Sequence, tokenizer, *, batch_size: int, max_length: int = 128, seed: int = 0,
+                           **options) -> Batches:
+    """Sequence-classification batches (GLUE) from (text, label) or (text_a, text_b, label) records."""
+    return Batches(records, ClassificationRecipe(tokenizer, max_length), batch_size=batch_size, seed=seed, **options)
+
+
+__all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", "Seq2SeqRecipe", "SentencePairRecipe",
+           "TokenizedDocuments", "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches",
+           "classification_batches", "end_of_text_id", "seq2seq_batches"]
