@@ -100,4 +100,7 @@ def summarize(metrics: dict) -> dict:
             out[f"{prefix}accuracy"] = float(metrics[f"{prefix}correct"]) / weight
         elif not key.endswith(("correct", "weight")):
             out[key] = float(value)
+    if "loss" not in out:  # the objective task_loss trains: component means added, span QA's two halved
+        parts = [v for k, v in out.items() if k.endswith("loss")]
+        out["loss"] = sum(parts) / (2 if "start_loss" in out else 1)
     return out

@@ -1,0 +1,17 @@
+"""Fine-tune BERT-base on GLUE SST-2 (sentence classification) from pretrained weights: lr 2e-5, batch 32, 3 epochs,
+10% warm-up. --config.init_from=/path/to/bert-base-uncased (config.json + model.safetensors + vocab.txt)."""
+
+from train.recipes import base_config
+
+
+def get_config():
+    c = base_config()
+    c.model, c.task = "bert-base-uncased", "sequence_classification"
+    c.model_overrides.update(dict(num_labels=2))
+    c.train.update(dict(steps=6_315, batch_size=32, log_every=50, eval_every=1_000))
+    c.optimizer.update(dict(name="adamw", learning_rate=2e-5, weight_decay=0.01))
+    c.schedule.update(dict(name="linear", warmup_steps=631))
+    c.checkpoint.update(dict(every_steps=1_000, keep=2, best_metric="eval_accuracy", best_mode="max"))
+    c.data.update(dict(source="tfds", tfds_name="glue/sst2", split="train", eval_split="validation",
+                       fields=("sentence", "label"), max_length=128, tokenizer="", eval_batches=28))
+    return c

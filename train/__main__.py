@@ -1,0 +1,69 @@
+"""`python -m train --config configs/<recipe>.py --workdir DIR [--config.train.steps=...]`
+
+Trains (or resumes) the recipe, then shows what the model learned. Multi-host: pass --coordinator_address,
+--num_processes and --process_id (or set JAX_COORDINATOR_ADDRESS etc.) and start one process per host.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+import zoo
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe file in configs/", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and plots go", required=True)
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host)")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (multi-host)")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process (multi-host)")
+
+FILL_IN = ["the function returns a [MASK] of the values.", "this module provides [MASK] for working with files.",
+           "raise a [MASK] if the argument is not an integer.", "return the number of [MASK] in the list."]
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
+    if _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    from train.inputs import make_datasets
+    from train.loop import create_model, train_and_evaluate
+
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config configs/bert_tiny.py")
+    model = create_model(config)
+    datasets = make_datasets(config, model)
+    print(f"{config.model} ({model.config.family}, task={config.task}): "
+          f"{zoo.param_count(model):,} parameters on {jax.device_count()} "
+          f"device(s), {config.train.steps} steps of {config.train.batch_size}", flush=True)
+    state, metrics = train_and_evaluate(config, _WORKDIR.value, datasets.train, datasets.eval, model=model)
+    if jax.process_index() == 0:
+        if config.task in ("pretraining", "mlm"):
+            show_fill_in(model, state.params, datasets.tokenizer)
+        workdir = os.path.abspath(_WORKDIR.value)
+        print(f"\nfinal: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        print(f"checkpoints: {workdir}/checkpoints\nmetrics:     {workdir}/metrics.jsonl\n"
+              f"tensorboard: {workdir}/events\nloss curve:  {workdir}/loss.png")
+
+
+def show_fill_in(model, params, tokenizer):
+    """The model's top guesses for each [MASK] in a few sentences."""
+    batch = tokenizer.encode_batch(FILL_IN, max_length=32, padding="longest")
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    out = jax.jit(model.apply)({"params": jax.device_get(params)}, **inputs)
+    logits = np.asarray(out.prediction_logits if model.task == "pretraining" else out.logits)
+    print("\nfilling in [MASK]:")
+    for row, sentence in enumerate(FILL_IN):
+        ids = list(batch["input_ids"][row])
+        position = ids.index(tokenizer.mask_id)
+        guesses = [tokenizer.decode([int(t)]) for t in np.argsort(-logits[row, position])[:3]]
+        print(f"  {sentence:<55} -> {', '.join(guesses)}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,24 @@
+"""The defaults every recipe in configs/ starts from; a recipe file says only what it changes."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = "bert-tiny"  # a preset of zoo.list_models()
+    c.task = "pretraining"
+    c.model_overrides = ml_collections.ConfigDict()  # any zoo.Config field
+    c.init_from = ""  # a folder with config.json + model.safetensors to start from (fine-tuning)
+    c.seed = 0
+
+    c.train = ml_collections.ConfigDict(dict(steps=1000, batch_size=32, log_every=50, eval_every=0))
+    c.optimizer = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-4, b1=0.9, b2=0.999, eps=1e-6,
+                                                 weight_decay=0.01, clip_norm=1.0, grad_accum_steps=1))
+    c.schedule = ml_collections.ConfigDict(dict(name="linear", warmup_steps=100, end_value=0.0))
+    c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0))
+    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3, best_metric="", best_mode="min"))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.data = ml_collections.ConfigDict(dict(source="shipped", tokenizer="shipped", max_length=128, paths="",
+                                            tfds_name="", split="train", eval_split="", eval_fraction=0.05,
+                                            eval_batches=0, whole_word_masking=False, mask_rate=0.15))
+    return c
