@@ -1,0 +1,107 @@
+"""Each tiny recipe learns, the entry point leaves its files and resumes, and two hosts train as one."""
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+
+
+def load_recipe(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("name", ["bert_tiny", "albert_tiny", "gpt_tiny", "transformer_tiny"])
+def test_tiny_recipe_loss_falls_over_its_first_steps(name, tmp_path):
+    from train.inputs import make_datasets
+    from train.loop import create_model, train_and_evaluate
+    from train.metrics import read_metrics
+
+    config = load_recipe(name)
+    config.train.update(dict(steps=200, log_every=10, eval_every=0))
+    config.schedule.warmup_steps = 20
+    config.checkpoint.every_steps = 200
+    model = create_model(config)
+    datasets = make_datasets(config, model)
+    train_and_evaluate(config, str(tmp_path), datasets.train, model=model, show_progress=False)
+    losses = [row["loss"] for row in read_metrics(str(tmp_path)) if "loss" in row]
+    assert len(losses) == 20
+    first, last = np.mean(losses[:2]), np.mean(losses[-2:])
+    assert last < first - 0.3, (name, losses)
+
+
+def run_cli(workdir, *overrides):
+    return subprocess.run([sys.executable, "-m", "train", "--config", os.path.join(REPO, "configs", "bert_tiny.py"),
+                           "--workdir", str(workdir), "--config.train.steps=6", "--config.train.log_every=2",
+                           "--config.train.eval_every=3", "--config.checkpoint.every_steps=3",
+                           "--config.schedule.warmup_steps=2", *overrides],
+                          capture_output=True, text=True, env=ENV, cwd=REPO, timeout=900)
+
+
+def test_entry_point_trains_shows_fill_in_and_resumes(tmp_path):
+    first = run_cli(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "filling in [MASK]:" in first.stdout and "loss curve:" in first.stdout
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6]
+    assert any("eval_mlm_loss" in r for r in rows)
+    assert (tmp_path / "loss.png").exists() and os.listdir(tmp_path / "events")
+    longer = run_cli(tmp_path, "--config.train.steps=9")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert "resumed from" in longer.stdout and "at step 6" in longer.stdout
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["6", "9"]
+
+
+def test_broken_config_is_a_clear_error_before_training(tmp_path):
+    bad_mesh = run_cli(tmp_path, "--config.mesh.data=3")
+    assert bad_mesh.returncode != 0
+    assert "mesh data=3 x fsdp=1 x tensor=1 = 3 devices, but there are 1" in bad_mesh.stderr
+    bad_model = run_cli(tmp_path, "--config.model_overrides.num_heads=5")
+    assert "hidden_size=128 is not divisible by num_heads=5" in bad_model.stderr
+    assert not os.path.exists(tmp_path / "checkpoints")
+
+
+TWO_HOSTS = r"""
+import os, sys
+sys.path.insert(0, {repo!r})
+import jax
+jax.distributed.initialize("127.0.0.1:{port}", num_processes=2, process_id={pid})
+import numpy as np
+from tests.train_helpers import SyntheticBatches, tiny_config
+from train.loop import train_and_evaluate
+config = tiny_config(steps=3, every_steps=3)
+batches = SyntheticBatches(process_index={pid}, process_count=2)
+state, metrics = train_and_evaluate(config, {workdir!r}, batches, show_progress=False)
+kernel = state.params["encoder"]["layers_0"]["mlp"]["wi"]["kernel"]
+print("RESULT", jax.process_index(), jax.device_count(), repr(metrics["loss"]),
+      repr(float(jax.jit(lambda k: (k * k).sum())(kernel))))
+"""
+
+
+def test_two_processes_with_jax_distributed_train_as_one(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_HOSTS.format(repo=REPO, port=port, pid=pid,
+                                                                       workdir=str(tmp_path / "run"))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+             for pid in range(2)]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    results = [line.split()[1:] for out, _ in outputs for line in out.splitlines() if line.startswith("RESULT")]
+    assert sorted(r[0] for r in results) == ["0", "1"] and all(r[1] == "4" for r in results)
+    assert results[0][2:] == results[1][2:]  # same loss and same parameters on both hosts
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["3"]
