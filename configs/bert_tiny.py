@@ -8,9 +8,9 @@ def get_config():
     c.model, c.task = "bert-tiny", "pretraining"
     c.model_overrides.update(dict(hidden_size=128, num_heads=4, intermediate_size=512, num_layers=2,
                                   dropout_rate=0.0, attention_dropout_rate=0.0))
-    c.train.update(dict(steps=1200, batch_size=32, log_every=50, eval_every=400))
+    c.train.update(dict(steps=600, batch_size=32, log_every=50, eval_every=200))
     c.optimizer.update(dict(learning_rate=2e-3, weight_decay=0.01))
     c.schedule.update(dict(name="linear", warmup_steps=100))
-    c.checkpoint.update(dict(every_steps=400, keep=2))
+    c.checkpoint.update(dict(every_steps=200, keep=2))
     c.data.update(dict(max_length=64, eval_batches=4))
     return c
