@@ -34,6 +34,14 @@ PUBLIC_CONFIGS = {
                                                 eos_token_id=1, decoder_start_token_id=0, **TINY),
 }
 ARCHITECTURES = {
+    "BertModel": ("bert", None), "BertForPreTraining": ("bert", "pretraining"), "BertForMaskedLM": ("bert", "mlm"),
+    "BertForSequenceClassification": ("bert", "sequence_classification"),
+    "BertForTokenClassification": ("bert", "token_classification"),
+    "BertForQuestionAnswering": ("bert", "question_answering"),
+    "AlbertModel": ("albert", None), "AlbertForPreTraining": ("albert", "pretraining"),
+    "AlbertForMaskedLM": ("albert", "mlm"), "AlbertForSequenceClassification": ("albert", "sequence_classification"),
+    "AlbertForTokenClassification": ("albert", "token_classification"),
+    "AlbertForQuestionAnswering": ("albert", "question_answering"),
     "GPT2Model": ("gpt2", None), "GPT2LMHeadModel": ("gpt2", "causal_lm"),
     "MarianModel": ("marian", None), "MarianMTModel": ("marian", "seq2seq"),
 }
@@ -42,7 +50,10 @@ ARCHITECTURES = {
 def public_model(architecture: str):
     """A random `transformers` model in eval mode, LayerNorms and biases random too so no mapping mistake hides."""
     model_type, _ = ARCHITECTURES[architecture]
-    model = getattr(transformers, architecture)(PUBLIC_CONFIGS[model_type]()).eval()
+    config = PUBLIC_CONFIGS[model_type]()
+    if architecture.endswith(("QuestionAnswering", "AlbertForPreTraining")):
+        config.num_labels = 2  # span start and end; ALBERT's sentence-order head is sized by num_labels
+    model = getattr(transformers, architecture)(config).eval()
     with torch.no_grad():
         for module in model.modules():
             for name, p in module.named_parameters(recurse=False):
@@ -79,14 +90,14 @@ def batch(model_type: str, seed=0):
     return inputs
 
 
-def labels(task, inputs, seed=0):
+def labels(task, inputs, seed=0, order_label="next_sentence_label"):
     rng = np.random.default_rng(seed + 10)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     masked = np.where((rng.random(ids.shape) < 0.5) & (mask == 1), ids, -100)  # MLM: ignored positions are -100
     return {
         None: {},
         "mlm": {"labels": masked},
-        "pretraining": {"labels": masked, "next_sentence_label": np.array([0, 1])},
+        "pretraining": {"labels": masked, order_label: np.array([0, 1])},  # ALBERT: sentence_order_label
         "sequence_classification": {"labels": np.array([2, 0])},
         "token_classification": {"labels": np.where(mask == 1, rng.integers(0, 3, ids.shape), -100)},
         "question_answering": {"start_positions": np.array([1, 3]), "end_positions": np.array([4, 2])},
@@ -109,7 +120,7 @@ def zoo_loss(task, out, y):
         return cross_entropy(out.logits, y["labels"])
     if task == "pretraining":
         return (cross_entropy(out.prediction_logits, y["labels"])
-                + cross_entropy(out.seq_relationship_logits, y["next_sentence_label"]))
+                + cross_entropy(out.seq_relationship_logits, y["order"]))
     if task == "question_answering":
         return (cross_entropy(out.start_logits, y["start_positions"])
                 + cross_entropy(out.end_logits, y["end_positions"])) / 2
@@ -124,17 +135,20 @@ def zoo_outputs(model, params, inputs, task):
     args = {k: jnp.asarray(inputs[k]) for k in fields if k in inputs}
     out = jax.jit(lambda p, a: model.apply({"params": p}, **a))(params, args)
     results = {k: np.asarray(v) for k, v in vars(out).items() if v is not None}
-    y = labels(task, inputs)
+    y = labels(task, inputs, order_label="order")
     if y:
         results["loss"] = np.asarray(zoo_loss(task, out, {k: jnp.asarray(v) for k, v in y.items()}))
     return results
 
 
 def torch_outputs(model, inputs, task):
+    order_label = "sentence_order_label" if model.config.model_type == "albert" else "next_sentence_label"
     with torch.no_grad():
-        out = model(**{k: torch.as_tensor(v) for k, v in {**inputs, **labels(task, inputs)}.items()},
-                    output_hidden_states=True)
+        out = model(**{k: torch.as_tensor(v) for k, v in {**inputs, **labels(task, inputs, order_label=order_label)
+                                                          }.items()}, output_hidden_states=True)
     results = {k: v.numpy() for k, v in out.items() if torch.is_tensor(v)}
+    if "sop_logits" in results:
+        results["seq_relationship_logits"] = results.pop("sop_logits")
     hidden = out.get("decoder_hidden_states") or out.get("hidden_states")
     results.setdefault("last_hidden_state", hidden[-1].numpy())
     if "pooler_output" in results:

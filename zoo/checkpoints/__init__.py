@@ -23,14 +23,14 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from zoo.checkpoints import gpt2, marian
+from zoo.checkpoints import albert, bert, gpt2, marian
 from zoo.checkpoints.mapping import PublicConfig, Tensor, flatten, unflatten
 from zoo.config import Config
 from zoo.registry import create, example_inputs
 
 LOG = logging.getLogger(__name__)
-FAMILIES = {module.MODEL_TYPE: module for module in (gpt2, marian)}
-ZOO_FAMILIES = {"gpt": gpt2, "transformer": marian}  # zoo family -> the public format it is written in
+FAMILIES = {module.MODEL_TYPE: module for module in (bert, albert, gpt2, marian)}
+ZOO_FAMILIES = {"bert": bert, "albert": albert, "gpt": gpt2, "transformer": marian}  # zoo family -> the public format it is written in
 HEADS = ("pooler", "mlm_head", "seq_relationship_head", "classifier", "qa_head", "lm_head")
 # Fields not written in config.json: how zoo runs a model, not what the model is.
 RUNTIME_FIELDS = ("dtype", "param_dtype", "remat", "scan_layers", "pooling")
