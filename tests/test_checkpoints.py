@@ -3,6 +3,9 @@ safetensors into zoo, and after saving zoo's params and loading them into `trans
 
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import chex
 import flax.linen as nn
@@ -10,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from safetensors.numpy import load_file, save_file
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -192,3 +196,166 @@ def test_saved_params_load_in_transformers_with_no_missing_keys_and_equal_output
     assert_outputs_close(zoo_outputs(model, params, inputs, task), torch_outputs(reference.eval(), inputs, task),
                          diffs)
     print(architecture, "zoo -> torch max |diff|", diffs)
+
+
+def saved(folder, preset="bert-tiny", task=None, **overrides):
+    """A zoo checkpoint of random params in the public layout (no torch needed); returns (model, params)."""
+    model = zoo.create(preset, task=task, **overrides)
+    params = random_params(model)
+    zoo.save_pretrained(model, params, folder)
+    return model, params
+
+
+def edit_config(folder, **fields):
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **fields}))
+
+
+def edit_tensors(folder, edit):
+    tensors = load_file(folder / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def test_folder_with_only_pickled_weights_is_refused_with_how_to_convert(tmp_path):
+    public_model("BertModel").save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save({"embeddings.word_embeddings.weight": torch.zeros(99, 32)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"pytorch_model\.bin.*never unpickles.*save_pretrained"):
+        zoo.from_pretrained(tmp_path)
+
+
+def test_missing_tensor_is_named_with_its_shape(tmp_path):
+    saved(tmp_path)
+    edit_tensors(tmp_path, lambda t: t.pop("encoder.layer.1.attention.self.key.weight"))
+    with pytest.raises(ValueError, match=r"missing tensors.*bert\.encoder\.layer\.1\.attention\.self\.key\.weight "
+                                         r"\(64, 64\)"):
+        zoo.from_pretrained(tmp_path)
+
+
+def test_shape_mismatch_names_the_tensor_and_both_shapes(tmp_path):
+    saved(tmp_path)
+    edit_config(tmp_path, intermediate_size=100)
+    with pytest.raises(ValueError, match=r"bert\.encoder\.layer\.0\.intermediate\.dense\.bias has shape \(128,\) "
+                                         r"in the checkpoint but zoo expects \(100,\)"):
+        zoo.from_pretrained(tmp_path)
+
+
+def test_unknown_tensor_is_named(tmp_path):
+    saved(tmp_path)
+    edit_tensors(tmp_path, lambda t: t.update({"encoder.layer.0.attention.self.rotary.weight": np.zeros(4, np.float32)}))
+    with pytest.raises(ValueError, match=r"unexpected tensors.*bert\.encoder\.layer\.0\.attention\.self\.rotary\.weight"):
+        zoo.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("preset, field, value", [
+    ("bert-tiny", "position_embedding_type", "relative_key"),
+    ("bert-tiny", "hidden_act", "tanh"),
+    ("albert-tiny", "num_hidden_groups", 2),
+    ("gpt-tiny", "scale_attn_by_inverse_layer_idx", True),
+    ("transformer-tiny", "normalize_before", True),
+    ("transformer-tiny", "decoder_ffn_dim", 64),
+])
+def test_config_field_zoo_cannot_honour_is_a_named_error(preset, field, value, tmp_path):
+    saved(tmp_path, preset, lm_head_bias=preset == "transformer-tiny", layer_norm_eps=1e-5 if preset ==
+          "transformer-tiny" else zoo.get_config(preset).layer_norm_eps)
+    edit_config(tmp_path, **{field: value})
+    with pytest.raises(ValueError, match=field):
+        zoo.from_pretrained(tmp_path)
+
+
+def test_config_switch_the_public_format_cannot_express_is_a_named_error(tmp_path):
+    model = zoo.create("gpt-tiny", norm_position="post")
+    with pytest.raises(ValueError, match="norm_position='post'"):
+        zoo.save_pretrained(model, random_params(model), tmp_path)
+
+
+def test_base_checkpoint_into_a_task_model_initializes_the_head_and_says_so(tmp_path, caplog):
+    _, params = saved(tmp_path / "base", "bert-tiny")
+    with caplog.at_level(logging.WARNING, logger="zoo.checkpoints"):
+        model, loaded = zoo.from_pretrained(tmp_path / "base", task="sequence_classification", num_labels=5)
+    assert "initialized" in caplog.text and "classifier/kernel" in caplog.text
+    chex.assert_shape(loaded["classifier"]["kernel"], (64, 5))
+    chex.assert_trees_all_close({k: v for k, v in loaded.items() if k != "classifier"}, params)
+
+
+def test_other_heads_tensors_are_dropped_and_logged(tmp_path, caplog):
+    saved(tmp_path, "bert-tiny", task="pretraining")
+    with caplog.at_level(logging.WARNING, logger="zoo.checkpoints"):
+        model, params = zoo.from_pretrained(tmp_path, task=None)
+    assert "not used by this task" in caplog.text and "cls.seq_relationship.weight" in caplog.text
+    assert set(params) == {"token_embedding", "embeddings", "encoder", "pooler"}
+
+
+def test_scanned_layers_load_and_save_like_unrolled_ones(tmp_path):
+    saved(tmp_path / "unrolled", "gpt-tiny", task="causal_lm")
+    unrolled, unrolled_params = zoo.from_pretrained(tmp_path / "unrolled")
+    scanned, scanned_params = zoo.from_pretrained(tmp_path / "unrolled", scan_layers=True)
+    chex.assert_shape(scanned_params["encoder"]["layers"]["attention"]["qkv"]["kernel"], (2, 64, 3, 4, 16))
+    ids = jnp.asarray(batch("gpt2")["input_ids"])
+    chex.assert_trees_all_close(scanned.apply({"params": scanned_params}, ids).logits,
+                                unrolled.apply({"params": unrolled_params}, ids).logits, atol=1e-5)
+    zoo.save_pretrained(scanned, scanned_params, tmp_path / "scanned")
+    chex.assert_trees_all_equal(load_file(tmp_path / "scanned" / "model.safetensors"),
+                                load_file(tmp_path / "unrolled" / "model.safetensors"))
+
+
+def test_sharded_checkpoint_round_trips_through_transformers(tmp_path):
+    model, params = saved(tmp_path / "one")
+    zoo.save_pretrained(model, params, tmp_path / "shards", max_shard_size=100_000)
+    index = json.loads((tmp_path / "shards" / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    _, info = transformers.BertModel.from_pretrained(tmp_path / "shards", output_loading_info=True)
+    assert (info["missing_keys"], info["unexpected_keys"]) == (set(), set())
+    _, loaded = zoo.from_pretrained(tmp_path / "shards")
+    chex.assert_trees_all_equal(loaded, params)
+
+
+def test_bfloat16_checkpoint_loads_into_float32_params(tmp_path):
+    reference = public_model("GPT2Model").to(torch.bfloat16)
+    reference.save_pretrained(tmp_path)
+    _, params = zoo.from_pretrained(tmp_path)
+    wte = reference.wte.weight.detach().float().numpy()
+    assert params["token_embedding"]["embedding"].dtype == jnp.float32
+    chex.assert_trees_all_equal(np.asarray(params["token_embedding"]["embedding"]), wte)
+
+
+def test_each_parameter_is_placed_on_the_sharding_given(tmp_path):
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("model",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    by_vocab = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("model", None))
+    saved(tmp_path, "gpt-tiny")
+    _, params = zoo.from_pretrained(
+        tmp_path, shardings=lambda path, shape: by_vocab if path == "token_embedding/embedding" else replicated)
+    assert params["token_embedding"]["embedding"].sharding == by_vocab
+    assert params["final_norm"]["scale"].sharding == replicated
+    tree = jax.tree.map(lambda _: replicated, params)
+    _, params = zoo.from_pretrained(tmp_path, shardings=tree)
+    assert all(x.sharding == replicated for x in jax.tree.leaves(params))
+
+
+SHARDED_LOAD = """
+import flax.linen as nn, jax, numpy as np, sys, zoo
+model = zoo.create("gpt-tiny", task="causal_lm")
+params = jax.tree.map(lambda x: np.random.default_rng(0).standard_normal(x.shape).astype(np.float32), nn.unbox(
+    jax.eval_shape(lambda: model.init(jax.random.key(0), *zoo.registry.example_inputs(model)))["params"]))
+zoo.save_pretrained(model, params, sys.argv[1])
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ("model",))
+rules = (("vocab", "model"), ("mlp", "model"), ("heads", "model"))
+abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *zoo.registry.example_inputs(model)))["params"]
+shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+_, loaded = zoo.from_pretrained(sys.argv[1], shardings=shardings)
+embedding = loaded["token_embedding"]["embedding"]
+assert len(jax.devices()) == 2 and embedding.sharding.spec == jax.sharding.PartitionSpec("model", None)
+assert {s.data.shape for s in embedding.addressable_shards} == {(512, 64)}
+assert loaded["encoder"]["layers_0"]["attention"]["qkv"]["kernel"].sharding.spec[2] == "model"
+jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded), params)
+print("ok")
+"""
+
+
+def test_parameters_land_sharded_over_a_two_device_mesh_by_logical_axis_rules(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run([sys.executable, "-c", SHARDED_LOAD, str(tmp_path)], env=env, capture_output=True,
+                            text=True, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

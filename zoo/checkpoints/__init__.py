@@ -69,7 +69,7 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
         LOG.warning("config.json fields not used by zoo: %s", ", ".join(reader.unread()))
     if dtype is not None:
         overrides["dtype"] = dtype
-    cfg = cfg.replace(num_labels=reader.num_labels(), **overrides)
+    cfg = cfg.replace(**{"num_labels": reader.num_labels(), **overrides})
     model = create(cfg, task)
     abstract = flatten(nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))["params"]))
     placement = _placement(shardings, abstract)

@@ -33,7 +33,7 @@ def config_from_public(c: PublicConfig, task) -> Config:
         dropout_rate=c.get("hidden_dropout_prob", 0.0), attention_dropout_rate=c.get("attention_probs_dropout_prob", 0.0),
         classifier_dropout_rate=c.get("classifier_dropout_prob", 0.1), layer_norm_eps=c.get("layer_norm_eps", 1e-12),
         initializer_range=c.get("initializer_range", 0.02), tie_word_embeddings=c.get("tie_word_embeddings", True),
-        pad_token_id=c.get("pad_token_id", 0), bos_token_id=c.get("bos_token_id", 2), eos_token_id=c.get("eos_token_id", 3),
+        pad_token_id=c.get("pad_token_id") or 0, bos_token_id=c.get("bos_token_id", 2), eos_token_id=c.get("eos_token_id", 3),
         pooling="cls" if task in POOLED_TASKS else "none")
 
 

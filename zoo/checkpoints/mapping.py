@@ -117,9 +117,9 @@ class PublicConfig:
         self.read = set(BOOKKEEPING)
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The field's value (None when written as null), or `default` when the file does not have it."""
         self.read.add(name)
-        value = self.fields.get(name)
-        return default if value is None else value
+        return self.fields.get(name, default)
 
     def require(self, name: str, *allowed: Any) -> None:
         """A ValueError naming the field unless it is absent or one of `allowed` (the first is the default)."""
@@ -128,12 +128,12 @@ class PublicConfig:
             raise ValueError(f"config.json field {name}={value!r} is not supported by zoo (supported: "
                              f"{', '.join(repr(a) for a in allowed)})")
 
-    def same(self, *names: str) -> Any:
+    def same(self, *names: str, default: Any = None) -> Any:
         """The value several public fields must share because zoo has one field for them."""
         values = {name: self.get(name) for name in names if self.get(name) is not None}
         if len(set(values.values())) > 1:
             raise ValueError(f"config.json fields {values} differ; zoo needs them equal")
-        return next(iter(values.values()), None)
+        return next(iter(values.values()), default)
 
     def activation(self, name: str, default: str) -> str:
         value = self.get(name, default)
