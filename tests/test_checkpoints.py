@@ -51,10 +51,12 @@ ARCHITECTURES = {
 }
 
 
-def public_model(architecture: str):
+def public_model(architecture: str, **fields):
     """A random `transformers` model in eval mode, LayerNorms and biases random too so no mapping mistake hides."""
     model_type, _ = ARCHITECTURES[architecture]
     config = PUBLIC_CONFIGS[model_type]()
+    for name, value in fields.items():
+        setattr(config, name, value)
     if architecture.endswith(("QuestionAnswering", "AlbertForPreTraining")):
         config.num_labels = 2  # span start and end; ALBERT's sentence-order head is sized by num_labels
     model = getattr(transformers, architecture)(config).eval()
@@ -198,6 +200,20 @@ def test_saved_params_load_in_transformers_with_no_missing_keys_and_equal_output
     print(architecture, "zoo -> torch max |diff|", diffs)
 
 
+@pytest.mark.parametrize("architecture", ["GPT2LMHeadModel", "BertForMaskedLM", "AlbertForPreTraining"])
+def test_untied_output_projection_round_trips(architecture, tmp_path):
+    model_type, task = ARCHITECTURES[architecture]
+    reference = public_model(architecture, tie_word_embeddings=False)
+    reference.save_pretrained(tmp_path / "public")
+    model, params = zoo.from_pretrained(tmp_path / "public")
+    assert not model.config.tie_word_embeddings
+    inputs = batch(model_type)
+    assert_outputs_close(zoo_outputs(model, params, inputs, task), torch_outputs(reference, inputs, task))
+    zoo.save_pretrained(model, params, tmp_path / "zoo")
+    _, info = getattr(transformers, architecture).from_pretrained(tmp_path / "zoo", output_loading_info=True)
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+
+
 def saved(folder, preset="bert-tiny", task=None, **overrides):
     """A zoo checkpoint of random params in the public layout (no torch needed); returns (model, params)."""
     model = zoo.create(preset, task=task, **overrides)
@@ -255,6 +271,7 @@ def test_unknown_tensor_is_named(tmp_path):
     ("gpt-tiny", "scale_attn_by_inverse_layer_idx", True),
     ("transformer-tiny", "normalize_before", True),
     ("transformer-tiny", "decoder_ffn_dim", 64),
+    ("transformer-tiny", "tie_word_embeddings", False),
 ])
 def test_config_field_zoo_cannot_honour_is_a_named_error(preset, field, value, tmp_path):
     saved(tmp_path, preset, lm_head_bias=preset == "transformer-tiny", layer_norm_eps=1e-5 if preset ==

@@ -86,6 +86,7 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
                                     shape) for tensor, shape in parts]
             value = arrays[0] if len(arrays) == 1 and parts[0][1] == leaf.shape else np.stack(arrays)
             params[path] = jax.device_put(value.astype(leaf.dtype), placement(path))
+            checkpoint.used.update(alias for tensor, _ in parts for alias in tensor.aliases)
         _check_unused(family, cfg, checkpoint.unread())
     if missing:
         params.update(_initialize_heads(model, missing, spec, abstract, placement, rng))
@@ -123,7 +124,7 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
             raise
         values = [value] if len(parts) == 1 and parts[0][1] == value.shape else list(value)
         for (tensor, _), v in zip(parts, values):
-            tensors.update(zip(tensor.names, tensor.to_public(np.asarray(v))))
+            tensors.update(tensor.public(np.asarray(v)))
     expected = {name for t in spec.values() for name in t.names}
     if expected - set(tensors):
         raise ValueError(f"params lack the tensors {sorted(expected - set(tensors))} of {architecture}")
@@ -134,7 +135,7 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_tensors(tensors, folder, max_shard_size)
-    public = {"architectures": [architecture], "model_type": family.MODEL_TYPE, **public, "dtype": "float32"}
+    public = {"architectures": [architecture], "model_type": family.MODEL_TYPE, **public, "dtype": cfg.param_dtype.name}
     if task in ("sequence_classification", "token_classification"):
         public.update(_labels(cfg.num_labels))
     (folder / CONFIG).write_text(json.dumps(public, indent=2, sort_keys=True) + "\n")

@@ -73,10 +73,16 @@ def attention(p: str, out: str) -> dict:
 
 
 def mlm_head(cfg: Config, transform: str, predictions: str) -> dict:
-    """Dense, activation and LayerNorm (`transform`), then the decoder tied to the word embeddings, and its bias."""
-    decoder = {"bias": Tensor((f"{predictions}bias",))}
-    if not cfg.tie_word_embeddings:
-        decoder["decoder"] = {"kernel": Tensor((f"{predictions}decoder.weight",), 1, transpose=True)}
+    """Dense, activation and LayerNorm (`transform`), then the decoder tied to the word embeddings, and its bias.
+
+    Untied, transformers 5 ties neither the decoder's weight nor its bias: the forward pass adds `decoder.bias`, and
+    `predictions.bias` is kept (written as a copy) only so that the file has every key.
+    """
+    if cfg.tie_word_embeddings:
+        return {"dense": linear(f"{transform}dense"), "norm": layer_norm(f"{transform}LayerNorm"),
+                "decoder": {"bias": Tensor((f"{predictions}bias",))}}
+    decoder = {"bias": Tensor((f"{predictions}decoder.bias",), aliases=(f"{predictions}bias",)),
+               "decoder": {"kernel": Tensor((f"{predictions}decoder.weight",), 1, transpose=True)}}
     return {"dense": linear(f"{transform}dense"), "norm": layer_norm(f"{transform}LayerNorm"), "decoder": decoder}
 
 

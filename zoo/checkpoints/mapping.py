@@ -30,6 +30,7 @@ class Tensor:
     rows: int = 0
     transpose: bool = False
     lead: tuple[int, ...] = ()
+    aliases: tuple[str, ...] = ()  # more names the public format stores the same tensor under: written, not read
 
     def public_shape(self, shape: tuple) -> tuple:
         """The shape each public tensor has when the zoo parameter has `shape`."""
@@ -52,6 +53,11 @@ class Tensor:
             parts = list(x.reshape(n, -1))
         parts = [p.T if self.transpose else p for p in parts]
         return [np.ascontiguousarray(p.reshape(self.lead + p.shape)) for p in parts]
+
+    def public(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Name -> public tensor, aliases included."""
+        tensors = dict(zip(self.names, self.to_public(x)))
+        return {**tensors, **{alias: tensors[self.names[0]] for alias in self.aliases}}
 
 
 def linear(prefix: str, rows: int = 1) -> dict:
