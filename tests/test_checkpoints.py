@@ -296,6 +296,13 @@ def test_base_checkpoint_into_a_task_model_initializes_the_head_and_says_so(tmp_
     chex.assert_trees_all_close({k: v for k, v in loaded.items() if k != "classifier"}, params)
 
 
+def test_compute_dtype_and_config_overrides_apply_while_params_stay_float32(tmp_path):
+    saved(tmp_path, "gpt-tiny")
+    model, params = zoo.from_pretrained(tmp_path, dtype="bfloat16", remat="full")
+    assert (model.config.dtype, model.config.remat) == (jnp.bfloat16, "full")
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+
+
 def test_other_heads_tensors_are_dropped_and_logged(tmp_path, caplog):
     saved(tmp_path, "bert-tiny", task="pretraining")
     with caplog.at_level(logging.WARNING, logger="zoo.checkpoints"):

@@ -74,20 +74,11 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
     abstract = flatten(nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))["params"]))
     placement = _placement(shardings, abstract)
     spec = flatten(family.tensors(cfg, task))
-    params, missing = {}, []
     with _Checkpoint(folder, family.PREFIX) as checkpoint:
-        for path, leaf in abstract.items():
-            parts = _parts(spec, path, leaf.shape)
-            names = [name for tensor, _ in parts for name in tensor.names]
-            if not all(name in checkpoint for name in names):
-                missing.append(path)
-                continue
-            arrays = [tensor.to_zoo([checkpoint.read(name, tensor.public_shape(shape), path) for name in tensor.names],
-                                    shape) for tensor, shape in parts]
-            value = arrays[0] if len(arrays) == 1 and parts[0][1] == leaf.shape else np.stack(arrays)
-            params[path] = jax.device_put(value.astype(leaf.dtype), placement(path))
-            checkpoint.used.update(alias for tensor, _ in parts for alias in tensor.aliases)
+        params = {path: _read_param(checkpoint, _parts(spec, path, leaf.shape), path, leaf, placement(path))
+                  for path, leaf in abstract.items()}
         _check_unused(family, cfg, checkpoint.unread())
+    missing = [path for path, value in params.items() if value is None]
     if missing:
         params.update(_initialize_heads(model, missing, spec, abstract, placement, rng))
     return model, unflatten(params)
@@ -160,6 +151,17 @@ def _parts(spec: dict[str, Tensor], path: str, shape: tuple) -> list[tuple[Tenso
     if stacked != path and all(stacked.format(i) in spec for i in range(shape[0])):
         return [(spec[stacked.format(i)], shape[1:]) for i in range(shape[0])]
     raise ValueError(f"zoo parameter {path} {tuple(shape)} has no public name in this architecture")
+
+
+def _read_param(checkpoint: "_Checkpoint", parts: list, path: str, leaf, sharding) -> jax.Array | None:
+    """One zoo parameter from its public tensors, put on `sharding`; None when the checkpoint lacks any of them."""
+    if not all(name in checkpoint for tensor, _ in parts for name in tensor.names):
+        return None
+    arrays = [tensor.to_zoo([checkpoint.read(name, tensor.public_shape(shape), path) for name in tensor.names], shape)
+              for tensor, shape in parts]
+    value = arrays[0] if len(arrays) == 1 and parts[0][1] == leaf.shape else np.stack(arrays)  # stack: scanned layers
+    checkpoint.used.update(alias for tensor, _ in parts for alias in tensor.aliases)
+    return jax.device_put(value.astype(leaf.dtype), sharding)
 
 
 def _placement(shardings: Any, abstract: dict) -> Callable[[str], Any]:
