@@ -32,10 +32,10 @@ PUBLIC_CONFIGS = {
                                                 num_attention_heads=4, intermediate_size=37, num_labels=3, **TINY),
     "gpt2": lambda: transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=99, n_positions=64,
                                             bos_token_id=1, eos_token_id=2),
-    "marian": lambda: transformers.MarianConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                                                decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37,
-                                                scale_embedding=True, activation_function="swish", pad_token_id=0,
-                                                eos_token_id=1, decoder_start_token_id=0, **TINY),
+    "marian": lambda: transformers.MarianConfig(
+        d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=37, decoder_ffn_dim=37, scale_embedding=True, activation_function="swish", pad_token_id=0,
+        eos_token_id=1, decoder_start_token_id=0, **TINY),
 }
 ARCHITECTURES = {
     "BertModel": ("bert", None), "BertForPreTraining": ("bert", "pretraining"), "BertForMaskedLM": ("bert", "mlm"),
@@ -259,8 +259,9 @@ def test_shape_mismatch_names_the_tensor_and_both_shapes(tmp_path):
 
 def test_unknown_tensor_is_named(tmp_path):
     saved(tmp_path)
-    edit_tensors(tmp_path, lambda t: t.update({"encoder.layer.0.attention.self.rotary.weight": np.zeros(4, np.float32)}))
-    with pytest.raises(ValueError, match=r"unexpected tensors.*bert\.encoder\.layer\.0\.attention\.self\.rotary\.weight"):
+    rotary = "encoder.layer.0.attention.self.rotary.weight"
+    edit_tensors(tmp_path, lambda t: t.update({rotary: np.zeros(4, np.float32)}))
+    with pytest.raises(ValueError, match=r"unexpected tensors.*bert\.encoder\.layer\.0\.attention\.self\.rotary"):
         zoo.from_pretrained(tmp_path)
 
 
@@ -294,6 +295,26 @@ def test_base_checkpoint_into_a_task_model_initializes_the_head_and_says_so(tmp_
     assert "initialized" in caplog.text and "classifier/kernel" in caplog.text
     chex.assert_shape(loaded["classifier"]["kernel"], (64, 5))
     chex.assert_trees_all_close({k: v for k, v in loaded.items() if k != "classifier"}, params)
+
+
+def test_layer_norm_gamma_and_beta_of_the_original_bert_files_are_read(tmp_path):
+    _, params = saved(tmp_path)
+    edit_tensors(tmp_path, lambda t: t.update({k.replace("LayerNorm.weight", "LayerNorm.gamma").replace(
+        "LayerNorm.bias", "LayerNorm.beta"): t.pop(k) for k in list(t) if "LayerNorm" in k}))
+    _, loaded = zoo.from_pretrained(tmp_path)
+    chex.assert_trees_all_equal(loaded, params)
+
+
+def test_opus_mt_config_with_its_legacy_fields_loads(tmp_path, caplog):
+    saved(tmp_path, "transformer-tiny", task="seq2seq", lm_head_bias=True, layer_norm_eps=1e-5)
+    edit_config(tmp_path, _num_labels=3, add_bias_logits=False, add_final_layer_norm=False, normalize_before=False,
+                normalize_embedding=False, static_position_embeddings=True, extra_pos_embeddings=1024, num_beams=4,
+                max_length=512, bad_words_ids=[[0]], classif_dropout=0.0, id2label={"0": "A", "1": "B", "2": "C"},
+                num_hidden_layers=2, activation_function="swish", scale_embedding=True)
+    with caplog.at_level(logging.WARNING, logger="zoo.checkpoints"):
+        model, _ = zoo.from_pretrained(tmp_path)
+    assert "not used by zoo" not in caplog.text
+    assert (model.config.activation, model.config.scale_embeddings, model.task) == ("swish", True, "seq2seq")
 
 
 def test_compute_dtype_and_config_overrides_apply_while_params_stay_float32(tmp_path):

@@ -30,7 +30,8 @@ from zoo.registry import create, example_inputs
 
 LOG = logging.getLogger(__name__)
 FAMILIES = {module.MODEL_TYPE: module for module in (bert, albert, gpt2, marian)}
-ZOO_FAMILIES = {"bert": bert, "albert": albert, "gpt": gpt2, "transformer": marian}  # zoo family -> the public format it is written in
+# zoo family -> the public format it is written in
+ZOO_FAMILIES = {"bert": bert, "albert": albert, "gpt": gpt2, "transformer": marian}
 HEADS = ("pooler", "mlm_head", "seq_relationship_head", "classifier", "qa_head", "lm_head")
 # Fields not written in config.json: how zoo runs a model, not what the model is.
 RUNTIME_FIELDS = ("dtype", "param_dtype", "remat", "scan_layers", "pooling")
@@ -71,7 +72,8 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
         overrides["dtype"] = dtype
     cfg = cfg.replace(**{"num_labels": reader.num_labels(), **overrides})
     model = create(cfg, task)
-    abstract = flatten(nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))["params"]))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))["params"]
+    abstract = flatten(nn.unbox(shapes))
     placement = _placement(shardings, abstract)
     spec = flatten(family.tensors(cfg, task))
     with _Checkpoint(folder, family.PREFIX) as checkpoint:
@@ -195,7 +197,8 @@ class _Checkpoint:
             raise FileNotFoundError(f"{folder} has neither {WEIGHTS} nor {INDEX}")
         # A bare model's names carry no prefix; name them as the task architectures do.
         add_prefix = not any(name.startswith(prefix) for name in files)
-        self.files = {(prefix + name if add_prefix else name): (file, name) for name, file in files.items()}
+        self.files = {_legacy_name(prefix + name if add_prefix else name): (file, name)
+                      for name, file in files.items()}
         self.folder, self.used, self.stack = folder, set(), contextlib.ExitStack()
         self.handles: dict[str, Any] = {}
 
@@ -222,6 +225,11 @@ class _Checkpoint:
 
     def unread(self) -> list[str]:
         return sorted(set(self.files) - self.used)
+
+
+def _legacy_name(name: str) -> str:
+    """The original TF-converted checkpoints (bert-base-uncased among them) call LayerNorm weights gamma and beta."""
+    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
 
 
 def _as_array(handle, name: str, file: Path) -> np.ndarray:

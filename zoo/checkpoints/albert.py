@@ -21,6 +21,8 @@ def config_from_public(c: PublicConfig, task) -> Config:
     c.require("num_hidden_groups", 1)
     c.require("inner_group_num", 1)
     check_two_labels(c, task, ("question_answering", "pretraining"))
+    for name in ("down_scale_factor", "gap_size", "net_structure_type", "num_memory_blocks"):
+        c.get(name)  # fields of the original albert-*-v2 files that no ALBERT implementation uses
     hidden_size, embedding_size = c.get("hidden_size", 4096), c.get("embedding_size", 128)
     if embedding_size == hidden_size:
         raise ValueError(f"config.json field embedding_size={embedding_size} equals hidden_size: ALBERT still projects "
@@ -30,10 +32,12 @@ def config_from_public(c: PublicConfig, task) -> Config:
         num_layers=c.get("num_hidden_layers", 12), num_heads=c.get("num_attention_heads", 64),
         intermediate_size=c.get("intermediate_size", 16384), max_length=c.get("max_position_embeddings", 512),
         type_vocab_size=c.get("type_vocab_size", 2), activation=c.activation("hidden_act", "gelu_new"),
-        dropout_rate=c.get("hidden_dropout_prob", 0.0), attention_dropout_rate=c.get("attention_probs_dropout_prob", 0.0),
+        dropout_rate=c.get("hidden_dropout_prob", 0.0),
+        attention_dropout_rate=c.get("attention_probs_dropout_prob", 0.0),
         classifier_dropout_rate=c.get("classifier_dropout_prob", 0.1), layer_norm_eps=c.get("layer_norm_eps", 1e-12),
         initializer_range=c.get("initializer_range", 0.02), tie_word_embeddings=c.get("tie_word_embeddings", True),
-        pad_token_id=c.get("pad_token_id") or 0, bos_token_id=c.get("bos_token_id", 2), eos_token_id=c.get("eos_token_id", 3),
+        pad_token_id=c.get("pad_token_id") or 0, bos_token_id=c.get("bos_token_id", 2),
+        eos_token_id=c.get("eos_token_id", 3),
         pooling="cls" if task in POOLED_TASKS else "none")
 
 

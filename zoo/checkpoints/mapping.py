@@ -61,7 +61,7 @@ class Tensor:
 
 
 def linear(prefix: str, rows: int = 1) -> dict:
-    """A torch `nn.Linear` named `prefix`; `rows` zoo axes are its input (2 for the attention output [heads, dim, E])."""
+    """A torch `nn.Linear` named `prefix`; `rows` zoo axes are its input (2 for attention's out: [heads, dim, E])."""
     return {"kernel": Tensor((f"{prefix}.weight",), rows, transpose=True), "bias": Tensor((f"{prefix}.bias",))}
 
 

@@ -37,7 +37,8 @@ def config_from_public(c: PublicConfig, task) -> Config:
         max_length=c.get("max_position_embeddings", 1024), activation=c.activation("activation_function", "gelu"),
         dropout_rate=c.get("dropout", 0.1), attention_dropout_rate=c.get("attention_dropout", 0.0),
         layer_norm_eps=LAYER_NORM_EPS, scale_embeddings=c.get("scale_embedding", False),
-        initializer_range=c.get("init_std", 0.02), lm_head_bias=True, pad_token_id=c.get("pad_token_id", 58100), bos_token_id=c.get("bos_token_id"),
+        initializer_range=c.get("init_std", 0.02), lm_head_bias=True, pad_token_id=c.get("pad_token_id", 58100),
+        bos_token_id=c.get("bos_token_id"),
         eos_token_id=c.get("eos_token_id", 0), decoder_start_token_id=c.get("decoder_start_token_id", 58100))
 
 
