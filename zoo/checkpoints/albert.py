@@ -2,8 +2,9 @@
 (`embedding_hidden_mapping_in`), and one shared layer (`albert_layer_groups.0.albert_layers.0`)."""
 
 from zoo.albert import albert
+from zoo.checkpoints import bert
 from zoo.checkpoints.bert import attention, check_two_labels, embeddings, heads, mlm_head
-from zoo.checkpoints.mapping import PublicConfig, embedding, layer_norm, linear, public_activation
+from zoo.checkpoints.mapping import PublicConfig, embedding, layer_norm, linear
 from zoo.config import Config
 
 MODEL_TYPE = "albert"
@@ -42,14 +43,10 @@ def config_from_public(c: PublicConfig, task) -> Config:
 
 
 def config_to_public(cfg: Config) -> dict:
-    return {"vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size, "embedding_size": cfg.embedding_size,
-            "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
-            "intermediate_size": cfg.intermediate_size, "max_position_embeddings": cfg.max_length,
-            "type_vocab_size": cfg.type_vocab_size, "hidden_act": public_activation(cfg.activation),
-            "hidden_dropout_prob": cfg.dropout_rate, "attention_probs_dropout_prob": cfg.attention_dropout_rate,
-            "classifier_dropout_prob": cfg.classifier_dropout_rate, "layer_norm_eps": cfg.layer_norm_eps,
-            "initializer_range": cfg.initializer_range, "tie_word_embeddings": cfg.tie_word_embeddings,
-            "pad_token_id": cfg.pad_token_id, "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
+    """BERT's fields, plus the factorized embedding and the one shared layer; the classifier dropout is renamed."""
+    public = {k: v for k, v in bert.config_to_public(cfg).items()
+              if k not in ("classifier_dropout", "is_decoder", "add_cross_attention")}
+    return {**public, "embedding_size": cfg.embedding_size, "classifier_dropout_prob": cfg.classifier_dropout_rate,
             "num_hidden_groups": 1, "inner_group_num": 1}
 
 
