@@ -282,6 +282,15 @@ def test_config_field_zoo_cannot_honour_is_a_named_error(preset, field, value, t
         zoo.from_pretrained(tmp_path)
 
 
+def test_unsupported_architecture_is_named_and_its_body_still_loads_with_a_task(tmp_path):
+    saved(tmp_path)
+    edit_config(tmp_path, architectures=["BertForMultipleChoice"])
+    with pytest.raises(ValueError, match="BertForMultipleChoice"):
+        zoo.from_pretrained(tmp_path)
+    model, _ = zoo.from_pretrained(tmp_path, task=None)
+    assert model.task is None
+
+
 def test_config_switch_the_public_format_cannot_express_is_a_named_error(tmp_path):
     model = zoo.create("gpt-tiny", norm_position="post")
     with pytest.raises(ValueError, match="norm_position='post'"):

@@ -59,11 +59,12 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
         raise FileNotFoundError(f"{folder / CONFIG} not found: a checkpoint folder holds config.json and {WEIGHTS}")
     public = json.loads((folder / CONFIG).read_text())
     family = _family(public)
-    architecture = (public.get("architectures") or [_base_architecture(family)])[0]
-    if architecture not in family.ARCHITECTURES:
-        raise ValueError(f"architecture {architecture!r} is not supported; for model_type {family.MODEL_TYPE!r} zoo "
-                         f"reads: {', '.join(family.ARCHITECTURES)}")
-    task = family.ARCHITECTURES[architecture] if task == AUTO else task
+    if task == AUTO:
+        architecture = (public.get("architectures") or [_base_architecture(family)])[0]
+        if architecture not in family.ARCHITECTURES:
+            raise ValueError(f"architecture {architecture!r} is not supported (pass `task` to load its body); for "
+                             f"model_type {family.MODEL_TYPE!r} zoo reads: {', '.join(family.ARCHITECTURES)}")
+        task = family.ARCHITECTURES[architecture]
     reader = PublicConfig(public)
     cfg = family.config_from_public(reader, task)
     if reader.unread():
