@@ -192,8 +192,8 @@ class _Checkpoint:
             raise ValueError(
                 f"{folder} holds only pickled PyTorch weights ({', '.join(p.name for p in folder.glob('*.bin'))}); "
                 "zoo reads safetensors and never unpickles. Convert once with transformers: "
-                "`AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)` "
-                "(or the task's Auto class), which writes model.safetensors")
+                "`AutoModel.from_pretrained(folder).save_pretrained(folder)` (or the task's Auto class; transformers "
+                "4.x needs `safe_serialization=True`), which writes model.safetensors")
         else:
             raise FileNotFoundError(f"{folder} has neither {WEIGHTS} nor {INDEX}")
         # A bare model's names carry no prefix; name them as the task architectures do.
