@@ -2,7 +2,8 @@
 
 from zoo.config import Config
 from zoo.models import EncoderDecoderTransformer, ModelOutput, Transformer
-from zoo.registry import create, get_config, init_cache, list_models, param_count, tasks
+from zoo.registry import create, embed, get_config, init_cache, list_models, param_count, tasks
+from zoo.checkpoints import from_pretrained, save_pretrained
 
-__all__ = ["Config", "EncoderDecoderTransformer", "ModelOutput", "Transformer", "create", "get_config",
-           "init_cache", "list_models", "param_count", "tasks"]
+__all__ = ["Config", "EncoderDecoderTransformer", "ModelOutput", "Transformer", "create", "embed", "from_pretrained",
+           "get_config", "init_cache", "list_models", "param_count", "save_pretrained", "tasks"]
