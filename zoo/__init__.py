@@ -1,8 +1,9 @@
 """zoo: BERT, GPT, ALBERT and the encoder-decoder Transformer as Flax linen modules over one set of blocks."""
 
 from zoo.config import Config
+from zoo.generate import GenerateOutput, generate
 from zoo.models import EncoderDecoderTransformer, ModelOutput, Transformer
 from zoo.registry import create, get_config, init_cache, list_models, param_count, tasks
 
-__all__ = ["Config", "EncoderDecoderTransformer", "ModelOutput", "Transformer", "create", "get_config",
-           "init_cache", "list_models", "param_count", "tasks"]
+__all__ = ["Config", "EncoderDecoderTransformer", "GenerateOutput", "ModelOutput", "Transformer", "create",
+           "generate", "get_config", "init_cache", "list_models", "param_count", "tasks"]
