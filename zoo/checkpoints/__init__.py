@@ -1,0 +1,309 @@
+"""Pretrained checkpoints both ways, in the public layout `transformers` reads and writes: a folder with `config.json`
+and `model.safetensors` (or shards listed in `model.safetensors.index.json`).
+
+Loading reads one tensor at a time from the memory-mapped safetensors files (never unpickles) and puts each parameter
+straight onto its target sharding, so a large checkpoint is never whole on one host. Saving writes what
+`transformers` loads with no missing or unexpected keys. Each family module (bert, albert, gpt2, marian) says only what
+differs: how its config.json fields map onto `Config`, and which public tensors make each zoo parameter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from zoo.checkpoints import gpt2, marian
+from zoo.checkpoints.mapping import PublicConfig, Tensor, flatten, unflatten
+from zoo.config import Config
+from zoo.registry import create, example_inputs
+
+LOG = logging.getLogger(__name__)
+FAMILIES = {module.MODEL_TYPE: module for module in (gpt2, marian)}
+ZOO_FAMILIES = {"gpt": gpt2, "transformer": marian}  # zoo family -> the public format it is written in
+HEADS = ("pooler", "mlm_head", "seq_relationship_head", "classifier", "qa_head", "lm_head")
+# Fields not written in config.json: how zoo runs a model, not what the model is.
+RUNTIME_FIELDS = ("dtype", "param_dtype", "remat", "scan_layers", "pooling")
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+AUTO = "auto"
+
+
+def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any = None, shardings: Any = None,
+                    rng: jax.Array | None = None, **overrides) -> tuple[nn.Module, dict]:
+    """(model, params) from a `config.json` + safetensors folder; `task` defaults to the one of its architecture.
+
+    `task=None` gives the bare model; a task whose head the checkpoint lacks initializes that head from `rng` and logs
+    which parameters it initialized. `dtype` is the compute dtype; `overrides` are further `Config` fields
+    (`scan_layers=True`, `remat="full"`, ...). `shardings` is a pytree of `jax.sharding.Sharding` matching the params,
+    or a function `(path, shape) -> Sharding` of the '/'-joined parameter path; each parameter is placed on its
+    sharding as it is read.
+    Raises:
+      FileNotFoundError: no config.json or no weights; ValueError: pickled weights only (with how to convert), a
+      config.json field zoo cannot honour (named), missing or unknown tensors or a shape mismatch (named, with shapes).
+    """
+    folder = Path(folder)
+    if not (folder / CONFIG).exists():
+        raise FileNotFoundError(f"{folder / CONFIG} not found: a checkpoint folder holds config.json and {WEIGHTS}")
+    public = json.loads((folder / CONFIG).read_text())
+    family = _family(public)
+    architecture = (public.get("architectures") or [_base_architecture(family)])[0]
+    if architecture not in family.ARCHITECTURES:
+        raise ValueError(f"architecture {architecture!r} is not supported; for model_type {family.MODEL_TYPE!r} zoo "
+                         f"reads: {', '.join(family.ARCHITECTURES)}")
+    task = family.ARCHITECTURES[architecture] if task == AUTO else task
+    reader = PublicConfig(public)
+    cfg = family.config_from_public(reader, task)
+    if reader.unread():
+        LOG.warning("config.json fields not used by zoo: %s", ", ".join(reader.unread()))
+    if dtype is not None:
+        overrides["dtype"] = dtype
+    cfg = cfg.replace(num_labels=reader.num_labels(), **overrides)
+    model = create(cfg, task)
+    abstract = flatten(nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))["params"]))
+    placement = _placement(shardings, abstract)
+    spec = flatten(family.tensors(cfg, task))
+    params, missing = {}, []
+    with _Checkpoint(folder, family.PREFIX) as checkpoint:
+        for path, leaf in abstract.items():
+            parts = _parts(spec, path, leaf.shape)
+            names = [name for tensor, _ in parts for name in tensor.names]
+            if not all(name in checkpoint for name in names):
+                missing.append(path)
+                continue
+            arrays = [tensor.to_zoo([checkpoint.read(name, tensor.public_shape(shape), path) for name in tensor.names],
+                                    shape) for tensor, shape in parts]
+            value = arrays[0] if len(arrays) == 1 and parts[0][1] == leaf.shape else np.stack(arrays)
+            params[path] = jax.device_put(value.astype(leaf.dtype), placement(path))
+        _check_unused(family, cfg, checkpoint.unread())
+    if missing:
+        params.update(_initialize_heads(model, missing, spec, abstract, placement, rng))
+    return model, unflatten(params)
+
+
+def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_shard_size: int | None = None) -> None:
+    """Writes `config.json` and `model.safetensors` (shards of at most `max_shard_size` bytes plus the index when
+    given) that `transformers` loads into the architecture of `model.task` with no missing or unexpected keys.
+
+    Raises ValueError when the config has a switch the public format cannot express (named), or the params do not
+    fit the model.
+    """
+    cfg, task = model.config, model.task
+    family = ZOO_FAMILIES.get(cfg.family)
+    if family is None:
+        raise ValueError(f"zoo family {cfg.family!r} has no public format; those with one: {', '.join(ZOO_FAMILIES)}")
+    architecture = next((a for a, t in family.ARCHITECTURES.items() if t == task), None)
+    if architecture is None:
+        raise ValueError(f"task {task!r} has no {family.MODEL_TYPE} architecture; the tasks with one: "
+                         f"{', '.join(str(t) for t in family.ARCHITECTURES.values())}")
+    public = family.config_to_public(cfg)
+    _check_expressible(family, cfg, public, task)
+    if "params" in params and len(params) == 1:
+        params = params["params"]
+    spec = flatten(family.tensors(cfg, task))
+    tensors = {}
+    for path, value in flatten(nn.unbox(params)).items():
+        try:
+            parts = _parts(spec, path, value.shape)
+        except ValueError:
+            if path.startswith("pooler/"):  # zoo computes a pooled output for every task; this architecture has none
+                LOG.warning("%s has no pooler: %s not written", architecture, path)
+                continue
+            raise
+        values = [value] if len(parts) == 1 and parts[0][1] == value.shape else list(value)
+        for (tensor, _), v in zip(parts, values):
+            tensors.update(zip(tensor.names, tensor.to_public(np.asarray(v))))
+    expected = {name for t in spec.values() for name in t.names}
+    if expected - set(tensors):
+        raise ValueError(f"params lack the tensors {sorted(expected - set(tensors))} of {architecture}")
+    if hasattr(family, "computed"):
+        tensors.update(family.computed(cfg))
+    if task is None:  # a bare model's tensors carry no prefix
+        tensors = {name.removeprefix(family.PREFIX): t for name, t in tensors.items()}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_tensors(tensors, folder, max_shard_size)
+    public = {"architectures": [architecture], "model_type": family.MODEL_TYPE, **public, "dtype": "float32"}
+    if task in ("sequence_classification", "token_classification"):
+        public.update(_labels(cfg.num_labels))
+    (folder / CONFIG).write_text(json.dumps(public, indent=2, sort_keys=True) + "\n")
+
+
+def _family(public: dict):
+    model_type = public.get("model_type")
+    if model_type not in FAMILIES:
+        raise ValueError(f"config.json model_type={model_type!r} is not supported; zoo reads: {', '.join(FAMILIES)}")
+    return FAMILIES[model_type]
+
+
+def _base_architecture(family) -> str:
+    return next(a for a, t in family.ARCHITECTURES.items() if t is None)
+
+
+def _parts(spec: dict[str, Tensor], path: str, shape: tuple) -> list[tuple[Tensor, tuple]]:
+    """The public tensors of the zoo parameter at `path`: one entry, or one per layer of a scanned stack."""
+    if path in spec:
+        return [(spec[path], shape)]
+    stacked = re.sub(r"/layers/", "/layers_{}/", path, count=1)
+    if stacked != path and all(stacked.format(i) in spec for i in range(shape[0])):
+        return [(spec[stacked.format(i)], shape[1:]) for i in range(shape[0])]
+    raise ValueError(f"zoo parameter {path} {tuple(shape)} has no public name in this architecture")
+
+
+def _placement(shardings: Any, abstract: dict) -> Callable[[str], Any]:
+    if shardings is None:
+        return lambda path: None
+    if callable(shardings):
+        return lambda path: shardings(path, abstract[path].shape)
+    flat = flatten(shardings)
+    if set(flat) != set(abstract):
+        raise ValueError(f"shardings do not match the params: missing {sorted(set(abstract) - set(flat))}, "
+                         f"extra {sorted(set(flat) - set(abstract))}")
+    return flat.__getitem__
+
+
+class _Checkpoint:
+    """Public tensor names -> arrays, read one at a time from model.safetensors or the shards of its index."""
+
+    def __init__(self, folder: Path, prefix: str):
+        if (folder / INDEX).exists():
+            files = json.loads((folder / INDEX).read_text())["weight_map"]
+        elif (folder / WEIGHTS).exists():
+            with safe_open(folder / WEIGHTS, framework="numpy") as f:
+                files = dict.fromkeys(f.keys(), WEIGHTS)
+        elif list(folder.glob("*.bin")) or list(folder.glob("*.pt")) or list(folder.glob("*.pth")):
+            raise ValueError(
+                f"{folder} holds only pickled PyTorch weights ({', '.join(p.name for p in folder.glob('*.bin'))}); "
+                "zoo reads safetensors and never unpickles. Convert once with transformers: "
+                "`AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)` "
+                "(or the task's Auto class), which writes model.safetensors")
+        else:
+            raise FileNotFoundError(f"{folder} has neither {WEIGHTS} nor {INDEX}")
+        # A bare model's names carry no prefix; name them as the task architectures do.
+        add_prefix = not any(name.startswith(prefix) for name in files)
+        self.files = {(prefix + name if add_prefix else name): (file, name) for name, file in files.items()}
+        self.folder, self.used, self.stack = folder, set(), contextlib.ExitStack()
+        self.handles: dict[str, Any] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stack.close()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.files
+
+    def read(self, name: str, shape: tuple, path: str) -> np.ndarray:
+        file, stored = self.files[name]
+        if file not in self.handles:
+            self.handles[file] = self.stack.enter_context(safe_open(self.folder / file, framework="numpy"))
+        handle = self.handles[file]
+        stored_shape = tuple(handle.get_slice(stored).get_shape())
+        if stored_shape != tuple(shape):
+            raise ValueError(f"tensor {name} has shape {stored_shape} in the checkpoint but zoo expects {tuple(shape)} "
+                             f"(for parameter {path})")
+        self.used.add(name)
+        return _as_array(handle, stored, self.folder / file)
+
+    def unread(self) -> list[str]:
+        return sorted(set(self.files) - self.used)
+
+
+def _as_array(handle, name: str, file: Path) -> np.ndarray:
+    try:
+        return handle.get_tensor(name)
+    except TypeError:  # bfloat16: numpy has no such dtype, ml_dtypes (a jax dependency) has
+        return _read_bfloat16(file, name)
+
+
+def _read_bfloat16(file: Path, name: str) -> np.ndarray:
+    import ml_dtypes  # noqa: PLC0415
+
+    with open(file, "rb") as f:
+        header_size = int.from_bytes(f.read(8), "little")
+        entry = json.loads(f.read(header_size))[name]
+    if entry["dtype"] != "BF16":
+        raise ValueError(f"tensor {name} in {file} has dtype {entry['dtype']}, which zoo cannot read")
+    start, end = entry["data_offsets"]
+    return np.memmap(file, dtype=ml_dtypes.bfloat16, mode="r", offset=8 + header_size + start,
+                     shape=tuple(entry["shape"])) if end > start else np.zeros(entry["shape"], ml_dtypes.bfloat16)
+
+
+def _check_unused(family, cfg: Config, unread: list[str]) -> None:
+    """Tensors of other heads of the family are dropped (logged); tensors no architecture has are an error."""
+    known = set()
+    for task in set(family.ARCHITECTURES.values()):
+        known |= {name for t in flatten(family.tensors(cfg.replace(pooling="cls"), task)).values() for name in t.names}
+    unknown = [n for n in unread if n not in known and not any(re.fullmatch(p, n) for p in family.IGNORED)]
+    if unknown:
+        raise ValueError(f"unexpected tensors in the checkpoint, which no {family.MODEL_TYPE} architecture zoo reads "
+                         f"has: {', '.join(unknown)}")
+    dropped = [n for n in unread if n in known]
+    if dropped:
+        LOG.warning("checkpoint tensors not used by this task: %s", ", ".join(dropped))
+
+
+def _initialize_heads(model, missing: list[str], spec: dict, abstract: dict, placement, rng) -> dict:
+    """Fresh values for the missing parameters, which must all belong to a head; the body must be in the file."""
+    body = [p for p in missing if p.split("/")[0] not in HEADS]
+    if body:
+        lines = [f"{name} {t.public_shape(s)}" for p in body for t, s in _parts(spec, p, abstract[p].shape)
+                 for name in t.names]
+        raise ValueError(f"missing tensors in the checkpoint: {', '.join(lines)}")
+    LOG.warning("initialized from rng, not found in the checkpoint: %s", ", ".join(missing))
+    rng = jax.random.key(0) if rng is None else rng
+
+    def init(key):
+        params = flatten(nn.unbox(model.init(key, *example_inputs(model))["params"]))
+        return {path: params[path] for path in missing}  # only these are computed: jit drops the rest
+
+    values = jax.jit(init)(rng)
+    return {path: jax.device_put(value, placement(path)) for path, value in values.items()}
+
+
+def _check_expressible(family, cfg: Config, public: dict, task) -> None:
+    """Reads `public` back; a zoo field that comes back different cannot be written in this format."""
+    reread = family.config_from_public(PublicConfig(public), task).replace(num_labels=cfg.num_labels)
+    lost = [f"{f.name}={getattr(cfg, f.name)!r} (the {family.MODEL_TYPE} format has {getattr(reread, f.name)!r})"
+            for f in dataclasses.fields(cfg)
+            if f.name not in RUNTIME_FIELDS and getattr(cfg, f.name) != getattr(reread, f.name)]
+    if lost:
+        raise ValueError(f"config fields a {family.MODEL_TYPE} config.json cannot express: {'; '.join(lost)}")
+
+
+def _labels(num_labels: int) -> dict:
+    id2label = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+    return {"id2label": id2label, "label2id": {v: int(k) for k, v in id2label.items()}}
+
+
+def _write_tensors(tensors: dict[str, np.ndarray], folder: Path, max_shard_size: int | None) -> None:
+    metadata = {"format": "pt"}
+    total = sum(t.nbytes for t in tensors.values())
+    if max_shard_size is None or total <= max_shard_size:
+        save_file(tensors, folder / WEIGHTS, metadata=metadata)
+        return
+    shards, size = [{}], 0
+    for name, tensor in tensors.items():
+        if shards[-1] and size + tensor.nbytes > max_shard_size:
+            shards.append({})
+            size = 0
+        shards[-1][name], size = tensor, size + tensor.nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, folder / file, metadata=metadata)
+        weight_map.update(dict.fromkeys(shard, file))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,90 @@
+"""Marian (the encoder-decoder Transformer of the OPUS-MT models) in the layout of `transformers`: separate q/k/v
+Linears, one embedding shared by both stacks and the output, static sinusoidal positions (not stored), and a
+`final_logits_bias` added to the logits."""
+
+from zoo.checkpoints.mapping import PublicConfig, Tensor, embedding, fused_linear, layer_norm, linear, public_activation
+from zoo.config import Config
+from zoo.embeddings import sinusoidal_positions
+from zoo.transformer import transformer
+
+MODEL_TYPE = "marian"
+PREFIX = "model."
+ARCHITECTURES = {"MarianModel": None, "MarianMTModel": "seq2seq"}
+IGNORED = (r"(model\.)?(encoder|decoder)\.embed_positions\.weight",  # the sinusoid, which zoo computes
+           r"(model\.)?(encoder|decoder)\.embed_tokens\.weight",  # copies of the shared embedding
+           r"lm_head\.weight")  # a copy of the shared embedding when tied
+LAYER_NORM_EPS = 1e-5  # torch's nn.LayerNorm default; Marian has no field for it
+
+
+def config_from_public(c: PublicConfig, task) -> Config:
+    for name in ("normalize_before", "normalize_embedding", "add_final_layer_norm", "add_bias_logits", "is_decoder"):
+        c.require(name, False)
+    c.require("static_position_embeddings", True)
+    c.require("share_encoder_decoder_embeddings", True)
+    for name in ("activation_dropout", "encoder_layerdrop", "decoder_layerdrop"):
+        c.require(name, 0.0)
+    vocab_size = c.get("vocab_size", 58101)
+    c.require("decoder_vocab_size", vocab_size)
+    for name in ("extra_pos_embeddings", "classif_dropout", "classifier_dropout", "num_hidden_layers"):
+        c.get(name)  # BART-era fields of old files: a sequence-classification head and an alias of encoder_layers
+    return transformer().replace(
+        vocab_size=vocab_size, hidden_size=c.get("d_model", 1024), embedding_size=None,
+        num_layers=c.get("encoder_layers", 12),
+        num_decoder_layers=c.get("decoder_layers", 12),
+        num_heads=c.same("encoder_attention_heads", "decoder_attention_heads") or 16,
+        intermediate_size=c.same("encoder_ffn_dim", "decoder_ffn_dim") or 4096,
+        max_length=c.get("max_position_embeddings", 1024), activation=c.activation("activation_function", "gelu"),
+        dropout_rate=c.get("dropout", 0.1), attention_dropout_rate=c.get("attention_dropout", 0.0),
+        layer_norm_eps=LAYER_NORM_EPS, scale_embeddings=c.get("scale_embedding", False),
+        initializer_range=c.get("init_std", 0.02), tie_word_embeddings=c.get("tie_word_embeddings", True),
+        lm_head_bias=True, pad_token_id=c.get("pad_token_id", 58100), bos_token_id=c.get("bos_token_id"),
+        eos_token_id=c.get("eos_token_id", 0), decoder_start_token_id=c.get("decoder_start_token_id", 58100))
+
+
+def config_to_public(cfg: Config) -> dict:
+    return {"vocab_size": cfg.vocab_size, "decoder_vocab_size": cfg.vocab_size, "d_model": cfg.hidden_size,
+            "encoder_layers": cfg.num_layers, "decoder_layers": cfg.num_decoder_layers,
+            "encoder_attention_heads": cfg.num_heads, "decoder_attention_heads": cfg.num_heads,
+            "encoder_ffn_dim": cfg.intermediate_size, "decoder_ffn_dim": cfg.intermediate_size,
+            "max_position_embeddings": cfg.max_length, "activation_function": public_activation(cfg.activation),
+            "dropout": cfg.dropout_rate, "attention_dropout": cfg.attention_dropout_rate, "activation_dropout": 0.0,
+            "scale_embedding": cfg.scale_embeddings, "init_std": cfg.initializer_range,
+            "tie_word_embeddings": cfg.tie_word_embeddings, "share_encoder_decoder_embeddings": True,
+            "pad_token_id": cfg.pad_token_id, "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
+            "forced_eos_token_id": cfg.eos_token_id, "decoder_start_token_id": cfg.decoder_start_token_id,
+            "is_encoder_decoder": True}
+
+
+def computed(cfg: Config) -> dict:
+    """Tensors the public format stores but zoo computes: MarianModel saves its sinusoid tables."""
+    table = sinusoidal_positions(cfg.max_length, cfg.hidden_size)
+    return {f"{PREFIX}{stack}.embed_positions.weight": table for stack in ("encoder", "decoder")}
+
+
+def tensors(cfg: Config, task) -> dict:
+    m = PREFIX
+    tree = {"token_embedding": embedding(f"{m}shared.weight"),
+            "encoder": {f"layers_{i}": layer(f"{m}encoder.layers.{i}.") for i in range(cfg.num_layers)},
+            "decoder": {f"layers_{i}": layer(f"{m}decoder.layers.{i}.", cross_attention=True)
+                        for i in range(cfg.num_decoder_layers)}}
+    if task == "seq2seq":
+        head = {"bias": Tensor(("final_logits_bias",), lead=(1,))} if cfg.lm_head_bias else {}
+        if not cfg.tie_word_embeddings:
+            head["decoder"] = {"kernel": Tensor(("lm_head.weight",), 1, transpose=True)}
+        tree["lm_head"] = head
+    return tree
+
+
+def layer(p: str, cross_attention: bool = False) -> dict:
+    tree = {"attention": attention(f"{p}self_attn."), "attention_norm": layer_norm(f"{p}self_attn_layer_norm"),
+            "mlp": {"wi": linear(f"{p}fc1"), "wo": linear(f"{p}fc2")}, "mlp_norm": layer_norm(f"{p}final_layer_norm")}
+    if cross_attention:
+        tree["cross_attention"] = attention(f"{p}encoder_attn.", cross_attention=True)
+        tree["cross_attention_norm"] = layer_norm(f"{p}encoder_attn_layer_norm")
+    return tree
+
+
+def attention(p: str, cross_attention: bool = False) -> dict:
+    projections = {"query": linear(f"{p}q_proj"), "key_value": fused_linear([f"{p}k_proj", f"{p}v_proj"])} \
+        if cross_attention else {"qkv": fused_linear([f"{p}q_proj", f"{p}k_proj", f"{p}v_proj"])}
+    return {**projections, "out": linear(f"{p}out_proj", rows=2)}
