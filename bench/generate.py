@@ -125,9 +125,9 @@ def main() -> None:
           f"prompt {args.prompt}, {args.new_tokens} new tokens")
     print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs)" + (f"; {peer}" if peer else ""))
     reference = rows[0][2]
-    print(f"\n{'':<42} {'first call s':>12} {'best s':>8} {'tokens/s':>9} {'zoo cache is':>13}")
+    print(f"\n{'':<42} {'first call s':>12} {'best s':>8} {'tokens/s':>9} {'time / zoo cache':>17}")
     for name, first, best in rows:
-        print(f"{name:<42} {first:>12.2f} {best:>8.3f} {tokens / best:>9.1f} {best / reference:>12.2f}x")
+        print(f"{name:<42} {first:>12.2f} {best:>8.3f} {tokens / best:>9.1f} {best / reference:>16.2f}x")
 
     short = decode_step_time(model, params, args.batch, args.prompt, args.new_tokens, args.repeats)
     long = decode_step_time(model, params, args.batch, args.long_position, args.new_tokens, args.repeats)

@@ -186,3 +186,107 @@ def test_bad_requests_are_value_errors(gpt_params):
         zoo.generate(GPT, gpt_params, x, max_new_tokens=124)
     with pytest.raises(ValueError, match="causal_lm Transformer or a seq2seq"):
         zoo.generate(zoo.create("gpt-tiny"), gpt_params, x, max_new_tokens=2)
+
+
+# Parity with transformers' generate on the same random weights, converted by zoo.from_pretrained.
+
+@pytest.fixture(scope="module")
+def hf():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    transformers.logging.set_verbosity_error()
+    return torch, transformers
+
+
+def public_model(hf, architecture, config, folder, jitter):
+    """A random transformers model, weights moved far from their init by `jitter(name, parameter)` times a normal
+    draw so that the logits are peaked, and zoo's copy of it through `save_pretrained` and `zoo.from_pretrained`."""
+    torch, transformers = hf
+    torch.manual_seed(0)
+    model = getattr(transformers, architecture)(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:  # Marian's sinusoid is frozen: zoo computes it
+                p.add_(jitter(name, p) * torch.randn_like(p))
+    model.save_pretrained(folder)
+    return model, *zoo.from_pretrained(folder)
+
+
+def hf_generate(hf, model, inputs, **settings):
+    """transformers' generate with every processor that zoo does not have switched off explicitly."""
+    torch, transformers = hf
+    config = transformers.GenerationConfig(do_sample=False, min_length=0, min_new_tokens=None, no_repeat_ngram_size=0,
+                                           repetition_penalty=1.0, forced_bos_token_id=None, forced_eos_token_id=None,
+                                           bad_words_ids=None, num_return_sequences=1, use_cache=True, **settings)
+    model.generation_config = config  # so that no default of the model's own generation config comes back
+    with torch.no_grad():
+        return model.generate(**{k: torch.as_tensor(np.asarray(v)) for k, v in inputs.items()},
+                              generation_config=config, return_dict_in_generate=True, output_scores=True)
+
+
+def assert_same_tokens(ours, theirs, pad):
+    """transformers stops the batch at its longest row; zoo's fixed-size sequences must hold pad after that."""
+    ours, theirs = np.asarray(ours), theirs.numpy()
+    np.testing.assert_array_equal(ours[:, :theirs.shape[1]], theirs)
+    assert np.all(ours[:, theirs.shape[1]:] == pad)
+
+
+HF_SEARCHES = [dict(num_beams=1), dict(num_beams=4, length_penalty=1.0, early_stopping=False),
+               dict(num_beams=4, length_penalty=0.6, early_stopping=True)]
+
+
+@pytest.fixture(scope="module")
+def gpt2_pair(hf, tmp_path_factory):
+    config = hf[1].GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=99, n_positions=64)
+    return public_model(hf, "GPT2LMHeadModel", config, tmp_path_factory.mktemp("gpt2"), lambda name, p: 0.3)
+
+
+@pytest.fixture(scope="module")
+def marian_pair(hf, tmp_path_factory):
+    config = hf[1].MarianConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                                decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, vocab_size=99,
+                                max_position_embeddings=64, scale_embedding=True, pad_token_id=98, eos_token_id=1,
+                                decoder_start_token_id=98, activation_function="swish")
+    # A random post-LN decoder repeats one token unless its matrices are large and its embedding small.
+    jitter = lambda name, p: 0.0 if p.ndim < 2 else 0.1 if "shared" in name else 1.0
+    return public_model(hf, "MarianMTModel", config, tmp_path_factory.mktemp("marian"), jitter)
+
+
+def eos_candidate(sequences, start, rarest=False):
+    """The most (or least) frequent generated token: as EOS it ends some rows early and leaves others running."""
+    values, counts = np.unique(np.asarray(sequences)[:, start:], return_counts=True)
+    return int(values[np.argmin(counts) if rarest else np.argmax(counts)])
+
+
+def assert_generation_equals_transformers(hf, pair, ids, mask, search, *, pad, eos_from, **settings):
+    """Same tokens (and beam scores) as transformers, with an EOS picked by `eos_from` from a run without one."""
+    public, model, params = pair
+    free = zoo.generate(model, params, ids, mask, max_new_tokens=10, eos_token_id=None, **settings)
+    settings.update(max_new_tokens=10, eos_token_id=eos_from(free.sequences), pad_token_id=pad, **search)
+    ours = zoo.generate(model, params, ids, mask, method="greedy" if search["num_beams"] == 1 else "beam", **settings)
+    theirs = hf_generate(hf, public, {"input_ids": ids, "attention_mask": mask}, **settings)
+    assert_same_tokens(ours.sequences, theirs.sequences, pad)
+    if search["num_beams"] > 1:
+        np.testing.assert_allclose(ours.scores, theirs.sequences_scores.numpy(), atol=1e-4)
+
+
+def padded_batch(seed, length, real_lengths, pad, left):
+    ids = np.random.default_rng(seed).integers(3, 97, (len(real_lengths), length))
+    mask = (np.arange(length)[None] < np.array(real_lengths)[:, None]).astype(ids.dtype)
+    mask = mask[:, ::-1].copy() if left else mask
+    ids[mask == 0] = pad
+    return ids, mask
+
+
+@pytest.mark.parametrize("search", HF_SEARCHES, ids=["greedy", "beam4", "beam4-early-penalty"])
+def test_gpt2_generation_equals_transformers(search, hf, gpt2_pair):
+    ids, mask = padded_batch(0, 6, [6, 4, 2], pad=97, left=True)
+    assert_generation_equals_transformers(hf, gpt2_pair, ids, mask, search, pad=97,
+                                          eos_from=lambda sequences: eos_candidate(sequences, 6))
+
+
+@pytest.mark.parametrize("search", HF_SEARCHES, ids=["greedy", "beam4", "beam4-early-penalty"])
+def test_marian_generation_equals_transformers(search, hf, marian_pair):
+    ids, mask = padded_batch(1, 7, [7, 5, 3], pad=98, left=False)  # Marian tokenizers pad the source on the right
+    assert_generation_equals_transformers(hf, marian_pair, ids, mask, search, pad=98, decoder_start_token_id=98,
+                                          eos_from=lambda sequences: eos_candidate(sequences, 2, rarest=True))
