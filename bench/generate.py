@@ -3,9 +3,10 @@
     python bench/generate.py [--batch 1] [--prompt 32] [--new-tokens 32] [--long-position 512] [--repeats 3]
 
 Rows: `zoo.generate` with its KV cache; zoo without a cache (the full forward pass over the fixed-size sequence buffer
-at every step, also one jitted loop); transformers' `generate` (GPT2LMHeadModel, same config, its own cache). Then the
-time of one cached decode step with the cache filled to `--prompt` and to `--long-position` tokens: with a KV cache a
-token costs about the same wherever it sits. Times are the best of `--repeats` runs after a compiling warm-up.
+at every step, also one jitted loop); transformers' `generate` (GPT2LMHeadModel, same config, its own cache) with one
+torch thread and with all cores. Then the time per token of cached decoding from position `--prompt` and from
+`--long-position`: with a KV cache a token costs about the same wherever it sits. Times are the best of `--repeats`
+runs after a compiling warm-up.
 """
 
 from __future__ import annotations
@@ -51,28 +52,29 @@ def no_cache_greedy(model, new_tokens: int):
     return run
 
 
-def decode_step_time(model, params, batch: int, position: int, new_tokens: int, repeats: int) -> float:
-    """Seconds of one cached decode step with `position` tokens already in a cache sized as generate sizes it."""
-    cache = zoo.init_cache(model, batch, position + new_tokens)
+def decode_time_per_token(model, params, batch: int, position: int, steps: int, repeats: int) -> float:
+    """Seconds per token of `steps` cached decode steps from `position` on, in one jitted loop as generate runs them
+    (the cache sized position + steps, as generate sizes it for a prompt of `position` tokens)."""
+    cache = zoo.init_cache(model, batch, position + steps)
     cache["decode_state"]["index"] = jnp.int32(position)  # timing does not depend on what the cache holds
     cache["decode_state"]["key_mask"] = cache["decode_state"]["key_mask"].at[:, :position].set(True)
 
     @jax.jit
-    def step(cache, token):
-        out, mutated = model.apply({"params": params, "cache": cache}, token, decode=True, mutable=["cache"])
-        return out.logits[:, -1].argmax(-1)[:, None].astype(token.dtype), mutated["cache"]
+    def run(cache, token):
+        def step(_, carry):
+            cache, token = carry
+            out, mutated = model.apply({"params": params, "cache": cache}, token, decode=True, mutable=["cache"])
+            return mutated["cache"], out.logits[:, -1].argmax(-1)[:, None].astype(token.dtype)
+
+        return jax.lax.fori_loop(0, steps, step, (cache, token))[1]
 
     token = jnp.ones((batch, 1), jnp.int32)
-    step(cache, token)[0].block_until_ready()
-    times = []
-    for _ in range(max(repeats, 1) * 5):
-        start = time.perf_counter()
-        step(cache, token)[0].block_until_ready()  # the same cache each time: the step is timed at `position`
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return best_time(lambda: run(cache, token).block_until_ready(), repeats)[1] / steps
 
 
 def transformers_greedy(args):
+    """A run of transformers' greedy generate per torch thread count (one thread, and all cores: on a busy machine
+    OpenMP's spinning threads can make more threads slower), and a line naming the versions."""
     import torch
     import transformers
 
@@ -83,14 +85,19 @@ def transformers_greedy(args):
     model = transformers.GPT2LMHeadModel(config).eval()
     prompt = torch.randint(2, config.vocab_size, (args.batch, args.prompt))
 
-    def run():
-        with torch.no_grad():
-            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens,
-                                 min_new_tokens=args.new_tokens, do_sample=False, num_beams=1, pad_token_id=0,
-                                 eos_token_id=None)
-        assert out.shape == (args.batch, args.prompt + args.new_tokens), out.shape
+    def run_with(threads):
+        def run():
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens,
+                                     min_new_tokens=args.new_tokens, do_sample=False, num_beams=1, pad_token_id=0,
+                                     eos_token_id=None)
+            assert out.shape == (args.batch, args.prompt + args.new_tokens), out.shape
+        return run
 
-    return run, f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}"
+    all_threads = torch.get_num_threads()
+    runs = {f"{n} thread{'s' if n > 1 else ''}": run_with(n) for n in sorted({1, all_threads})}
+    return runs, f"torch {torch.__version__}, transformers {transformers.__version__}"
 
 
 def main() -> None:
@@ -118,8 +125,9 @@ def main() -> None:
                  *best_time(lambda: no_cache(params, prompt).block_until_ready(), args.repeats)))
     peer = ""
     if not args.skip_transformers:
-        run, peer = transformers_greedy(args)
-        rows.append(("transformers generate (PyTorch, cache)", *best_time(run, args.repeats)))
+        runs, peer = transformers_greedy(args)
+        for threads, run in runs.items():
+            rows.append((f"transformers generate, cache, {threads}", *best_time(run, args.repeats)))
 
     print(f"\n{args.model}: {zoo.param_count(model):,} parameters, random weights; greedy, batch {args.batch}, "
           f"prompt {args.prompt}, {args.new_tokens} new tokens")
@@ -129,10 +137,10 @@ def main() -> None:
     for name, first, best in rows:
         print(f"{name:<42} {first:>12.2f} {best:>8.3f} {tokens / best:>9.1f} {best / reference:>16.2f}x")
 
-    short = decode_step_time(model, params, args.batch, args.prompt, args.new_tokens, args.repeats)
-    long = decode_step_time(model, params, args.batch, args.long_position, args.new_tokens, args.repeats)
-    print(f"\none cached decode step (median), cache filled to {args.prompt}: {1e3 * short:.1f} ms; "
-          f"to {args.long_position}: {1e3 * long:.1f} ms; ratio {long / short:.2f}")
+    short = decode_time_per_token(model, params, args.batch, args.prompt, args.new_tokens, args.repeats)
+    long = decode_time_per_token(model, params, args.batch, args.long_position, args.new_tokens, args.repeats)
+    print(f"\ncached decoding, time per token from position {args.prompt}: {1e3 * short:.1f} ms; "
+          f"from position {args.long_position}: {1e3 * long:.1f} ms; ratio {long / short:.2f}")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     eos = cfg.eos_token_id if eos_token_id is _FROM_CONFIG else eos_token_id
     eos = () if eos is None else (int(eos),) if np.ndim(eos) == 0 else tuple(int(e) for e in eos)
     beams = num_beams if method == "beam" else 1
-    if beams * max(2, 1 + len(eos)) > beams * cfg.vocab_size:
+    if method == "beam" and max(2, 1 + len(eos)) > cfg.vocab_size:  # each beam keeps that many candidates per step
         raise ValueError(f"the vocabulary of {cfg.vocab_size} is too small for beam search with {len(eos)} EOS ids")
     settings = GenerationSettings(
         method=method, max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),
