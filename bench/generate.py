@@ -1,0 +1,147 @@
+"""Greedy generation speed of GPT-2 small (random weights) on this machine, against its peers in the same run.
+
+    python bench/generate.py [--batch 1] [--prompt 32] [--new-tokens 32] [--long-position 512] [--repeats 3]
+
+Rows: `zoo.generate` with its KV cache; zoo without a cache (the full forward pass over the fixed-size sequence buffer
+at every step, also one jitted loop); transformers' `generate` (GPT2LMHeadModel, same config, its own cache) with one
+torch thread and with all cores. Then the time per token of cached decoding from position `--prompt` and from
+`--long-position`: with a KV cache a token costs about the same wherever it sits. Times are the best of `--repeats`
+runs after a compiling warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import zoo
+
+
+def best_time(fn, repeats: int) -> tuple[float, float]:
+    """(first call, best of `repeats` later calls) in seconds; `fn` must block until its result is ready."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return first, min(times)
+
+
+def no_cache_greedy(model, new_tokens: int):
+    """Greedy decoding that re-runs the whole forward pass at every step: the baseline a KV cache removes."""
+
+    @jax.jit
+    def run(params, prompt):
+        batch, length = prompt.shape
+        buffer = jnp.pad(prompt, ((0, 0), (0, new_tokens)))
+
+        def step(t, buffer):  # causal: the logits at t - 1 do not see the unfilled slots after it
+            logits = model.apply({"params": params}, buffer).logits[:, t - 1]
+            return buffer.at[:, t].set(jnp.argmax(logits, axis=-1).astype(buffer.dtype))
+
+        return jax.lax.fori_loop(length, length + new_tokens, step, buffer)
+
+    return run
+
+
+def decode_time_per_token(model, params, batch: int, position: int, steps: int, repeats: int) -> float:
+    """Seconds per token of `steps` cached decode steps from `position` on, in one jitted loop as generate runs them
+    (the cache sized position + steps, as generate sizes it for a prompt of `position` tokens)."""
+    cache = zoo.init_cache(model, batch, position + steps)
+    cache["decode_state"]["index"] = jnp.int32(position)  # timing does not depend on what the cache holds
+    cache["decode_state"]["key_mask"] = cache["decode_state"]["key_mask"].at[:, :position].set(True)
+
+    @jax.jit
+    def run(cache, token):
+        def step(_, carry):
+            cache, token = carry
+            out, mutated = model.apply({"params": params, "cache": cache}, token, decode=True, mutable=["cache"])
+            return mutated["cache"], out.logits[:, -1].argmax(-1)[:, None].astype(token.dtype)
+
+        return jax.lax.fori_loop(0, steps, step, (cache, token))[1]
+
+    token = jnp.ones((batch, 1), jnp.int32)
+    return best_time(lambda: run(cache, token).block_until_ready(), repeats)[1] / steps
+
+
+def transformers_greedy(args):
+    """A run of transformers' greedy generate per torch thread count (one thread, and all cores: on a busy machine
+    OpenMP's spinning threads can make more threads slower), and a line naming the versions."""
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    # GPT-2 small's shape; no EOS, so both sides generate exactly --new-tokens tokens
+    config = transformers.GPT2Config(bos_token_id=None, eos_token_id=None, pad_token_id=0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    prompt = torch.randint(2, config.vocab_size, (args.batch, args.prompt))
+
+    def run_with(threads):
+        def run():
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens,
+                                     min_new_tokens=args.new_tokens, do_sample=False, num_beams=1, pad_token_id=0,
+                                     eos_token_id=None)
+            assert out.shape == (args.batch, args.prompt + args.new_tokens), out.shape
+        return run
+
+    all_threads = torch.get_num_threads()
+    runs = {f"{n} thread{'s' if n > 1 else ''}": run_with(n) for n in sorted({1, all_threads})}
+    return runs, f"torch {torch.__version__}, transformers {transformers.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="gpt2", help="a zoo GPT preset")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--prompt", type=int, default=32, help="prompt length (also the short decode position)")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--long-position", type=int, default=512, help="the long decode position")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-transformers", action="store_true")
+    args = parser.parse_args()
+
+    model = zoo.create(args.model, task="causal_lm")
+    params = jax.jit(model.init)(jax.random.key(0), jnp.ones((1, 1), jnp.int32))["params"]
+    prompt = jax.random.randint(jax.random.key(1), (args.batch, args.prompt), 2, model.config.vocab_size)
+    tokens = args.batch * args.new_tokens
+
+    rows = []
+    with_cache = lambda: zoo.generate(model, params, prompt, max_new_tokens=args.new_tokens,
+                                      eos_token_id=None).sequences.block_until_ready()
+    rows.append(("zoo.generate, KV cache", *best_time(with_cache, args.repeats)))
+    no_cache = no_cache_greedy(model, args.new_tokens)
+    rows.append(("zoo, no cache (full forward each token)",
+                 *best_time(lambda: no_cache(params, prompt).block_until_ready(), args.repeats)))
+    peer = ""
+    if not args.skip_transformers:
+        runs, peer = transformers_greedy(args)
+        for threads, run in runs.items():
+            rows.append((f"transformers generate, cache, {threads}", *best_time(run, args.repeats)))
+
+    print(f"\n{args.model}: {zoo.param_count(model):,} parameters, random weights; greedy, batch {args.batch}, "
+          f"prompt {args.prompt}, {args.new_tokens} new tokens")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs)" + (f"; {peer}" if peer else ""))
+    reference = rows[0][2]
+    print(f"\n{'':<42} {'first call s':>12} {'best s':>8} {'tokens/s':>9} {'time / zoo cache':>17}")
+    for name, first, best in rows:
+        print(f"{name:<42} {first:>12.2f} {best:>8.3f} {tokens / best:>9.1f} {best / reference:>16.2f}x")
+
+    short = decode_time_per_token(model, params, args.batch, args.prompt, args.new_tokens, args.repeats)
+    long = decode_time_per_token(model, params, args.batch, args.long_position, args.new_tokens, args.repeats)
+    print(f"\ncached decoding, time per token from position {args.prompt}: {1e3 * short:.1f} ms; "
+          f"from position {args.long_position}: {1e3 * long:.1f} ms; ratio {long / short:.2f}")
+
+
+if __name__ == "__main__":
+    main()
