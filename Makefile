@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test bench install install-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(PY) -m zoo
+	$(PY) -m train --config configs/bert_tiny.py --workdir workdir/bert_tiny
+
+bench: install-test
+	$(PY) bench/train_step.py
+	$(PY) bench/generate.py
 
 test: install-test
 	$(PY) -m pytest -q

@@ -370,3 +370,30 @@ def test_tfds_data_source_feeds_the_pipeline(tokenizer):
     assert {k: v.shape for k, v in glue.items()} == {"input_ids": (4, 16), "attention_mask": (4, 16),
                                                     "token_type_ids": (4, 16), "labels": (4,)}
     assert translation["decoder_input_ids"].shape == (4, 16)
+
+
+def test_span_qa_rows_point_at_the_answer_tokens_and_at_cls_when_cut_off():
+    from train.data import question_answering_batches, shipped_tokenizer
+
+    tokenizer = shipped_tokenizer()
+    first = "The function returns a list of the values. It never fails."
+    long = "x " * 200 + "the end"
+    records = [("what does the function return?", first, first.index("a list"), "a list"),
+               ("what never fails?", first, first.index("It"), "It"),
+               ("who?", long, long.index("the end"), "the end")]
+    batch = next(question_answering_batches(records, tokenizer, batch_size=3, max_length=64, shuffle=False))
+    assert batch["input_ids"].shape == (3, 64) and batch["token_type_ids"].shape == (3, 64)
+    spans = [tokenizer.decode(batch["input_ids"][i][batch["start_positions"][i]:batch["end_positions"][i] + 1])
+             for i in range(3)]
+    assert spans == ["a list", "it", ""]
+    assert batch["start_positions"][2] == batch["end_positions"][2] == 0  # the answer was cut off: [CLS]
+    assert batch["input_ids"][0][0] == tokenizer.cls_id
+    assert all(batch["token_type_ids"][0][batch["start_positions"][0]:batch["end_positions"][0] + 1] == 1)
+
+
+def test_span_qa_record_whose_answer_is_not_in_its_context_is_an_error():
+    from train.data import question_answering_batches, shipped_tokenizer
+
+    with pytest.raises(ValueError, match="record 0: the answer 'a tuple' is not at character 3 of its context"):
+        next(question_answering_batches([("q?", "returns a list", 3, "a tuple")], shipped_tokenizer(), batch_size=1,
+                                        max_length=32))

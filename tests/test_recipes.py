@@ -31,7 +31,7 @@ def test_tiny_recipe_loss_falls_over_its_first_steps(name, tmp_path):
     config.train.update(dict(steps=200, log_every=10, eval_every=0))
     config.schedule.warmup_steps = 20
     config.checkpoint.every_steps = 200
-    model = create_model(config)
+    model, _ = create_model(config)
     datasets = make_datasets(config, model)
     train_and_evaluate(config, str(tmp_path), datasets.train, model=model, show_progress=False)
     losses = [row["loss"] for row in read_metrics(str(tmp_path)) if "loss" in row]
@@ -105,3 +105,50 @@ def test_two_processes_with_jax_distributed_train_as_one(tmp_path):
     assert sorted(r[0] for r in results) == ["0", "1"] and all(r[1] == "4" for r in results)
     assert results[0][2:] == results[1][2:]  # same loss and same parameters on both hosts
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["3"]
+
+
+def test_fine_tuning_starts_from_the_pretrained_weights_named_by_init_from(tmp_path):
+    import chex
+    import jax
+
+    import zoo
+    from tests.train_helpers import SyntheticBatches, tiny_config
+    from train.loop import train_and_evaluate
+
+    pretrained = zoo.create("bert-tiny", task="mlm")
+    params = jax.jit(pretrained.init)(jax.random.key(3), np.ones((1, 8), np.int32))["params"]
+    zoo.save_pretrained(pretrained, jax.tree.map(np.asarray, __import__("flax").linen.unbox(params)),
+                        str(tmp_path / "pretrained"))
+    config = tiny_config(steps=3, every_steps=3)
+    config.init_from = str(tmp_path / "pretrained")
+    config.optimizer.learning_rate = 0.0  # no update: what comes out is what went in
+    state, _ = train_and_evaluate(config, str(tmp_path / "run"), SyntheticBatches(), show_progress=False)
+    _, loaded = zoo.from_pretrained(str(tmp_path / "pretrained"), task="mlm")
+    chex.assert_trees_all_close(jax.device_get(state.params["encoder"]), jax.device_get(loaded["encoder"]))
+
+
+def test_span_qa_fine_tuning_learns_to_point_at_the_asked_word(tmp_path):
+    import re
+
+    from tests.train_helpers import tiny_config
+    from train import data
+    from train.loop import train_and_evaluate
+    from train.metrics import read_metrics
+
+    rng = np.random.default_rng(0)
+    records = []
+    for document in data.shipped_documents()[:200]:
+        for sentence in document[:5]:
+            words = [m for m in re.finditer(r"[a-z]{4,}", sentence.lower())]
+            if len(sentence) < 200 and words:
+                word = words[rng.integers(len(words))]
+                records.append((word.group(), sentence.lower(), word.start(), word.group()))
+    batches = data.question_answering_batches(records, data.shipped_tokenizer(), batch_size=16, max_length=64)
+    config = tiny_config(model="bert-tiny", task="question_answering", steps=150, every_steps=150)
+    config.model_overrides.dropout_rate = 0.0
+    config.optimizer.learning_rate = 3e-3
+    config.schedule.warmup_steps = 15
+    config.train.log_every = 10
+    train_and_evaluate(config, str(tmp_path), batches, show_progress=False)
+    losses = [row["loss"] for row in read_metrics(str(tmp_path)) if "loss" in row]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.5, losses

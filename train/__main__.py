@@ -36,12 +36,13 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config configs/bert_tiny.py")
-    model = create_model(config)
+    model, initial_params = create_model(config)
     datasets = make_datasets(config, model)
     print(f"{config.model} ({model.config.family}, task={config.task}): "
           f"{zoo.param_count(model):,} parameters on {jax.device_count()} "
           f"device(s), {config.train.steps} steps of {config.train.batch_size}", flush=True)
-    state, metrics = train_and_evaluate(config, _WORKDIR.value, datasets.train, datasets.eval, model=model)
+    state, metrics = train_and_evaluate(config, _WORKDIR.value, datasets.train, datasets.eval, model=model,
+                                        initial_params=initial_params)
     if jax.process_index() == 0:
         if config.task in ("pretraining", "mlm"):
             show_fill_in(model, state.params, datasets.tokenizer)

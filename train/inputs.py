@@ -109,7 +109,37 @@ def make_datasets(config: ml_collections.ConfigDict, model) -> Datasets:
             if eval_records is not None and eval_batches else None
         return Datasets(record_batches(records), evaluate, tokenizer)
 
+    if task == "question_answering":
+        def squad(split):
+            return SquadRecords(data.TfdsRecords(cfg.tfds_name, split, fields=("question", "context", "answers")))
+
+        if cfg.source != "tfds":
+            raise ValueError(f"question_answering data.source={cfg.source!r}: use tfds (e.g. squad/v1.1)")
+
+        def qa_batches(records, **options):
+            return data.question_answering_batches(records, tokenizer, batch_size=batch_size,
+                                                   max_length=cfg.max_length, seed=seed, **options)
+
+        evaluate = (lambda: _take(qa_batches(squad(cfg.eval_split), num_epochs=1, shuffle=False), eval_batches)) \
+            if cfg.get("eval_split") and eval_batches else None
+        return Datasets(qa_batches(squad(cfg.split)), evaluate, tokenizer)
+
     raise ValueError(f"no data recipe for task {task!r}")
+
+
+class SquadRecords:
+    """tfds squad records -> (question, context, answer_start, answer_text) with the first reference answer."""
+
+    def __init__(self, records):
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        question, context, answers = self.records[index]
+        text = answers["text"][0]
+        return question, context, int(answers["answer_start"][0]), text.decode() if isinstance(text, bytes) else text
 
 
 def _take(iterator, count: int):

@@ -28,9 +28,13 @@ class NonFiniteLoss(FloatingPointError):
 
 
 def create_model(config: ml_collections.ConfigDict):
-    """The model a recipe names: `config.model` (a preset), `config.task` and `config.model_overrides`."""
+    """(model, pretrained params or None) of a recipe: `config.model` (a preset), `config.task` and
+    `config.model_overrides`; with `config.init_from` the model and its weights come from that checkpoint folder
+    (a new task head is initialised)."""
     overrides = dict(config.get("model_overrides", {}) or {})
-    return zoo.create(config.model, task=config.task, **overrides)
+    if config.get("init_from"):
+        return zoo.from_pretrained(config.init_from, task=config.task, **overrides)
+    return zoo.create(config.model, task=config.task, **overrides), None
 
 
 def make_optimizer_from_config(config: ml_collections.ConfigDict):
@@ -58,7 +62,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     Raises NonFiniteLoss (naming the step) on a NaN or inf loss; the last checkpoint kept is a finite one.
     """
     os.makedirs(workdir, exist_ok=True)
-    model = model or create_model(config)
+    if model is None:
+        model, initial_params = create_model(config)
     schedule, tx = make_optimizer_from_config(config)
     mesh = make_mesh(**config.mesh)
     data_sharding = batch_sharding(mesh)

@@ -3,14 +3,15 @@
 - `train.data.sources`: documents from the shipped corpus, text files, JSONL, tensorflow-datasets.
 - `train.data.pretraining`: `mask_tokens`, `make_sentence_pairs` (NSP/SOP), `pack_documents`, `make_seq2seq_example`.
 - `train.data.loader`: `Batches` (get_state/set_state) and `bert_pretraining_batches`, `albert_pretraining_batches`,
-  `causal_lm_batches`, `seq2seq_batches`, `classification_batches` (fine-tuning).
+  `causal_lm_batches`, `seq2seq_batches`, `classification_batches` and `question_answering_batches` (fine-tuning).
 - `train.data.corpus`: the corpus, WordPiece vocabulary and date-translation task that ship with zoo.
 """
 
 from train.data.corpus import date_translation_pairs, shipped_documents, shipped_tokenizer
 from train.data.loader import (Batches, CausalLMRecipe, ClassificationRecipe, Seq2SeqRecipe, SentencePairRecipe,
-                               TokenizedDocuments, albert_pretraining_batches, bert_pretraining_batches,
-                               causal_lm_batches, classification_batches, seq2seq_batches)
+                               SpanQARecipe, TokenizedDocuments, albert_pretraining_batches, bert_pretraining_batches,
+                               causal_lm_batches, classification_batches, question_answering_batches,
+                               seq2seq_batches)
 from train.data.pretraining import (IGNORE_INDEX, make_sentence_pairs, make_seq2seq_example, mask_tokens,
                                     maskable_positions, pack_documents, pack_rows)
 from train.data.sources import (TfdsDocuments, TfdsPairs, TfdsRecords, parse_documents, read_jsonl, read_text_files,
@@ -20,5 +21,5 @@ __all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", 
            "SentencePairRecipe", "TfdsDocuments", "TfdsPairs", "TfdsRecords", "TokenizedDocuments",
            "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches", "classification_batches",
            "date_translation_pairs", "make_sentence_pairs", "make_seq2seq_example", "mask_tokens",
-           "maskable_positions", "pack_documents", "pack_rows", "parse_documents", "read_jsonl", "read_text_files",
-           "seq2seq_batches", "shipped_documents", "shipped_tokenizer", "split_sentences"]
+           "maskable_positions", "pack_documents", "pack_rows", "parse_documents", "question_answering_batches",
+           "read_jsonl", "read_text_files", "seq2seq_batches", "SpanQARecipe", "shipped_documents", "shipped_tokenizer", "split_sentences"]

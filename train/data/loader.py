@@ -194,6 +194,47 @@ class ClassificationRecipe:
         return stack(examples)
 
 
+class SpanQARecipe:
+    """Extractive QA rows (SQuAD-style) from (question, context, answer_start, answer_text) records.
+
+    The row is [CLS] question [SEP] context [SEP]; `start_positions` / `end_positions` index the answer's first and
+    last token. The context is tokenized in three pieces split at the answer's characters, so the span is exact
+    without character offsets whenever the answer begins and ends on word boundaries (WordPiece splits words
+    independently); an answer cut off by `max_length` points at [CLS] (0), as in BERT's SQuAD recipe. There is no
+    document stride: one window per question.
+    """
+
+    tokenizes_documents = False
+
+    def __init__(self, tokenizer, max_length: int):
+        if max_length <= tokenizer.num_special_tokens(pair=True) + 1:
+            raise ValueError(f"max_length={max_length} leaves no room for a question and a context")
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+
+    def examples(self, records: Sequence, index: int, rng: np.random.Generator) -> list[dict]:
+        question, context, start_char, answer = records[index]
+        end_char = int(start_char) + len(answer)
+        if context[int(start_char):end_char] != answer:
+            raise ValueError(f"record {index}: the answer {answer!r} is not at character {start_char} of its context")
+        question_ids, before, span, after = self.tokenizer.encode_plain(
+            [question, context[:int(start_char)], answer, context[end_char:]])
+        budget = self.max_length - self.tokenizer.num_special_tokens(pair=True)
+        question_ids = question_ids[: budget // 2]
+        context_ids = (before + span + after)[: budget - len(question_ids)]
+        ids, token_types = self.tokenizer.build_pair(question_ids, context_ids)
+        offset = len(self.tokenizer.prefix) + len(question_ids) + len(self.tokenizer.middle)
+        start, end = offset + len(before), offset + len(before) + len(span) - 1
+        if not span or end >= offset + len(context_ids):
+            start = end = 0
+        pad = self.max_length - len(ids)
+        return [{"input_ids": ids + [self.pad_id] * pad, "attention_mask": [1] * len(ids) + [0] * pad,
+                 "token_type_ids": token_types + [0] * pad, "start_positions": start, "end_positions": end}]
+
+    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
+        return stack(examples)
+
+
 def stack(examples: list[dict]) -> Batch:
     return {key: np.stack([np.asarray(e[key]) for e in examples]).astype(np.int32) for key in examples[0]}
 
@@ -351,6 +392,12 @@ def classification_batches(records: Sequence, tokenizer, *, batch_size: int, max
     return Batches(records, ClassificationRecipe(tokenizer, max_length), batch_size=batch_size, seed=seed, **options)
 
 
+def question_answering_batches(records: Sequence, tokenizer, *, batch_size: int, max_length: int = 384, seed: int = 0,
+                               **options) -> Batches:
+    """Span QA batches (SQuAD) from (question, context, answer_start, answer_text) records."""
+    return Batches(records, SpanQARecipe(tokenizer, max_length), batch_size=batch_size, seed=seed, **options)
+
+
 __all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", "Seq2SeqRecipe", "SentencePairRecipe",
            "TokenizedDocuments", "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches",
-           "classification_batches", "end_of_text_id", "seq2seq_batches"]
+           "classification_batches", "end_of_text_id", "question_answering_batches", "seq2seq_batches", "SpanQARecipe"]
