@@ -1,6 +1,8 @@
 """zoo.generate on tiny random models: against a no-cache argmax loop, against itself across batching, beams and
 keys, and the contract of EOS, padding and compilation."""
 
+import importlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,9 +12,12 @@ import pytest
 import zoo
 from zoo.generate import _generate_jit, sample_token
 
+generate_module = importlib.import_module("zoo.generate")  # the module: `zoo.generate` is the function
+
 # A wide initializer makes the logits peaked, so that no argmax rests on a float-rounding tie.
 GPT = zoo.create("gpt-tiny", task="causal_lm", initializer_range=0.5)
-SEQ2SEQ = zoo.create("transformer-tiny", task="seq2seq", initializer_range=0.5, scan_layers=True)  # cache [layers, batch, ...]
+# scanned layers: the cache has a leading layer axis, which beam search must reorder along the batch axis behind it
+SEQ2SEQ = zoo.create("transformer-tiny", task="seq2seq", initializer_range=0.5, scan_layers=True)
 PAD = 1023  # never chosen by these models in practice, so "pad after EOS" is visible
 
 
@@ -49,7 +54,7 @@ def truncate_at_eos(generated, eos, pad):
     """Each row up to and including its first EOS, then pad: what generate must return, from a run without EOS."""
     out = np.array(generated)
     for row in out:
-        hits = np.flatnonzero(row == eos)
+        hits = np.flatnonzero(np.isin(row, eos))
         if hits.size:
             row[hits[0] + 1:] = pad
     return out
@@ -80,6 +85,24 @@ def test_eos_ends_a_row_and_pads_the_rest(gpt_params):
     stopped = zoo.generate(GPT, gpt_params, x, max_new_tokens=8, eos_token_id=eos, pad_token_id=PAD).sequences
     np.testing.assert_array_equal(stopped[:, 5:], truncate_at_eos(free[:, 5:], eos, PAD))
     assert np.all(stopped[0, 5 + 3:] == PAD)
+
+
+def test_the_loop_stops_once_every_row_has_ended(gpt_params, monkeypatch):
+    x = prompts(seed=5)
+    free = np.asarray(zoo.generate(GPT, gpt_params, x, max_new_tokens=9, eos_token_id=None).sequences[:, 5:])
+    eos = (int(free[0, 1]), int(free[1, 2]))  # two EOS ids: row 0 ends by its 2nd new token, row 1 by its 3rd
+    last = max(np.flatnonzero(np.isin(row, eos))[0] for row in free)
+    steps = []
+    step = generate_module._Decoder.step
+
+    def counted_step(self, tokens, cache, rows):  # runs once per loop iteration of the compiled loop
+        jax.debug.callback(lambda: steps.append(1))
+        return step(self, tokens, cache, rows)
+
+    monkeypatch.setattr(generate_module._Decoder, "step", counted_step)
+    out = zoo.generate(GPT, gpt_params, x, max_new_tokens=9, eos_token_id=eos, pad_token_id=PAD - 1)
+    np.testing.assert_array_equal(out.sequences[:, 5:], truncate_at_eos(free, eos, PAD - 1))
+    assert last <= 2 and len(steps) == last  # the prompt pass gives the first new token; one step per token after
 
 
 def test_left_padded_batch_gives_each_prompt_its_tokens_alone(gpt_params):
