@@ -3,9 +3,9 @@
 from zoo.config import Config
 from zoo.generate import GenerateOutput, generate
 from zoo.models import EncoderDecoderTransformer, ModelOutput, Transformer
-from zoo.registry import create, get_config, init_cache, list_models, param_count, tasks
+from zoo.registry import create, embed, get_config, init_cache, list_models, param_count, tasks
 from zoo.checkpoints import from_pretrained, save_pretrained
 
-__all__ = ["Config", "EncoderDecoderTransformer", "GenerateOutput", "ModelOutput", "Transformer", "create",
-           "from_pretrained", "generate", "get_config", "init_cache", "list_models", "param_count", "save_pretrained",
-           "tasks"]
+__all__ = ["Config", "EncoderDecoderTransformer", "GenerateOutput", "ModelOutput", "Transformer", "create", "embed",
+           "from_pretrained", "generate", "get_config", "init_cache", "list_models", "param_count",
+           "save_pretrained", "tasks"]

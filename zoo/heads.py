@@ -20,9 +20,15 @@ class Pooler(nn.Module):
         if cfg.pooling == "cls":
             return jnp.tanh(dense(cfg, cfg.hidden_size, ("embed", None), name="dense")(hidden[:, 0]))
         real = (attention_mask != 0)[..., None]
-        mean = jnp.sum(jnp.where(real, hidden, 0), axis=1) / jnp.maximum(jnp.sum(real, axis=1), 1).astype(hidden.dtype)
+        mean = mean_pool(hidden, attention_mask)
         maximum = jnp.max(jnp.where(real, hidden, jnp.finfo(hidden.dtype).min), axis=1)
         return {"mean": mean, "max": maximum, "mean_max": jnp.concatenate([mean, maximum], axis=-1)}[cfg.pooling]
+
+
+def mean_pool(hidden, attention_mask):
+    """The mean over real tokens: [batch, length, hidden] and [batch, length] -> [batch, hidden]."""
+    real = (attention_mask != 0)[..., None]
+    return jnp.sum(jnp.where(real, hidden, 0), axis=1) / jnp.maximum(jnp.sum(real, axis=1), 1).astype(hidden.dtype)
 
 
 class LMHead(nn.Module):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from zoo import albert, bert, gpt, transformer
 from zoo.config import Config
+from zoo.heads import mean_pool
 from zoo.models import EncoderDecoderTransformer
 
 FAMILIES = {"bert": bert, "gpt": gpt, "albert": albert, "transformer": transformer}
@@ -71,3 +74,15 @@ def init_cache(model, batch_size: int, length: int, source_length: int = 1):
         init = lambda: model.init(jax.random.key(0), ids, decode=True)
     shapes = jax.eval_shape(init)["cache"]
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def embed(model, params, input_ids, attention_mask, token_type_ids=None) -> jax.Array:
+    """Sentence embeddings as sentence-transformers computes them (all-MiniLM-L6-v2 and kin): the mean of
+    `last_hidden_state` over real tokens, L2-normalised, so a dot product is the cosine similarity. [batch, hidden]
+
+    `params` are the model's params (as `zoo.from_pretrained` returns them); `attention_mask` is 1 at real tokens.
+    """
+    hidden = model.apply({"params": params}, input_ids, attention_mask, token_type_ids).last_hidden_state
+    pooled = mean_pool(hidden.astype(jnp.float32), attention_mask)
+    return pooled / jnp.maximum(jnp.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)

@@ -23,14 +23,15 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from zoo.checkpoints import gpt2, marian
+from zoo.checkpoints import albert, bert, gpt2, marian
 from zoo.checkpoints.mapping import PublicConfig, Tensor, flatten, unflatten
 from zoo.config import Config
 from zoo.registry import create, example_inputs
 
 LOG = logging.getLogger(__name__)
-FAMILIES = {module.MODEL_TYPE: module for module in (gpt2, marian)}
-ZOO_FAMILIES = {"gpt": gpt2, "transformer": marian}  # zoo family -> the public format it is written in
+FAMILIES = {module.MODEL_TYPE: module for module in (bert, albert, gpt2, marian)}
+# zoo family -> the public format it is written in
+ZOO_FAMILIES = {"bert": bert, "albert": albert, "gpt": gpt2, "transformer": marian}
 HEADS = ("pooler", "mlm_head", "seq_relationship_head", "classifier", "qa_head", "lm_head")
 # Fields not written in config.json: how zoo runs a model, not what the model is.
 RUNTIME_FIELDS = ("dtype", "param_dtype", "remat", "scan_layers", "pooling")
@@ -58,35 +59,29 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
         raise FileNotFoundError(f"{folder / CONFIG} not found: a checkpoint folder holds config.json and {WEIGHTS}")
     public = json.loads((folder / CONFIG).read_text())
     family = _family(public)
-    architecture = (public.get("architectures") or [_base_architecture(family)])[0]
-    if architecture not in family.ARCHITECTURES:
-        raise ValueError(f"architecture {architecture!r} is not supported; for model_type {family.MODEL_TYPE!r} zoo "
-                         f"reads: {', '.join(family.ARCHITECTURES)}")
-    task = family.ARCHITECTURES[architecture] if task == AUTO else task
+    if task == AUTO:
+        architecture = (public.get("architectures") or [_base_architecture(family)])[0]
+        if architecture not in family.ARCHITECTURES:
+            raise ValueError(f"architecture {architecture!r} is not supported (pass `task` to load its body); for "
+                             f"model_type {family.MODEL_TYPE!r} zoo reads: {', '.join(family.ARCHITECTURES)}")
+        task = family.ARCHITECTURES[architecture]
     reader = PublicConfig(public)
     cfg = family.config_from_public(reader, task)
     if reader.unread():
         LOG.warning("config.json fields not used by zoo: %s", ", ".join(reader.unread()))
     if dtype is not None:
         overrides["dtype"] = dtype
-    cfg = cfg.replace(num_labels=reader.num_labels(), **overrides)
+    cfg = cfg.replace(**{"num_labels": reader.num_labels(), **overrides})
     model = create(cfg, task)
-    abstract = flatten(nn.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))["params"]))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))["params"]
+    abstract = flatten(nn.unbox(shapes))
     placement = _placement(shardings, abstract)
     spec = flatten(family.tensors(cfg, task))
-    params, missing = {}, []
     with _Checkpoint(folder, family.PREFIX) as checkpoint:
-        for path, leaf in abstract.items():
-            parts = _parts(spec, path, leaf.shape)
-            names = [name for tensor, _ in parts for name in tensor.names]
-            if not all(name in checkpoint for name in names):
-                missing.append(path)
-                continue
-            arrays = [tensor.to_zoo([checkpoint.read(name, tensor.public_shape(shape), path) for name in tensor.names],
-                                    shape) for tensor, shape in parts]
-            value = arrays[0] if len(arrays) == 1 and parts[0][1] == leaf.shape else np.stack(arrays)
-            params[path] = jax.device_put(value.astype(leaf.dtype), placement(path))
+        params = {path: _read_param(checkpoint, _parts(spec, path, leaf.shape), path, leaf, placement(path))
+                  for path, leaf in abstract.items()}
         _check_unused(family, cfg, checkpoint.unread())
+    missing = [path for path, value in params.items() if value is None]
     if missing:
         params.update(_initialize_heads(model, missing, spec, abstract, placement, rng))
     return model, unflatten(params)
@@ -123,7 +118,7 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
             raise
         values = [value] if len(parts) == 1 and parts[0][1] == value.shape else list(value)
         for (tensor, _), v in zip(parts, values):
-            tensors.update(zip(tensor.names, tensor.to_public(np.asarray(v))))
+            tensors.update(tensor.public(np.asarray(v)))
     expected = {name for t in spec.values() for name in t.names}
     if expected - set(tensors):
         raise ValueError(f"params lack the tensors {sorted(expected - set(tensors))} of {architecture}")
@@ -134,7 +129,7 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_tensors(tensors, folder, max_shard_size)
-    public = {"architectures": [architecture], "model_type": family.MODEL_TYPE, **public, "dtype": "float32"}
+    public = {"architectures": [architecture], "model_type": family.MODEL_TYPE, **public, "dtype": cfg.param_dtype.name}
     if task in ("sequence_classification", "token_classification"):
         public.update(_labels(cfg.num_labels))
     (folder / CONFIG).write_text(json.dumps(public, indent=2, sort_keys=True) + "\n")
@@ -159,6 +154,17 @@ def _parts(spec: dict[str, Tensor], path: str, shape: tuple) -> list[tuple[Tenso
     if stacked != path and all(stacked.format(i) in spec for i in range(shape[0])):
         return [(spec[stacked.format(i)], shape[1:]) for i in range(shape[0])]
     raise ValueError(f"zoo parameter {path} {tuple(shape)} has no public name in this architecture")
+
+
+def _read_param(checkpoint: "_Checkpoint", parts: list, path: str, leaf, sharding) -> jax.Array | None:
+    """One zoo parameter from its public tensors, put on `sharding`; None when the checkpoint lacks any of them."""
+    if not all(name in checkpoint for tensor, _ in parts for name in tensor.names):
+        return None
+    arrays = [tensor.to_zoo([checkpoint.read(name, tensor.public_shape(shape), path) for name in tensor.names], shape)
+              for tensor, shape in parts]
+    value = arrays[0] if len(arrays) == 1 and parts[0][1] == leaf.shape else np.stack(arrays)  # stack: scanned layers
+    checkpoint.used.update(alias for tensor, _ in parts for alias in tensor.aliases)
+    return jax.device_put(value.astype(leaf.dtype), sharding)
 
 
 def _placement(shardings: Any, abstract: dict) -> Callable[[str], Any]:
@@ -186,13 +192,14 @@ class _Checkpoint:
             raise ValueError(
                 f"{folder} holds only pickled PyTorch weights ({', '.join(p.name for p in folder.glob('*.bin'))}); "
                 "zoo reads safetensors and never unpickles. Convert once with transformers: "
-                "`AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)` "
-                "(or the task's Auto class), which writes model.safetensors")
+                "`AutoModel.from_pretrained(folder).save_pretrained(folder)` (or the task's Auto class; transformers "
+                "4.x needs `safe_serialization=True`), which writes model.safetensors")
         else:
             raise FileNotFoundError(f"{folder} has neither {WEIGHTS} nor {INDEX}")
         # A bare model's names carry no prefix; name them as the task architectures do.
         add_prefix = not any(name.startswith(prefix) for name in files)
-        self.files = {(prefix + name if add_prefix else name): (file, name) for name, file in files.items()}
+        self.files = {_legacy_name(prefix + name if add_prefix else name): (file, name)
+                      for name, file in files.items()}
         self.folder, self.used, self.stack = folder, set(), contextlib.ExitStack()
         self.handles: dict[str, Any] = {}
 
@@ -219,6 +226,11 @@ class _Checkpoint:
 
     def unread(self) -> list[str]:
         return sorted(set(self.files) - self.used)
+
+
+def _legacy_name(name: str) -> str:
+    """The original TF-converted checkpoints (bert-base-uncased among them) call LayerNorm weights gamma and beta."""
+    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
 
 
 def _as_array(handle, name: str, file: Path) -> np.ndarray:

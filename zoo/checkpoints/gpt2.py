@@ -17,17 +17,17 @@ def config_from_public(c: PublicConfig, task) -> Config:
     c.require("add_cross_attention", False)
     c.get("reorder_and_upcast_attn")  # numerics only: zoo's attention logits are float32 anyway
     for name in ("summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels",
-                           "summary_first_dropout", "n_ctx"):  # GPT2DoubleHeadsModel's head; n_ctx is n_positions in old files
+                 "summary_first_dropout", "n_ctx"):  # GPT2DoubleHeadsModel's head; n_ctx: n_positions in old files
         c.get(name)
     hidden = c.get("n_embd", 768)
-    return gpt().replace(vocab_size=c.get("vocab_size", 50257), hidden_size=hidden, embedding_size=None,
-                         num_layers=c.get("n_layer", 12),
-                         num_heads=c.get("n_head", 12), intermediate_size=c.get("n_inner", 4 * hidden),
-                         max_length=c.get("n_positions", 1024), activation=c.activation("activation_function", "gelu_new"),
-                         dropout_rate=c.same("resid_pdrop", "embd_pdrop") or 0.1, attention_dropout_rate=c.get("attn_pdrop", 0.1),
-                         layer_norm_eps=c.get("layer_norm_epsilon", 1e-5), initializer_range=c.get("initializer_range", 0.02),
-                         tie_word_embeddings=c.get("tie_word_embeddings", True), pad_token_id=c.get("pad_token_id", 0),
-                         bos_token_id=c.get("bos_token_id"), eos_token_id=c.get("eos_token_id"))
+    return gpt().replace(
+        vocab_size=c.get("vocab_size", 50257), hidden_size=hidden, embedding_size=None, num_layers=c.get("n_layer", 12),
+        num_heads=c.get("n_head", 12), intermediate_size=c.get("n_inner") or 4 * hidden,
+        max_length=c.get("n_positions", 1024), activation=c.activation("activation_function", "gelu_new"),
+        dropout_rate=c.same("resid_pdrop", "embd_pdrop", default=0.1), attention_dropout_rate=c.get("attn_pdrop", 0.1),
+        layer_norm_eps=c.get("layer_norm_epsilon", 1e-5), initializer_range=c.get("initializer_range", 0.02),
+        tie_word_embeddings=c.get("tie_word_embeddings", True), pad_token_id=c.get("pad_token_id") or 0,
+        bos_token_id=c.get("bos_token_id"), eos_token_id=c.get("eos_token_id"))
 
 
 def config_to_public(cfg: Config) -> dict:

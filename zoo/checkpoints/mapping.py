@@ -30,6 +30,7 @@ class Tensor:
     rows: int = 0
     transpose: bool = False
     lead: tuple[int, ...] = ()
+    aliases: tuple[str, ...] = ()  # more names the public format stores the same tensor under: written, not read
 
     def public_shape(self, shape: tuple) -> tuple:
         """The shape each public tensor has when the zoo parameter has `shape`."""
@@ -53,9 +54,14 @@ class Tensor:
         parts = [p.T if self.transpose else p for p in parts]
         return [np.ascontiguousarray(p.reshape(self.lead + p.shape)) for p in parts]
 
+    def public(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Name -> public tensor, aliases included."""
+        tensors = dict(zip(self.names, self.to_public(x)))
+        return {**tensors, **{alias: tensors[self.names[0]] for alias in self.aliases}}
+
 
 def linear(prefix: str, rows: int = 1) -> dict:
-    """A torch `nn.Linear` named `prefix`; `rows` zoo axes are its input (2 for the attention output [heads, dim, E])."""
+    """A torch `nn.Linear` named `prefix`; `rows` zoo axes are its input (2 for attention's out: [heads, dim, E])."""
     return {"kernel": Tensor((f"{prefix}.weight",), rows, transpose=True), "bias": Tensor((f"{prefix}.bias",))}
 
 
@@ -117,9 +123,9 @@ class PublicConfig:
         self.read = set(BOOKKEEPING)
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The field's value (None when written as null), or `default` when the file does not have it."""
         self.read.add(name)
-        value = self.fields.get(name)
-        return default if value is None else value
+        return self.fields.get(name, default)
 
     def require(self, name: str, *allowed: Any) -> None:
         """A ValueError naming the field unless it is absent or one of `allowed` (the first is the default)."""
@@ -128,12 +134,12 @@ class PublicConfig:
             raise ValueError(f"config.json field {name}={value!r} is not supported by zoo (supported: "
                              f"{', '.join(repr(a) for a in allowed)})")
 
-    def same(self, *names: str) -> Any:
+    def same(self, *names: str, default: Any = None) -> Any:
         """The value several public fields must share because zoo has one field for them."""
         values = {name: self.get(name) for name in names if self.get(name) is not None}
         if len(set(values.values())) > 1:
             raise ValueError(f"config.json fields {values} differ; zoo needs them equal")
-        return next(iter(values.values()), None)
+        return next(iter(values.values()), default)
 
     def activation(self, name: str, default: str) -> str:
         value = self.get(name, default)

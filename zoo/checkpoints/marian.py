@@ -21,6 +21,7 @@ def config_from_public(c: PublicConfig, task) -> Config:
         c.require(name, False)
     c.require("static_position_embeddings", True)
     c.require("share_encoder_decoder_embeddings", True)
+    c.require("tie_word_embeddings", True)  # untied, transformers 5 unties the encoder's and decoder's tables too
     for name in ("activation_dropout", "encoder_layerdrop", "decoder_layerdrop"):
         c.require(name, 0.0)
     vocab_size = c.get("vocab_size", 58101)
@@ -31,13 +32,13 @@ def config_from_public(c: PublicConfig, task) -> Config:
         vocab_size=vocab_size, hidden_size=c.get("d_model", 1024), embedding_size=None,
         num_layers=c.get("encoder_layers", 12),
         num_decoder_layers=c.get("decoder_layers", 12),
-        num_heads=c.same("encoder_attention_heads", "decoder_attention_heads") or 16,
-        intermediate_size=c.same("encoder_ffn_dim", "decoder_ffn_dim") or 4096,
+        num_heads=c.same("encoder_attention_heads", "decoder_attention_heads", default=16),
+        intermediate_size=c.same("encoder_ffn_dim", "decoder_ffn_dim", default=4096),
         max_length=c.get("max_position_embeddings", 1024), activation=c.activation("activation_function", "gelu"),
         dropout_rate=c.get("dropout", 0.1), attention_dropout_rate=c.get("attention_dropout", 0.0),
         layer_norm_eps=LAYER_NORM_EPS, scale_embeddings=c.get("scale_embedding", False),
-        initializer_range=c.get("init_std", 0.02), tie_word_embeddings=c.get("tie_word_embeddings", True),
-        lm_head_bias=True, pad_token_id=c.get("pad_token_id", 58100), bos_token_id=c.get("bos_token_id"),
+        initializer_range=c.get("init_std", 0.02), lm_head_bias=True, pad_token_id=c.get("pad_token_id", 58100),
+        bos_token_id=c.get("bos_token_id"),
         eos_token_id=c.get("eos_token_id", 0), decoder_start_token_id=c.get("decoder_start_token_id", 58100))
 
 
@@ -67,11 +68,8 @@ def tensors(cfg: Config, task) -> dict:
             "encoder": {f"layers_{i}": layer(f"{m}encoder.layers.{i}.") for i in range(cfg.num_layers)},
             "decoder": {f"layers_{i}": layer(f"{m}decoder.layers.{i}.", cross_attention=True)
                         for i in range(cfg.num_decoder_layers)}}
-    if task == "seq2seq":
-        head = {"bias": Tensor(("final_logits_bias",), lead=(1,))} if cfg.lm_head_bias else {}
-        if not cfg.tie_word_embeddings:
-            head["decoder"] = {"kernel": Tensor(("lm_head.weight",), 1, transpose=True)}
-        tree["lm_head"] = head
+    if task == "seq2seq" and cfg.lm_head_bias:
+        tree["lm_head"] = {"bias": Tensor(("final_logits_bias",), lead=(1,))}
     return tree
 
 

@@ -1,0 +1,104 @@
+"""BERT in the layout of `transformers`: separate query/key/value Linears, post-LN names (`attention.output.LayerNorm`,
+`output.LayerNorm`), heads under `cls.` (and `classifier`, `qa_outputs`). ALBERT reuses the pieces here."""
+
+from zoo.bert import bert
+from zoo.checkpoints.mapping import PublicConfig, Tensor, embedding, fused_linear, layer_norm, linear, public_activation
+from zoo.config import Config
+
+MODEL_TYPE = "bert"
+PREFIX = "bert."
+ARCHITECTURES = {"BertModel": None, "BertForPreTraining": "pretraining", "BertForMaskedLM": "mlm",
+                 "BertForSequenceClassification": "sequence_classification",
+                 "BertForTokenClassification": "token_classification", "BertForQuestionAnswering": "question_answering"}
+IGNORED = (r"(bert\.)?embeddings\.position_ids",  # a buffer of old checkpoints
+           r"cls\.predictions\.decoder\.(weight|bias)")  # copies of the word embeddings and cls.predictions.bias
+POOLED_TASKS = (None, "pretraining", "sequence_classification")  # the architectures that have a pooler
+
+
+def config_from_public(c: PublicConfig, task) -> Config:
+    c.require("position_embedding_type", "absolute")
+    c.require("is_decoder", False)
+    c.require("add_cross_attention", False)
+    check_two_labels(c, task, ("question_answering",))
+    return bert().replace(
+        vocab_size=c.get("vocab_size", 30522), hidden_size=c.get("hidden_size", 768), embedding_size=None,
+        num_layers=c.get("num_hidden_layers", 12), num_heads=c.get("num_attention_heads", 12),
+        intermediate_size=c.get("intermediate_size", 3072), max_length=c.get("max_position_embeddings", 512),
+        type_vocab_size=c.get("type_vocab_size", 2), activation=c.activation("hidden_act", "gelu"),
+        dropout_rate=c.get("hidden_dropout_prob", 0.1),
+        attention_dropout_rate=c.get("attention_probs_dropout_prob", 0.1),
+        classifier_dropout_rate=c.get("classifier_dropout"), layer_norm_eps=c.get("layer_norm_eps", 1e-12),
+        initializer_range=c.get("initializer_range", 0.02), tie_word_embeddings=c.get("tie_word_embeddings", True),
+        pad_token_id=c.get("pad_token_id") or 0, bos_token_id=c.get("bos_token_id"), eos_token_id=c.get("eos_token_id"),
+        pooling="cls" if task in POOLED_TASKS else "none")
+
+
+def config_to_public(cfg: Config) -> dict:
+    return {"vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_layers,
+            "num_attention_heads": cfg.num_heads, "intermediate_size": cfg.intermediate_size,
+            "max_position_embeddings": cfg.max_length, "type_vocab_size": cfg.type_vocab_size,
+            "hidden_act": public_activation(cfg.activation), "hidden_dropout_prob": cfg.dropout_rate,
+            "attention_probs_dropout_prob": cfg.attention_dropout_rate,
+            "classifier_dropout": cfg.classifier_dropout_rate,
+            "layer_norm_eps": cfg.layer_norm_eps, "initializer_range": cfg.initializer_range,
+            "tie_word_embeddings": cfg.tie_word_embeddings, "pad_token_id": cfg.pad_token_id,
+            "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id, "is_decoder": False,
+            "add_cross_attention": False}
+
+
+def tensors(cfg: Config, task) -> dict:
+    b = PREFIX
+    tree = {"token_embedding": embedding(f"{b}embeddings.word_embeddings.weight"),
+            "embeddings": embeddings(f"{b}embeddings."),
+            "encoder": {f"layers_{i}": layer(f"{b}encoder.layer.{i}.") for i in range(cfg.num_layers)}}
+    if cfg.pooling == "cls" and task in POOLED_TASKS:
+        tree["pooler"] = {"dense": linear(f"{b}pooler.dense")}
+    return {**tree, **heads(cfg, task, mlm_head(cfg, "cls.predictions.transform.", "cls.predictions."),
+                            "cls.seq_relationship")}
+
+
+def layer(p: str) -> dict:
+    return {"attention": attention(f"{p}attention.self.", f"{p}attention.output.dense"),
+            "attention_norm": layer_norm(f"{p}attention.output.LayerNorm"),
+            "mlp": {"wi": linear(f"{p}intermediate.dense"), "wo": linear(f"{p}output.dense")},
+            "mlp_norm": layer_norm(f"{p}output.LayerNorm")}
+
+
+def embeddings(p: str) -> dict:
+    return {"position_embedding": embedding(f"{p}position_embeddings.weight"),
+            "token_type_embedding": embedding(f"{p}token_type_embeddings.weight"),
+            "embedding_norm": layer_norm(f"{p}LayerNorm")}
+
+
+def attention(p: str, out: str) -> dict:
+    return {"qkv": fused_linear([f"{p}query", f"{p}key", f"{p}value"]), "out": linear(out, rows=2)}
+
+
+def mlm_head(cfg: Config, transform: str, predictions: str) -> dict:
+    """Dense, activation and LayerNorm (`transform`), then the decoder tied to the word embeddings, and its bias.
+
+    Untied, transformers 5 ties neither the decoder's weight nor its bias: the forward pass adds `decoder.bias`, and
+    `predictions.bias` is kept (written as a copy) only so that the file has every key.
+    """
+    if cfg.tie_word_embeddings:
+        return {"dense": linear(f"{transform}dense"), "norm": layer_norm(f"{transform}LayerNorm"),
+                "decoder": {"bias": Tensor((f"{predictions}bias",))}}
+    decoder = {"bias": Tensor((f"{predictions}decoder.bias",), aliases=(f"{predictions}bias",)),
+               "decoder": {"kernel": Tensor((f"{predictions}decoder.weight",), 1, transpose=True)}}
+    return {"dense": linear(f"{transform}dense"), "norm": layer_norm(f"{transform}LayerNorm"), "decoder": decoder}
+
+
+def check_two_labels(c: PublicConfig, task, tasks: tuple) -> None:
+    """Heads that zoo builds with 2 outputs (span start/end; ALBERT's sentence order) but transformers sizes by
+    num_labels."""
+    if task in tasks and c.num_labels() != 2:
+        raise ValueError(f"config.json num_labels={c.num_labels()}: zoo's {task} head has 2 outputs")
+
+
+def heads(cfg: Config, task, mlm: dict, seq_relationship: str) -> dict:
+    """The head of `task`; the names of the fine-tuning heads are the same in BERT and ALBERT."""
+    return {"pretraining": {"mlm_head": mlm, "seq_relationship_head": linear(seq_relationship)},
+            "mlm": {"mlm_head": mlm},
+            "sequence_classification": {"classifier": linear("classifier")},
+            "token_classification": {"classifier": linear("classifier")},
+            "question_answering": {"qa_head": linear("qa_outputs")}}.get(task, {})
