@@ -131,7 +131,8 @@ def main() -> None:
 
     print(f"\n{args.model}: {zoo.param_count(model):,} parameters, random weights; greedy, batch {args.batch}, "
           f"prompt {args.prompt}, {args.new_tokens} new tokens")
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs)" + (f"; {peer}" if peer else ""))
+    platform = f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs)"
+    print(platform + (f"; {peer}" if peer else ""))
     reference = rows[0][2]
     print(f"\n{'':<42} {'first call s':>12} {'best s':>8} {'tokens/s':>9} {'time / zoo cache':>17}")
     for name, first, best in rows:

@@ -1,6 +1,8 @@
 """zoo.generate on tiny random models: against a no-cache argmax loop, against itself across batching, beams and
 keys, and the contract of EOS, padding and compilation."""
 
+import importlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,9 +12,12 @@ import pytest
 import zoo
 from zoo.generate import _generate_jit, sample_token
 
+generate_module = importlib.import_module("zoo.generate")  # the module: `zoo.generate` is the function
+
 # A wide initializer makes the logits peaked, so that no argmax rests on a float-rounding tie.
 GPT = zoo.create("gpt-tiny", task="causal_lm", initializer_range=0.5)
-SEQ2SEQ = zoo.create("transformer-tiny", task="seq2seq", initializer_range=0.5, scan_layers=True)  # cache [layers, batch, ...]
+# scanned layers: the cache has a leading layer axis, which beam search must reorder along the batch axis behind it
+SEQ2SEQ = zoo.create("transformer-tiny", task="seq2seq", initializer_range=0.5, scan_layers=True)
 PAD = 1023  # never chosen by these models in practice, so "pad after EOS" is visible
 
 
@@ -49,7 +54,7 @@ def truncate_at_eos(generated, eos, pad):
     """Each row up to and including its first EOS, then pad: what generate must return, from a run without EOS."""
     out = np.array(generated)
     for row in out:
-        hits = np.flatnonzero(row == eos)
+        hits = np.flatnonzero(np.isin(row, eos))
         if hits.size:
             row[hits[0] + 1:] = pad
     return out
@@ -80,6 +85,24 @@ def test_eos_ends_a_row_and_pads_the_rest(gpt_params):
     stopped = zoo.generate(GPT, gpt_params, x, max_new_tokens=8, eos_token_id=eos, pad_token_id=PAD).sequences
     np.testing.assert_array_equal(stopped[:, 5:], truncate_at_eos(free[:, 5:], eos, PAD))
     assert np.all(stopped[0, 5 + 3:] == PAD)
+
+
+def test_the_loop_stops_once_every_row_has_ended(gpt_params, monkeypatch):
+    x = prompts(seed=5)
+    free = np.asarray(zoo.generate(GPT, gpt_params, x, max_new_tokens=9, eos_token_id=None).sequences[:, 5:])
+    eos = (int(free[0, 1]), int(free[1, 2]))  # two EOS ids: row 0 ends by its 2nd new token, row 1 by its 3rd
+    last = max(np.flatnonzero(np.isin(row, eos))[0] for row in free)
+    steps = []
+    step = generate_module._Decoder.step
+
+    def counted_step(self, tokens, cache, rows):  # runs once per loop iteration of the compiled loop
+        jax.debug.callback(lambda: steps.append(1))
+        return step(self, tokens, cache, rows)
+
+    monkeypatch.setattr(generate_module._Decoder, "step", counted_step)
+    out = zoo.generate(GPT, gpt_params, x, max_new_tokens=9, eos_token_id=eos, pad_token_id=PAD - 1)
+    np.testing.assert_array_equal(out.sequences[:, 5:], truncate_at_eos(free, eos, PAD - 1))
+    assert last <= 2 and len(steps) == last  # the prompt pass gives the first new token; one step per token after
 
 
 def test_left_padded_batch_gives_each_prompt_its_tokens_alone(gpt_params):
@@ -215,9 +238,10 @@ def public_model(hf, architecture, config, folder, jitter):
 def hf_generate(hf, model, inputs, **settings):
     """transformers' generate with every processor that zoo does not have switched off explicitly."""
     torch, transformers = hf
-    config = transformers.GenerationConfig(do_sample=False, min_length=0, min_new_tokens=None, no_repeat_ngram_size=0,
-                                           repetition_penalty=1.0, forced_bos_token_id=None, forced_eos_token_id=None,
-                                           bad_words_ids=None, num_return_sequences=1, use_cache=True, **settings)
+    switched_off = dict(do_sample=False, min_length=0, min_new_tokens=None, no_repeat_ngram_size=0,
+                        repetition_penalty=1.0, forced_bos_token_id=None, forced_eos_token_id=None, bad_words_ids=None,
+                        num_return_sequences=1)
+    config = transformers.GenerationConfig(use_cache=True, **{**switched_off, **settings})
     model.generation_config = config  # so that no default of the model's own generation config comes back
     with torch.no_grad():
         return model.generate(**{k: torch.as_tensor(np.asarray(v)) for k, v in inputs.items()},
@@ -258,13 +282,25 @@ def eos_candidate(sequences, start, rarest=False):
     return int(values[np.argmin(counts) if rarest else np.argmax(counts)])
 
 
-def assert_generation_equals_transformers(hf, pair, ids, mask, search, *, pad, eos_from, **settings):
-    """Same tokens (and beam scores) as transformers, with an EOS picked by `eos_from` from a run without one."""
+def assert_generation_equals_transformers(hf, pair, ids, mask, search, *, pad, eos_from, suppress_frequent=False,
+                                          **settings):
+    """Same tokens (and beam scores) as transformers, with an EOS picked by `eos_from` from a run without one.
+
+    `suppress_frequent`: OPUS-MT's settings too (pad suppressed, EOS forced last), and the most frequent token banned.
+    """
     public, model, params = pair
     free = zoo.generate(model, params, ids, mask, max_new_tokens=10, eos_token_id=None, **settings)
-    settings.update(max_new_tokens=10, eos_token_id=eos_from(free.sequences), pad_token_id=pad, **search)
-    ours = zoo.generate(model, params, ids, mask, method="greedy" if search["num_beams"] == 1 else "beam", **settings)
-    theirs = hf_generate(hf, public, {"input_ids": ids, "attention_mask": mask}, **settings)
+    eos = eos_from(free.sequences)
+    settings.update(max_new_tokens=10, eos_token_id=eos, pad_token_id=pad, **search)
+    ours_only, theirs_only = {}, {}
+    if suppress_frequent:
+        first_new = 1 if model.config.is_encoder_decoder else ids.shape[1]
+        banned = (pad, eos_candidate(free.sequences, first_new))
+        ours_only = dict(suppress_token_ids=banned, forced_eos_token_id=eos)
+        theirs_only = dict(bad_words_ids=[[token] for token in banned], forced_eos_token_id=eos)
+    method = "greedy" if search["num_beams"] == 1 else "beam"
+    ours = zoo.generate(model, params, ids, mask, method=method, **settings, **ours_only)
+    theirs = hf_generate(hf, public, {"input_ids": ids, "attention_mask": mask}, **settings, **theirs_only)
     assert_same_tokens(ours.sequences, theirs.sequences, pad)
     if search["num_beams"] > 1:
         np.testing.assert_allclose(ours.scores, theirs.sequences_scores.numpy(), atol=1e-4)
@@ -285,8 +321,10 @@ def test_gpt2_generation_equals_transformers(search, hf, gpt2_pair):
                                           eos_from=lambda sequences: eos_candidate(sequences, 6))
 
 
+@pytest.mark.parametrize("opus_mt", [False, True], ids=["plain", "opus-mt-settings"])
 @pytest.mark.parametrize("search", HF_SEARCHES, ids=["greedy", "beam4", "beam4-early-penalty"])
-def test_marian_generation_equals_transformers(search, hf, marian_pair):
+def test_marian_generation_equals_transformers(search, opus_mt, hf, marian_pair):
     ids, mask = padded_batch(1, 7, [7, 5, 3], pad=98, left=False)  # Marian tokenizers pad the source on the right
     assert_generation_equals_transformers(hf, marian_pair, ids, mask, search, pad=98, decoder_start_token_id=98,
-                                          eos_from=lambda sequences: eos_candidate(sequences, 2, rarest=True))
+                                          eos_from=lambda sequences: eos_candidate(sequences, 2, rarest=True),
+                                          suppress_frequent=opus_mt)

@@ -54,12 +54,15 @@ class GenerationSettings:
     eos_token_ids: tuple = ()  # empty: never stop before max_new_tokens
     pad_token_id: int = 0
     decoder_start_token_id: Optional[int] = None
+    suppress_token_ids: tuple = ()
+    forced_eos_token_id: Optional[int] = None
 
 
 def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: int, method: str = "greedy",
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_beams: int = 1,
              length_penalty: float = 1.0, early_stopping: bool | str = False, eos_token_id=_FROM_CONFIG,
              pad_token_id: Optional[int] = None, decoder_start_token_id: Optional[int] = None,
+             suppress_token_ids: Sequence[int] = (), forced_eos_token_id: Optional[int] = None,
              key: Optional[jax.Array] = None) -> GenerateOutput:
     """Continues `input_ids` by up to `max_new_tokens` tokens per row.
 
@@ -72,6 +75,8 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
       eos_token_id: an id or a sequence of ids that end a row; default the config's; None never stops early.
       pad_token_id: written after a row's EOS; default the config's.
       decoder_start_token_id: the first decoder token of an encoder-decoder; default the config's.
+      suppress_token_ids: ids never generated (transformers' single-token `bad_words_ids`; OPUS-MT bans its pad).
+      forced_eos_token_id: the id forced as the last of the `max_new_tokens` (OPUS-MT's generation config sets it).
       key: a `jax.random.key`, needed by "sample".
     Returns:
       `GenerateOutput`.
@@ -126,11 +131,17 @@ def generate(model, params, input_ids, attention_mask=None, *, max_new_tokens: i
     beams = num_beams if method == "beam" else 1
     if method == "beam" and max(2, 1 + len(eos)) > cfg.vocab_size:  # each beam keeps that many candidates per step
         raise ValueError(f"the vocabulary of {cfg.vocab_size} is too small for beam search with {len(eos)} EOS ids")
+    for name, ids in (("suppress_token_ids", tuple(suppress_token_ids)),
+                      ("forced_eos_token_id", () if forced_eos_token_id is None else (forced_eos_token_id,))):
+        if any(not 0 <= i < cfg.vocab_size for i in ids):
+            raise ValueError(f"{name}={ids} has an id outside the vocabulary of {cfg.vocab_size}")
     settings = GenerationSettings(
         method=method, max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),
         top_p=float(top_p), num_beams=beams, length_penalty=float(length_penalty), early_stopping=early_stopping,
         eos_token_ids=eos, pad_token_id=int(cfg.pad_token_id if pad_token_id is None else pad_token_id),
-        decoder_start_token_id=decoder_start_token_id if seq2seq else None)
+        decoder_start_token_id=decoder_start_token_id if seq2seq else None,
+        suppress_token_ids=tuple(int(i) for i in suppress_token_ids),
+        forced_eos_token_id=None if forced_eos_token_id is None else int(forced_eos_token_id))
     variables = {"params": nn.unbox(params["params"] if "params" in params else params)}
     key = jax.random.key(0) if key is None else key
     return _generate_jit(variables, input_ids.astype(jnp.int32), attention_mask.astype(jnp.int32), key,
@@ -160,6 +171,17 @@ def filter_logits(logits, *, temperature: float = 1.0, top_k: int = 0, top_p: fl
         threshold = jnp.min(jnp.where(mass_before < top_p, descending, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < threshold, -jnp.inf, logits)
     return logits
+
+
+def constrain(scores, t, settings: GenerationSettings):
+    """[batch, vocab] logits or log-probs with the suppressed ids at -inf, and only the forced EOS possible at the last
+    step: transformers' NoBadWords (single tokens) and ForcedEOSToken processors."""
+    if settings.suppress_token_ids:
+        scores = scores.at[:, jnp.asarray(settings.suppress_token_ids)].set(-jnp.inf)
+    if settings.forced_eos_token_id is not None:
+        forced = jnp.full_like(scores, -jnp.inf).at[:, settings.forced_eos_token_id].set(0.0)
+        scores = jnp.where(t == settings.max_new_tokens - 1, forced, scores)
+    return scores
 
 
 def sample_token(logits, key, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
@@ -236,6 +258,7 @@ def _greedy_or_sample(decoder: _Decoder, input_ids, attention_mask, key, setting
     sequences = sequences.at[:, :prompt_length].set(prompt)
 
     def choose(t, logits, sequences, finished):
+        logits = constrain(logits.astype(jnp.float32), t, settings)
         if settings.method == "greedy":
             token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         else:
@@ -294,7 +317,8 @@ def _beam_search(decoder: _Decoder, input_ids, attention_mask, settings: Generat
 
     def choose(t, logits, cache, s):
         vocab = logits.shape[-1]
-        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(batch, beams, vocab)
+        log_probs = constrain(jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1), t, settings)
+        log_probs = log_probs.reshape(batch, beams, vocab)
         log_probs = (log_probs + s["running_scores"][:, :, None]).reshape(batch, beams * vocab)
         top_scores, top_index = jax.lax.top_k(log_probs, candidates)  # [batch, candidates]
         parent, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
