@@ -15,6 +15,7 @@ def get_config():
     c.schedule.update(dict(name="linear", warmup_steps=10_000))
     c.checkpoint.update(dict(every_steps=10_000, keep=3))
     c.model_overrides.update(dict(dtype="bfloat16", scan_layers=True))
+    c.loss.mlm_max_predictions = 20  # BERT's max_predictions_per_seq
     c.data.update(dict(source="tfds", tfds_name="wikipedia/20230601.en", split="train", max_length=128,
-                       tokenizer="", eval_fraction=0.001, eval_batches=20))
+                       max_predictions=20, tokenizer="", eval_fraction=0.001, eval_batches=20))
     return c

@@ -12,5 +12,6 @@ def get_config():
     c.optimizer.update(dict(learning_rate=2e-3, weight_decay=0.01))
     c.schedule.update(dict(name="linear", warmup_steps=100))
     c.checkpoint.update(dict(every_steps=200, keep=2))
-    c.data.update(dict(max_length=64, eval_batches=4))
+    c.loss.mlm_max_predictions = 10  # BERT's max_predictions_per_seq
+    c.data.update(dict(max_predictions=10, max_length=64, eval_batches=4))
     return c

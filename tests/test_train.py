@@ -235,3 +235,35 @@ def test_process_killed_during_an_async_save_resumes_from_the_previous_checkpoin
     straight, _ = train_and_evaluate(tiny_config(steps=6, every_steps=2), str(tmp_path / "straight"),
                                      SyntheticBatches(), show_progress=False)
     chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(straight.params))
+
+
+def test_checkpoints_keep_the_last_k_and_the_best_by_the_eval_metric(tmp_path):
+    model = zoo.create("bert-tiny", task="mlm")
+    tx = make_optimizer(optax.constant_schedule(1e-3))
+    state, _ = init_train_state(model, tx, jax.random.key(0), make_batch("mlm"),
+                                make_mesh(1, 1, 1, devices=jax.devices()[:1]))
+    checkpointer = Checkpointer(str(tmp_path), every_steps=1, keep=2, best_metric="eval_loss", best_mode="min")
+    for step, eval_loss in zip(range(1, 7), [5.0, 2.0, 3.0, None, 4.0, None]):
+        metrics = None if eval_loss is None else {"eval_loss": eval_loss}
+        checkpointer.save(step, state, jax.random.PRNGKey(0), {"position": step}, metrics=metrics, force=True)
+        checkpointer.wait()
+    checkpointer.close()
+    assert sorted(int(s) for s in os.listdir(tmp_path) if s.isdigit()) == [2, 5, 6]
+
+
+def test_mlm_head_at_masked_positions_only_gives_the_same_loss_and_update():
+    model = zoo.create("bert-tiny", task="pretraining", dropout_rate=0.0, attention_dropout_rate=0.0)
+    batch = make_batch("mlm")
+    batch["next_sentence_labels"] = np.arange(8, dtype=np.int32) % 2
+    most = int((batch["mlm_labels"] >= 0).sum(axis=1).max())
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    schedule = optax.constant_schedule(1e-3)
+    tx = make_optimizer(schedule)
+    results = []
+    for max_predictions in (0, most + 2):
+        state, shardings = init_train_state(model, tx, jax.random.key(0), batch, mesh)
+        step, _ = compile_steps(model, tx, schedule, shardings, mesh, mlm_max_predictions=max_predictions)
+        state, metrics = step(state, batch, jax.random.PRNGKey(0))
+        results.append((float(metrics["loss"]), jax.device_get(state.params)))
+    assert results[0][0] == pytest.approx(results[1][0], abs=1e-6)
+    chex.assert_trees_all_close(results[0][1], results[1][1], atol=1e-6)

@@ -1,7 +1,7 @@
 """Orbax checkpoints of the whole run: train state, rng and the data iterator's position.
 
-Saves are asynchronous and atomic (a step directory appears only once complete), the last `keep` are kept (and the
-best by an eval metric when one is named). A checkpoint that does not fit the model is an error naming the
+Saves are asynchronous and atomic (a step directory appears only once complete); the last `keep` are kept, and the
+best by an eval metric when one is named. A checkpoint that does not fit the model is an error naming the
 mismatch, raised before anything is restored or written.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as preservation
 
 
 class Checkpointer:
@@ -20,12 +21,17 @@ class Checkpointer:
                  best_mode: str = "min", async_save: bool = True):
         if every_steps < 1:
             raise ValueError(f"checkpoint every_steps must be >= 1, got {every_steps}")
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"checkpoint best_mode must be 'min' or 'max', got {best_mode!r}")
+        # The last `keep` checkpoints, and also the best one by `best_metric` however old it is.
+        policies = [preservation.LatestN(keep)]
+        if best_metric:
+            policies.append(preservation.BestN(get_metric_fn=lambda metrics: metrics[best_metric],
+                                               reverse=best_mode == "min", n=1,
+                                               keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=every_steps,
-            max_to_keep=keep,
-            best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None,
-            best_mode=best_mode,
-            keep_checkpoints_without_metrics=True,
+            preservation_policy=preservation.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,  # a save killed half-way leaves only a temporary directory behind
         )

@@ -67,7 +67,7 @@ def make_datasets(config: ml_collections.ConfigDict, model) -> Datasets:
             return data.bert_pretraining_batches(
                 docs, tokenizer, batch_size=batch_size, max_length=cfg.max_length, seed=seed, objective=objective,
                 whole_word_masking=cfg.get("whole_word_masking", False), mask_rate=cfg.get("mask_rate", 0.15),
-                **options)
+                max_predictions=cfg.get("max_predictions", 0) or None, **options)
 
         train = batches(train_docs)
         evaluate = (lambda: _take(batches(eval_docs, num_epochs=1, shuffle=False), eval_batches)) if held_out else None

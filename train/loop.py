@@ -89,6 +89,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
 
     train_step, eval_step = compile_steps(model, tx, schedule, shardings, mesh,
                                           label_smoothing=config.get("loss", {}).get("label_smoothing", 0.0),
+                                          mlm_max_predictions=config.get("loss", {}).get("mlm_max_predictions", 0),
                                           grad_accum_steps=config.optimizer.get("grad_accum_steps", 1))
     writer = MetricWriter(workdir)
     total, log_every = config.train.steps, config.train.log_every
@@ -122,12 +123,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
                 writer.write(done, last_train)
                 bar.set_postfix(loss=f"{last_train['loss']:.3f}", lr=f"{last_train['learning_rate']:.2e}",
                                 tok_s=f"{last_train['tokens_per_second']:.0f}")
-            if eval_data is not None and eval_every and (done % eval_every == 0 or done == total):
+            evaluated = eval_data is not None and eval_every and (done % eval_every == 0 or done == total)
+            if evaluated:
                 last_eval = evaluate(eval_step, state.params, eval_data(), data_sharding)
                 writer.write(done, last_eval, prefix="eval_")
-            if save_now:
-                checkpointer.save(done, state, rng, data_state,
-                                  metrics={f"eval_{k}": v for k, v in last_eval.items()} or None, force=True)
+            if save_now:  # a checkpoint carries the eval metrics of its own step, if any (for keeping the best)
+                metrics = {f"eval_{k}": v for k, v in last_eval.items()} if evaluated else None
+                checkpointer.save(done, state, rng, data_state, metrics=metrics, force=True)
             bar.update(1)
     finally:
         bar.close()

@@ -66,7 +66,10 @@ def task_loss(task: str, outputs, batch, label_smoothing: float = 0.0):
     ls = label_smoothing
     if task in ("mlm", "pretraining"):
         logits = outputs.prediction_logits if task == "pretraining" else outputs.logits
-        mlm = cross_entropy(logits, batch["mlm_labels"], label_smoothing=ls)
+        labels = batch["mlm_labels"]
+        if "mlm_positions" in batch:  # logits only at these positions (see with_mlm_positions)
+            labels = jnp.take_along_axis(labels, batch["mlm_positions"], axis=1)
+        mlm = cross_entropy(logits, labels, label_smoothing=ls)
         metrics = _metrics("mlm_", *mlm)
         loss = _mean(mlm[0], mlm[2])
         if task == "pretraining":
@@ -87,6 +90,15 @@ def task_loss(task: str, outputs, batch, label_smoothing: float = 0.0):
         metrics = {**_metrics("start_", *start), **_metrics("end_", *end)}
         return (_mean(start[0], start[2]) + _mean(end[0], end[2])) / 2, metrics
     raise ValueError(f"no loss for task {task!r}")
+
+
+def with_mlm_positions(batch: dict, max_predictions: int) -> dict:
+    """Adds `mlm_positions` [batch, max_predictions]: the masked positions first, in order (BERT's
+    `masked_lm_positions`), so the MLM head and loss run on those rows only. A row with more masked tokens than
+    `max_predictions` loses the extra ones: cap them in the data (`max_predictions`) to keep the loss exact."""
+    not_masked = (batch["mlm_labels"] < 0).astype(jnp.int32)
+    positions = jnp.argsort(not_masked, axis=1, stable=True)[:, :max_predictions]
+    return {**batch, "mlm_positions": positions.astype(jnp.int32)}
 
 
 def summarize(metrics: dict) -> dict:

@@ -15,10 +15,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-4, b1=0.9, b2=0.999, eps=1e-6,
                                                  weight_decay=0.01, clip_norm=1.0, grad_accum_steps=1))
     c.schedule = ml_collections.ConfigDict(dict(name="linear", warmup_steps=100, end_value=0.0))
-    c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0))
+    # mlm_max_predictions > 0: the MLM head runs at that many masked positions per row, not all (BERT's recipe);
+    # set data.max_predictions to the same number so no masked token is dropped.
+    c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, mlm_max_predictions=0))
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3, best_metric="", best_mode="min"))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.data = ml_collections.ConfigDict(dict(source="shipped", tokenizer="shipped", max_length=128, paths="",
                                             tfds_name="", split="train", eval_split="", eval_fraction=0.05,
-                                            eval_batches=0, whole_word_masking=False, mask_rate=0.15))
+                                            eval_batches=0, whole_word_masking=False, mask_rate=0.15,
+                                            max_predictions=0))
     return c

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from train.losses import task_loss
+from train.losses import task_loss, with_mlm_positions
 from train.partitioning import RULES, batch_sharding, logical_shardings
 
 
@@ -50,11 +50,16 @@ def state_shardings(abstract_boxed_state, mesh: Mesh, rules=RULES):
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: Callable, *,
-                    label_smoothing: float = 0.0, grad_accum_steps: int = 1):
-    """train_step(state, batch, rng) -> (state, metrics): pure, no host syncs; dropout keyed by fold_in(rng, step)."""
+                    label_smoothing: float = 0.0, grad_accum_steps: int = 1, mlm_max_predictions: int = 0):
+    """train_step(state, batch, rng) -> (state, metrics): pure, no host syncs; dropout keyed by fold_in(rng, step).
+
+    `mlm_max_predictions` > 0 runs the MLM head at that many masked positions per row instead of every position.
+    """
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         dropout_rng = jax.random.fold_in(rng, state.step)
+        if mlm_max_predictions and model.task in ("mlm", "pretraining"):
+            batch = with_mlm_positions(batch, mlm_max_predictions)
 
         def loss_fn(params):
             outputs = model.apply({"params": params}, **model_inputs(model, batch), deterministic=False,

@@ -90,6 +90,8 @@ class Transformer(nn.Module):
       deterministic: False enables dropout (needs a `dropout` rng).
       decode: incremental decoding with a KV cache (causal models; variables from `zoo.init_cache`, the `cache`
         collection mutable).
+      mlm_positions: [batch, predictions] int; the MLM head then runs only at these positions (BERT's
+        `masked_lm_positions`), so the vocabulary projection costs predictions, not length, rows.
     Returns:
       `ModelOutput`. Raises ValueError for inputs whose shapes do not fit the model.
     """
@@ -98,8 +100,8 @@ class Transformer(nn.Module):
     task: Optional[str] = None
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, segment_ids=None, *,
-                 deterministic: bool = True, decode: bool = False):
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, segment_ids=None,
+                 mlm_positions=None, *, deterministic: bool = True, decode: bool = False):
         cfg = self.config
         check_inputs(cfg, input_ids, ("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
                      ("position_ids", position_ids), ("segment_ids", segment_ids), decode=decode)
@@ -126,9 +128,9 @@ class Transformer(nn.Module):
                                                             deterministic=deterministic, decode=decode)
         if cfg.final_norm:
             x = layer_norm(cfg, name="final_norm")(x)
-        return self.head(x, tokens, attention_mask, deterministic)
+        return self.head(x, tokens, attention_mask, deterministic, mlm_positions)
 
-    def head(self, x, tokens, attention_mask, deterministic):
+    def head(self, x, tokens, attention_mask, deterministic, mlm_positions=None):
         cfg, task = self.config, self.task
         pooled = Pooler(cfg, name="pooler")(x, attention_mask) if cfg.pooling != "none" else None
         dropout = nn.Dropout(cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate,
@@ -138,11 +140,12 @@ class Transformer(nn.Module):
             raise ValueError(f"task {task!r} needs a pooled output, but this config has pooling='none'")
         if task is None:
             return out
+        masked = x if mlm_positions is None else jnp.take_along_axis(x, mlm_positions[..., None], axis=1)
         if task == "pretraining":
-            return out.replace(prediction_logits=MaskedLMHead(cfg, tokens, name="mlm_head")(x),
+            return out.replace(prediction_logits=MaskedLMHead(cfg, tokens, name="mlm_head")(masked),
                                seq_relationship_logits=classifier(cfg, 2, name="seq_relationship_head")(pooled))
         if task == "mlm":
-            return out.replace(logits=MaskedLMHead(cfg, tokens, name="mlm_head")(x))
+            return out.replace(logits=MaskedLMHead(cfg, tokens, name="mlm_head")(masked))
         if task == "causal_lm":
             return out.replace(logits=LMHead(cfg, tokens, bias=cfg.lm_head_bias, name="lm_head")(x))
         if task == "sequence_classification":
