@@ -32,7 +32,7 @@ bench: install-test
 	$(PY) bench/generate.py
 
 test: install-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2  # two workers: XLA compiles one program per core
 
 clean:
 	rm -rf $(VENV) build *.egg-info

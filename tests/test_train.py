@@ -267,3 +267,17 @@ def test_mlm_head_at_masked_positions_only_gives_the_same_loss_and_update():
         results.append((float(metrics["loss"]), jax.device_get(state.params)))
     assert results[0][0] == pytest.approx(results[1][0], abs=1e-6)
     chex.assert_trees_all_close(results[0][1], results[1][1], atol=1e-6)
+
+
+def test_bfloat16_compute_trains_with_float32_params_and_optimizer_state():
+    model = zoo.create("gpt-tiny", task="causal_lm", dtype="bfloat16")
+    batch = make_batch("causal_lm")
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    schedule = optax.constant_schedule(1e-3)
+    tx = make_optimizer(schedule)
+    state, shardings = init_train_state(model, tx, jax.random.key(0), batch, mesh)
+    step, _ = compile_steps(model, tx, schedule, shardings, mesh)
+    state, metrics = step(state, batch, jax.random.PRNGKey(0))
+    assert np.isfinite(float(metrics["loss"]))
+    floats = [x.dtype for x in jax.tree.leaves((state.params, state.opt_state)) if jnp.issubdtype(x.dtype, jnp.floating)]
+    assert set(floats) == {jnp.dtype("float32")}
