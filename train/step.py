@@ -38,15 +38,10 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: ja
         params = model.init(key, **one_row)["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-    shardings = state_shardings(jax.eval_shape(init, key), mesh, rules)
+    shardings = logical_shardings(jax.eval_shape(init, key), mesh, rules)
     # Not traced under the mesh: DenseGeneral initialises a flat kernel and its logical constraint would not fit it.
     state = jax.jit(lambda k: nn.unbox(init(k)), out_shardings=shardings)(key)
     return state, shardings
-
-
-def state_shardings(abstract_boxed_state, mesh: Mesh, rules=RULES):
-    """Shardings of a train state from the logical names its params (and the optimizer's copies of them) carry."""
-    return logical_shardings(abstract_boxed_state, mesh, rules)
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: Callable, *,
