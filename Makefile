@@ -30,6 +30,7 @@ demo: install
 bench: install-test
 	$(PY) bench/train_step.py
 	$(PY) bench/generate.py
+	$(PY) bench/attention.py --plot bench/attention.png
 
 test: install-test
 	$(PY) -m pytest -q -n 2  # two workers: XLA compiles one program per core

@@ -2,10 +2,10 @@
 
 from zoo.config import Config
 from zoo.models import EncoderDecoderTransformer, ModelOutput, Transformer
-from zoo.registry import create, embed, get_config, init_cache, list_models, param_count, tasks
+from zoo.registry import create, embed, extend_positions, get_config, init_cache, list_models, param_count, tasks
 from zoo.checkpoints import from_pretrained, save_pretrained
 from zoo.generate import GenerateOutput, generate
 
 __all__ = ["Config", "EncoderDecoderTransformer", "GenerateOutput", "ModelOutput", "Transformer", "create", "embed",
-           "from_pretrained", "generate", "get_config", "init_cache", "list_models", "param_count",
+           "extend_positions", "from_pretrained", "generate", "get_config", "init_cache", "list_models", "param_count",
            "save_pretrained", "tasks"]

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 POSITION_EMBEDDINGS = ("learned", "sinusoidal")
 NORM_POSITIONS = ("pre", "post")
-ATTENTIONS = ("dense",)
+ATTENTIONS = ("dense", "sliding_window", "block_sparse")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swish")
 POOLINGS = ("cls", "mean", "max", "mean_max", "none")
 REMAT_POLICIES = ("none", "full", "dots")
@@ -46,7 +46,15 @@ class Config:
     final_norm: bool = False  # LayerNorm after the last layer (pre-LN models)
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(hidden_size) (Vaswani et al.)
     causal: bool = False  # decoder-only language models
+    # Which keys a query sees: all (dense); a band of `window` tokens each side, or to the left when causal
+    # (Longformer, Beltagy et al. 2020); or BigBird's blocks: the neighbouring blocks, `num_random_blocks` random ones
+    # and the global tokens (Zaheer et al. 2020). Sparse patterns are computed block by block in O(length * window).
     attention: str = "dense"
+    window: int = 256  # sliding_window: tokens each side (to the left for causal models)
+    global_tokens: int = 0  # sparse: the first tokens (e.g. [CLS]) attend to and are attended by every token
+    block_size: int = 64  # sparse: queries and keys are processed in blocks of this many tokens
+    num_random_blocks: int = 3  # block_sparse: random key blocks per query block
+    attention_seed: int = 0  # block_sparse: seeds the random blocks, so the pattern is the same on every call
     share_layers: bool = False  # ALBERT: one set of layer weights applied num_layers times
     activation: str = "gelu"
     pooling: str = "cls"  # sentence representation: [CLS] with tanh dense, mask-aware mean / max / both, or none
@@ -86,6 +94,12 @@ class Config:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("num_decoder_layers", "type_vocab_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("window", "block_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("global_tokens", "num_random_blocks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:

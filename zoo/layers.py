@@ -7,14 +7,15 @@ by rules; nothing here knows about devices.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from zoo.attention import attend, cache_length
 from zoo.config import Config
+from zoo.masks import AttentionMask
 
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),  # BERT: the exact erf form
@@ -71,60 +72,47 @@ def layer_norm(cfg: Config, name: str, axis_name: str = "embed") -> nn.LayerNorm
     )
 
 
-def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None):
-    """Softmax(q k^T / sqrt(d)) v with [batch, length, heads, head_dim] inputs; logits and softmax in float32.
-
-    Without dropout this is `jax.nn.dot_product_attention`, which a GPU backend may lower to a fused kernel. Attention
-    dropout needs the probabilities, so that path spells the same computation out.
-    """
-    if dropout is None:
-        return jax.nn.dot_product_attention(query, key, value, mask=mask)
-    logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
-    logits = logits * (1.0 / math.sqrt(query.shape[-1]))
-    if mask is not None:
-        logits = jnp.where(mask, logits, 0.7 * jnp.finfo(jnp.float32).min)
-    probs = dropout(jax.nn.softmax(logits, axis=-1))
-    return jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
-
-
 class MultiHeadAttention(nn.Module):
-    """Self-attention (one fused q/k/v projection) or, given `encoded`, cross-attention.
+    """Self-attention (one fused q/k/v projection, `config.attention`'s pattern) or, given `encoded`, cross-attention.
 
-    In decode mode the keys and values of self-attention are written into a fixed-size cache at `cache_index`, and
-    the queries attend over the whole cache; `mask` then covers the cache ([batch, 1, queries, cache_length]).
+    In decode mode the new keys and values of self-attention join the cached ones, and are then written into the
+    cache at `cache_slots` (see `zoo.attention.cache_slots`); `mask` covers the cache followed by the new tokens.
     """
 
     config: Config
 
     @nn.compact
-    def __call__(self, x, mask, encoded=None, *, deterministic: bool, decode: bool = False, cache_index=None):
+    def __call__(self, x, mask: AttentionMask, encoded=None, *, deterministic: bool, decode: bool = False,
+                 cache_slots=None):
         cfg = self.config
         heads = (cfg.num_heads, cfg.head_dim)
         if encoded is None:
             qkv = dense(cfg, (3, *heads), ("embed", None, "heads", "kv"), name="qkv")(x)
             query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [batch, length, heads, head_dim]
             if decode:
-                key, value = self._update_cache(key, value, cache_index)
+                key, value = self._update_cache(key, value, cache_slots)
         else:
             query = dense(cfg, heads, ("embed", "heads", "kv"), name="query")(x)
             kv = dense(cfg, (2, *heads), ("embed", None, "heads", "kv"), name="key_value")(encoded)
             key, value = kv[:, :, 0], kv[:, :, 1]
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0
         dropout = nn.Dropout(cfg.attention_dropout_rate, deterministic=False) if use_dropout else None
-        out = dot_product_attention(query, key, value, mask, dropout=dropout)
+        out = attend(query, key, value, mask, cfg, dropout=dropout, sparse=encoded is None)
         return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1), name="out")(out)
 
-    def _update_cache(self, key, value, cache_index):
+    def _update_cache(self, key, value, cache_slots):
+        """-> (cached then new keys, cached then new values); the new ones are written into the cache."""
         initialized = self.has_variable("cache", "key")
-        cached_key = self.variable("cache", "key", jnp.zeros, key.shape, key.dtype)
-        cached_value = self.variable("cache", "value", jnp.zeros, value.shape, value.dtype)
+        shape = (key.shape[0], cache_length(self.config, key.shape[1]), *key.shape[2:])
+        cached_key = self.variable("cache", "key", jnp.zeros, shape, key.dtype)
+        cached_value = self.variable("cache", "value", jnp.zeros, shape, value.dtype)
         if not initialized:  # the call that sizes the cache: attend over the input itself
             return key, value
-        start = (0, cache_index, 0, 0)
-        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype), start)
-        cached_value.value = jax.lax.dynamic_update_slice(
-            cached_value.value, value.astype(cached_value.value.dtype), start)
-        return cached_key.value, cached_value.value
+        keys = jnp.concatenate([cached_key.value, key.astype(cached_key.value.dtype)], axis=1)
+        values = jnp.concatenate([cached_value.value, value.astype(cached_value.value.dtype)], axis=1)
+        cached_key.value = cached_key.value.at[:, cache_slots].set(key.astype(keys.dtype), mode="drop")
+        cached_value.value = cached_value.value.at[:, cache_slots].set(value.astype(values.dtype), mode="drop")
+        return keys, values
 
 
 class FeedForward(nn.Module):
@@ -146,12 +134,12 @@ class TransformerLayer(nn.Module):
     cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x, mask, encoded=None, cross_mask=None, cache_index=None, deterministic: bool = True,
+    def __call__(self, x, mask, encoded=None, cross_mask=None, cache_slots=None, deterministic: bool = True,
                  decode: bool = False):
         cfg = self.config
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         x = self.residual(x, "attention", lambda h: MultiHeadAttention(cfg, name="attention")(
-            h, mask, deterministic=deterministic, decode=decode, cache_index=cache_index), deterministic)
+            h, mask, deterministic=deterministic, decode=decode, cache_slots=cache_slots), deterministic)
         if self.cross_attention:
             x = self.residual(x, "cross_attention", lambda h: MultiHeadAttention(cfg, name="cross_attention")(
                 h, cross_mask, encoded, deterministic=deterministic), deterministic)
@@ -176,7 +164,7 @@ class LayerStack(nn.Module):
     cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x, mask, encoded=None, cross_mask=None, cache_index=None, *, deterministic: bool,
+    def __call__(self, x, mask, encoded=None, cross_mask=None, cache_slots=None, *, deterministic: bool,
                  decode: bool = False):
         cfg = self.config
         layer = TransformerLayer
@@ -184,7 +172,7 @@ class LayerStack(nn.Module):
             policy = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}[cfg.remat]
             # argnums count `self`: 6 and 7 are the Python flags deterministic and decode
             layer = nn.remat(layer, policy=policy, static_argnums=(6, 7))
-        args = (mask, encoded, cross_mask, cache_index, deterministic, decode)
+        args = (mask, encoded, cross_mask, cache_slots, deterministic, decode)
         if cfg.scan_layers or cfg.share_layers:
             # ALBERT shares one set of weights across layers: broadcast params instead of stacking them.
             shared = cfg.share_layers

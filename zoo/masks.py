@@ -1,46 +1,61 @@
-"""Attention masks, built once at the top of a forward pass and passed down to every layer.
+"""Which keys each query may see, built once at the top of a forward pass and passed down to every layer.
 
-A mask is boolean, True where a query may attend to a key, shaped [batch, 1, query_length, key_length] or
-broadcastable to it. The attention turns False into a large negative finite logit (never -inf, which would make a
-fully masked row NaN).
+The mask is kept in pieces (key padding, segments, positions, causality) rather than as one [queries, keys] matrix,
+so that sparse attention (`zoo.attention`) can build only the blocks it computes. Dense attention asks for the
+matrix with `AttentionMask.dense`. False becomes a large negative finite logit (never -inf, which would make a fully
+masked row NaN).
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
+import flax.struct
+import jax
 import jax.numpy as jnp
 
 
-def make_attention_mask(
-    key_mask: jnp.ndarray | None,
-    *,
-    query_length: int,
-    causal: bool = False,
-    query_segment_ids: jnp.ndarray | None = None,
-    key_segment_ids: jnp.ndarray | None = None,
-) -> jnp.ndarray | None:
-    """Combines padding, causal and segment masks into one.
+@flax.struct.dataclass
+class AttentionMask:
+    """Padding, packing and causal masks of one attention, in pieces.
 
-    Args:
-      key_mask: [batch, key_length], nonzero at real keys (the `attention_mask` of the public checkpoints).
-      query_length: number of queries.
-      causal: query i may only see keys j <= i (needs query_length == key_length).
-      query_segment_ids, key_segment_ids: [batch, length]; a query sees only keys of its own segment, so packed
-        documents never attend to each other.
-
-    Returns:
-      [batch or 1, 1, query_length or 1, key_length] bool, or None when nothing is masked.
+    Attributes:
+      key_mask: [batch, keys] bool, True at real keys (the `attention_mask` of the public checkpoints); None: all.
+      query_segment_ids, key_segment_ids: [batch, queries] and [batch, keys]; a query sees only keys of its own
+        segment, so packed documents never attend to each other. None: one segment.
+      query_positions, key_positions: [queries] and [keys] int, each token's index in the sequence. None means
+        0, 1, ...; they differ only in KV-cache decoding, where the queries follow the cache and a cache slot holds
+        whichever earlier position was written there.
+      causal: a query sees only keys at positions <= its own.
     """
-    mask = None
-    if key_mask is not None:
-        mask = (key_mask != 0)[:, None, None, :]
-    if causal:
-        positions = jnp.arange(query_length)
-        mask = _and(mask, (positions[:, None] >= positions[None, :])[None, None])
-    if query_segment_ids is not None:
-        same_segment = query_segment_ids[:, None, :, None] == key_segment_ids[:, None, None, :]
-        mask = _and(mask, same_segment)
-    return mask
 
+    key_mask: Optional[jax.Array] = None
+    query_segment_ids: Optional[jax.Array] = None
+    key_segment_ids: Optional[jax.Array] = None
+    query_positions: Optional[jax.Array] = None
+    key_positions: Optional[jax.Array] = None
+    causal: bool = flax.struct.field(pytree_node=False, default=False)
 
-def _and(a, b):
-    return b if a is None else jnp.logical_and(a, b)
+    @classmethod
+    def from_padding(cls, attention_mask, *, causal: bool = False, segment_ids=None) -> "AttentionMask":
+        """From `attention_mask` [batch, keys], nonzero at real tokens; `segment_ids` only for self-attention."""
+        key_mask = None if attention_mask is None else attention_mask != 0
+        return cls(key_mask, segment_ids, segment_ids, causal=causal)
+
+    def positions(self, query_length: int, key_length: int) -> tuple[jax.Array, jax.Array]:
+        """([queries], [keys]) positions, filling in 0, 1, ... where none were given."""
+        query = jnp.arange(query_length) if self.query_positions is None else self.query_positions
+        key = jnp.arange(key_length) if self.key_positions is None else self.key_positions
+        return query, key
+
+    def dense(self, query_length: int, key_length: int) -> jax.Array:
+        """[batch or 1, 1, queries, keys] bool: True where a query may attend to a key."""
+        mask = jnp.ones((1, 1, query_length, key_length), bool)
+        if self.key_mask is not None:
+            mask = mask & self.key_mask[:, None, None, :]
+        if self.causal:
+            query, key = self.positions(query_length, key_length)
+            mask = mask & (key[None, :] <= query[:, None])[None, None]
+        if self.query_segment_ids is not None:
+            mask = mask & (self.query_segment_ids[:, None, :, None] == self.key_segment_ids[:, None, None, :])
+        return mask

@@ -12,11 +12,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from zoo.attention import cache_length, cache_slots
 from zoo.config import Config
 from zoo.embeddings import Embeddings, token_embedding
 from zoo.heads import LMHead, MaskedLMHead, Pooler, classifier
 from zoo.layers import LayerStack, layer_norm
-from zoo.masks import make_attention_mask
+from zoo.masks import AttentionMask
 
 ENCODER_TASKS = ("pretraining", "mlm", "sequence_classification", "token_classification", "question_answering")
 
@@ -51,29 +52,35 @@ def check_inputs(cfg: Config, input_ids, *masks, name: str = "input_ids", decode
 
 
 class DecodeState(nn.Module):
-    """Where incremental decoding stands: the next position, and which cached keys are real (not padding).
+    """Where incremental decoding stands: the next position, and which position each cache slot holds, if a real one.
 
     The call that creates the cache (see `zoo.init_cache`) sizes it from its input and behaves as a plain causal
-    pass. Later calls write their tokens at `index` and return the mask of the new queries over the whole cache.
+    pass. A later call gives its tokens the next positions and returns (the mask of the new queries over the cache
+    followed by the new tokens, their positions, the cache slots to write them to).
     """
+
+    config: Config
 
     @nn.compact
     def __call__(self, attention_mask):  # attention_mask [batch, new_length]
         batch, length = attention_mask.shape
+        slots = cache_length(self.config, length)
         initialized = self.has_variable("cache", "index")
         index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
-        key_mask = self.variable("cache", "key_mask", lambda: jnp.zeros((batch, length), bool))
+        key_mask = self.variable("cache", "key_mask", lambda: jnp.zeros((batch, slots), bool))
+        key_positions = self.variable("cache", "key_positions", lambda: jnp.zeros((slots,), jnp.int32))
         if not initialized:
-            mask = make_attention_mask(attention_mask, query_length=length, causal=True)
-            return mask, jnp.broadcast_to(jnp.arange(length), (batch, length)), index.value
-        start = index.value
-        key_mask.value = jax.lax.dynamic_update_slice(key_mask.value, attention_mask != 0, (0, start))
-        query_positions = start + jnp.arange(length)
-        key_positions = jnp.arange(key_mask.value.shape[1])
-        causal = key_positions[None, :] <= query_positions[:, None]  # [new_length, cache_length]
-        index.value = start + length
-        mask = jnp.logical_and(key_mask.value[:, None, None, :], causal[None, None])
-        return mask, jnp.broadcast_to(query_positions, (batch, length)), start
+            mask = AttentionMask.from_padding(attention_mask, causal=True)
+            return mask, jnp.broadcast_to(jnp.arange(length), (batch, length)), None
+        positions = index.value + jnp.arange(length)
+        mask = AttentionMask(key_mask=jnp.concatenate([key_mask.value, attention_mask != 0], axis=1),
+                             query_positions=positions,
+                             key_positions=jnp.concatenate([key_positions.value, positions]), causal=True)
+        write = cache_slots(self.config, key_mask.value.shape[1], positions)
+        key_mask.value = key_mask.value.at[:, write].set(attention_mask != 0, mode="drop")
+        key_positions.value = key_positions.value.at[write].set(positions, mode="drop")
+        index.value = index.value + length
+        return mask, jnp.broadcast_to(positions, (batch, length)), write
 
 
 class Transformer(nn.Module):
@@ -112,19 +119,18 @@ class Transformer(nn.Module):
         batch, length = input_ids.shape
         if attention_mask is None:
             attention_mask = jnp.ones((batch, length), jnp.int32)
-        cache_index = None
+        write_slots = None
         if decode:
-            mask, default_positions, cache_index = DecodeState(name="decode_state")(attention_mask)
+            mask, default_positions, write_slots = DecodeState(cfg, name="decode_state")(attention_mask)
         else:
-            mask = make_attention_mask(attention_mask, query_length=length, causal=cfg.causal,
-                                       query_segment_ids=segment_ids, key_segment_ids=segment_ids)
+            mask = AttentionMask.from_padding(attention_mask, causal=cfg.causal, segment_ids=segment_ids)
             default_positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
         positions = default_positions if position_ids is None else position_ids
 
         tokens = token_embedding(cfg)
         x = Embeddings(cfg, tokens, name="embeddings")(input_ids, positions, token_type_ids,
                                                        deterministic=deterministic)
-        x = LayerStack(cfg, cfg.num_layers, name="encoder")(x, mask, cache_index=cache_index,
+        x = LayerStack(cfg, cfg.num_layers, name="encoder")(x, mask, cache_slots=write_slots,
                                                             deterministic=deterministic, decode=decode)
         if cfg.final_norm:
             x = layer_norm(cfg, name="final_norm")(x)
@@ -175,7 +181,7 @@ class EncoderDecoderTransformer(nn.Module):
         self.encoder = LayerStack(cfg, cfg.num_layers)
         self.decoder_embeddings = Embeddings(cfg, self.tokens)
         self.decoder = LayerStack(cfg, cfg.num_decoder_layers, cross_attention=True)
-        self.decode_state = DecodeState()
+        self.decode_state = DecodeState(cfg)
         if cfg.final_norm:
             self.encoder_norm = layer_norm(cfg, name="encoder_norm")
             self.decoder_norm = layer_norm(cfg, name="decoder_norm")
@@ -196,7 +202,7 @@ class EncoderDecoderTransformer(nn.Module):
         batch, length = input_ids.shape
         positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
         x = self.encoder_embeddings(input_ids, positions, deterministic=deterministic)
-        mask = make_attention_mask(attention_mask, query_length=length)
+        mask = AttentionMask.from_padding(attention_mask)
         x = self.encoder(x, mask, deterministic=deterministic)
         return self.encoder_norm(x) if cfg.final_norm else x
 
@@ -212,15 +218,15 @@ class EncoderDecoderTransformer(nn.Module):
         batch, length = decoder_input_ids.shape
         if decoder_attention_mask is None:
             decoder_attention_mask = jnp.ones((batch, length), jnp.int32)
-        cache_index = None
+        write_slots = None
         if decode:
-            mask, positions, cache_index = self.decode_state(decoder_attention_mask)
+            mask, positions, write_slots = self.decode_state(decoder_attention_mask)
         else:
-            mask = make_attention_mask(decoder_attention_mask, query_length=length, causal=True)
+            mask = AttentionMask.from_padding(decoder_attention_mask, causal=True)
             positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
-        cross_mask = make_attention_mask(attention_mask, query_length=length)
+        cross_mask = AttentionMask.from_padding(attention_mask)
         x = self.decoder_embeddings(decoder_input_ids, positions, deterministic=deterministic)
-        x = self.decoder(x, mask, encoded, cross_mask, cache_index, deterministic=deterministic, decode=decode)
+        x = self.decoder(x, mask, encoded, cross_mask, write_slots, deterministic=deterministic, decode=decode)
         if cfg.final_norm:
             x = self.decoder_norm(x)
         if self.task is None:

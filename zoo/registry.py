@@ -76,6 +76,33 @@ def init_cache(model, batch_size: int, length: int, source_length: int = 1):
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
+def extend_positions(model, params: dict, max_length: int):
+    """(model, params) that accept sequences of up to `max_length` tokens, for long documents with sparse attention.
+
+    A learned position table is tiled: Longformer initialised its 4,096 positions by copying RoBERTa's 512 over and
+    over (Beltagy et al. 2020, section 5), which keeps each position's local neighbourhood as it was trained.
+    Sinusoidal positions need no weights. `params` are plain arrays, as `zoo.from_pretrained` returns them.
+    Raises ValueError when `max_length` is not longer than the model's.
+    """
+    cfg = model.config
+    if max_length <= cfg.max_length:
+        raise ValueError(f"max_length={max_length} is not longer than the model's {cfg.max_length} positions")
+    extended = type(model)(cfg.replace(max_length=max_length), model.task)
+    if cfg.position_embedding != "learned":
+        return extended, params
+
+    def tiled(tree):
+        if not isinstance(tree, dict):
+            return tree
+        if "position_embedding" in tree:
+            table = tree["position_embedding"]["embedding"]
+            repeats = -(-max_length // table.shape[0])
+            tree = {**tree, "position_embedding": {"embedding": jnp.tile(table, (repeats, 1))[:max_length]}}
+        return {name: tiled(subtree) for name, subtree in tree.items()}
+
+    return extended, tiled(params)
+
+
 @functools.partial(jax.jit, static_argnames="model")
 def embed(model, params, input_ids, attention_mask, token_type_ids=None) -> jax.Array:
     """Sentence embeddings as sentence-transformers computes them (all-MiniLM-L6-v2 and kin): the mean of

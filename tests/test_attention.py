@@ -1,0 +1,239 @@
+"""Sparse attention: blockwise sliding-window and block-sparse patterns against dense attention with the same mask,
+the rolling KV cache, pretrained weights in a sparse model, and cost that grows linearly in length."""
+
+import functools
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import zoo
+from zoo.attention import blockwise_attention, dot_product_attention, key_blocks, pattern_mask
+from zoo.config import Config
+from zoo.masks import AttentionMask
+
+
+def qkv(length, batch=2, heads=2, head_dim=8, seed=0):
+    return tuple(jax.random.normal(k, (batch, length, heads, head_dim)) for k in jax.random.split(jax.random.key(seed), 3))
+
+
+def padded_and_packed(batch, length):
+    """A key mask with the second row's last 7 tokens padded, and two packed documents in the first row."""
+    key_mask = jnp.ones((batch, length), bool).at[1, length - 7:].set(False)
+    segments = jnp.zeros((batch, length), jnp.int32).at[0, length // 2:].set(1)
+    return key_mask, segments
+
+
+def band_reference(length, window, global_tokens):
+    """Longformer's pattern spelled out: |i - j| <= window, plus global rows and columns."""
+    i, j = np.arange(length)[:, None], np.arange(length)[None, :]
+    return (np.abs(i - j) <= window) | (i < global_tokens) | (j < global_tokens)
+
+
+def assert_blockwise_equals_dense(cfg, length, reference_pattern):
+    query, key, value = qkv(length)
+    key_mask, segments = padded_and_packed(2, length)
+    mask = AttentionMask(key_mask, segments, segments, causal=cfg.causal)
+    blockwise = blockwise_attention(query, key, value, mask, cfg, dropout=None)
+    dense_mask = mask.dense(length, length) & reference_pattern[None, None]
+    dense = dot_product_attention(query, key, value, dense_mask, dropout=None)
+    real = np.asarray(key_mask)  # padding queries see nothing real either way; compare the real ones
+    chex.assert_trees_all_close(np.asarray(blockwise)[real], np.asarray(dense)[real], atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("global_tokens", [0, 3])
+def test_sliding_window_equals_dense_attention_with_the_band_mask(causal, global_tokens):
+    # 45 tokens in blocks of 8: the length is padded internally; a window of 10 reaches two blocks each side
+    cfg = Config(attention="sliding_window", window=10, block_size=8, global_tokens=global_tokens, causal=causal)
+    band = band_reference(45, 10, global_tokens)
+    np.testing.assert_array_equal(pattern_mask(cfg, jnp.arange(45), jnp.arange(45)), band)
+    assert_blockwise_equals_dense(cfg, 45, band)
+
+
+def block_layout_reference(cfg, num_blocks):
+    """BigBird's block layout from `key_blocks`, after checking it is the ITC pattern."""
+    layout = np.zeros((num_blocks, num_blocks), bool)
+    for i, row in enumerate(key_blocks(cfg, num_blocks)):
+        row = row[row >= 0]
+        neighbours = [j for j in (i - 1, i, i + 1) if 0 <= j < num_blocks and (j <= i or not cfg.causal)]
+        assert list(row[:len(neighbours)]) == neighbours
+        random = row[len(neighbours):]
+        assert len(set(random)) == len(random) and not set(random) & set(neighbours)
+        if cfg.causal:
+            assert all(random < i)
+        candidates = (i - 1 if cfg.causal else num_blocks - len(neighbours)) - cfg.global_tokens // cfg.block_size
+        assert len(random) == min(cfg.num_random_blocks, max(candidates, 0))
+        layout[i, row] = True
+    return layout
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("global_tokens", [0, 5])
+def test_block_sparse_equals_dense_attention_with_its_block_mask(causal, global_tokens):
+    cfg = Config(attention="block_sparse", block_size=4, num_random_blocks=2, global_tokens=global_tokens,
+                 causal=causal, attention_seed=7)
+    length, num_blocks = 50, 13
+    layout = block_layout_reference(cfg, num_blocks)
+    i = np.arange(length)
+    pattern = layout[i[:, None] // 4, i[None, :] // 4] | (i[:, None] < global_tokens) | (i[None, :] < global_tokens)
+    np.testing.assert_array_equal(pattern_mask(cfg, jnp.arange(length), jnp.arange(length)), pattern)
+    assert_blockwise_equals_dense(cfg, length, pattern)
+
+
+def test_random_blocks_are_reproducible_and_follow_the_seed():
+    cfg = Config(attention="block_sparse", block_size=4, num_random_blocks=3)
+    np.testing.assert_array_equal(key_blocks(cfg, 20), key_blocks(cfg.replace(window=7), 20))
+    assert not np.array_equal(key_blocks(cfg, 20), key_blocks(cfg.replace(attention_seed=1), 20))
+    causal = cfg.replace(causal=True)  # a causal row's choice does not depend on the length (KV-cache decoding)
+    np.testing.assert_array_equal(key_blocks(causal, 20), key_blocks(causal, 30)[:20, :])
+
+
+def test_global_tokens_attend_to_and_are_attended_by_every_token():
+    cfg = Config(attention="sliding_window", window=2, block_size=4, global_tokens=1)
+    query, key, value = qkv(40, batch=1)
+    mask = AttentionMask()
+    out = blockwise_attention(query, key, value, mask, cfg, dropout=None)
+    # the global query sees every key: it is dense attention for row 0
+    dense_row = dot_product_attention(query[:, :1], key, value, None, dropout=None)
+    chex.assert_trees_all_close(out[:, :1], dense_row, atol=1e-6)
+    # a far query sees the global key 0 but not key 10, which lies outside its window
+    changed = lambda at: blockwise_attention(query, key, value.at[:, at].add(1.0), mask, cfg, dropout=None)
+    assert not np.allclose(changed(0)[:, 30], out[:, 30])
+    np.testing.assert_array_equal(changed(10)[:, 30], out[:, 30])
+    assert not np.allclose(changed(10)[:, 0], out[:, 0])  # ... which the global query does see
+
+
+@pytest.mark.parametrize("name,task", [("bert-tiny", "mlm"), ("gpt-tiny", "causal_lm")])
+@pytest.mark.parametrize("attention", ["sliding_window", "block_sparse"])
+def test_a_pattern_that_covers_the_sequence_is_dense_attention(name, task, attention):
+    # 24 tokens: a window of 24 covers them, and so do the three neighbouring blocks of 8
+    dense = zoo.create(name, task=task)
+    sparse = zoo.create(name, task=task, attention=attention, window=24, block_size=8)
+    x = jax.random.randint(jax.random.key(0), (2, 24), 1, dense.config.vocab_size)
+    mask = jnp.ones_like(x).at[1, 20:].set(0)
+    params = dense.init(jax.random.key(1), x)
+    a, b = dense.apply(params, x, mask).logits, sparse.apply(params, x, mask).logits
+    chex.assert_trees_all_close(a[:, :20], b[:, :20], atol=1e-5)
+    narrow = zoo.create(name, task=task, attention=attention, window=2, block_size=4, num_random_blocks=0)
+    assert not np.allclose(narrow.apply(params, x, mask).logits[:, :20], a[:, :20], atol=1e-3)
+
+
+def decode_chunks(model, params, tokens, chunks, cache_length):
+    cache = zoo.init_cache(model, tokens.shape[0], cache_length)
+    step = jax.jit(functools.partial(model.apply, decode=True, mutable=["cache"]))
+    logits, start = [], 0
+    for size in chunks:
+        out, mutated = step({"params": params, "cache": cache}, tokens[:, start:start + size])
+        cache, start = mutated["cache"], start + size
+        logits.append(out.logits)
+    return jnp.concatenate(logits, axis=1), cache
+
+
+@pytest.mark.parametrize("global_tokens", [0, 2])
+def test_rolling_cache_decoding_equals_the_sliding_window_forward_pass(global_tokens):
+    model = zoo.create("gpt-tiny", task="causal_lm", attention="sliding_window", window=4, block_size=4,
+                       global_tokens=global_tokens)
+    x = jax.random.randint(jax.random.key(0), (2, 14), 0, model.config.vocab_size)
+    params = model.init(jax.random.key(1), x)["params"]
+    full = model.apply({"params": params}, x).logits
+    for chunks in ([1] * 14, [3, 1, 6, 1, 3]):  # a chunk longer than the window overwrites its own slots
+        decoded, cache = decode_chunks(model, params, x, chunks, 14)
+        chex.assert_trees_all_close(decoded, full, atol=1e-5)
+    # the cache holds the global tokens and the last `window` positions, however long the generation
+    assert cache["encoder"]["layers_0"]["attention"]["key"].shape[1] == global_tokens + 4
+    assert zoo.init_cache(model, 1, 4096)["encoder"]["layers_0"]["attention"]["key"].shape[1] == global_tokens + 4
+
+
+def test_block_sparse_decoding_equals_the_forward_pass():
+    model = zoo.create("gpt-tiny", task="causal_lm", attention="block_sparse", block_size=2, num_random_blocks=1)
+    x = jax.random.randint(jax.random.key(0), (1, 13), 0, model.config.vocab_size)
+    params = model.init(jax.random.key(1), x)["params"]
+    decoded, _ = decode_chunks(model, params, x, [5] + [1] * 8, 13)
+    chex.assert_trees_all_close(decoded, model.apply({"params": params}, x).logits, atol=1e-5)
+
+
+def test_generation_with_the_rolling_cache_equals_generation_without_cache():
+    model = zoo.create("gpt-tiny", task="causal_lm", attention="sliding_window", window=6, block_size=4)
+    prompt = jax.random.randint(jax.random.key(0), (1, 5), 0, model.config.vocab_size)
+    params = model.init(jax.random.key(1), prompt)["params"]
+    generated = zoo.generate(model, params, prompt, max_new_tokens=12, eos_token_id=None).sequences
+    # greedy by full forward passes without a cache; the model is causal, so the unfilled tail changes nothing
+    tokens = jnp.pad(prompt, ((0, 0), (0, 12)))
+    forward = jax.jit(lambda tokens: model.apply({"params": params}, tokens).logits.argmax(-1))
+    for t in range(5, 17):
+        tokens = tokens.at[:, t].set(forward(tokens)[:, t - 1])
+    np.testing.assert_array_equal(generated, tokens)
+
+
+def test_pretrained_weights_load_into_a_sparse_model(tmp_path):
+    model = zoo.create("bert-tiny", task="mlm")
+    x = jax.random.randint(jax.random.key(0), (1, 32), 1, model.config.vocab_size)
+    params = nn.unbox(model.init(jax.random.key(1), x)["params"])
+    zoo.save_pretrained(model, params, tmp_path)
+    dense, dense_params = zoo.from_pretrained(tmp_path)
+    sparse, sparse_params = zoo.from_pretrained(tmp_path, attention="sliding_window", window=32, block_size=8)
+    assert sparse.config.attention == "sliding_window"
+    chex.assert_trees_all_equal(sparse_params, dense_params)  # the attention pattern is not a weight
+    chex.assert_trees_all_close(sparse.apply({"params": sparse_params}, x).logits,
+                                model.apply({"params": params}, x).logits, atol=1e-5)
+
+
+def test_extended_positions_let_a_pretrained_model_read_a_long_document(tmp_path):
+    model = zoo.create("bert-tiny", task="mlm", max_length=32)
+    x = jax.random.randint(jax.random.key(0), (1, 128), 1, model.config.vocab_size)
+    params = nn.unbox(model.init(jax.random.key(1), x[:, :32])["params"])
+    zoo.save_pretrained(model, params, tmp_path)
+    sparse, loaded = zoo.from_pretrained(tmp_path, attention="sliding_window", window=8, block_size=8)
+    with pytest.raises(ValueError, match="input_ids has length 128, longer than the model's max_length 32"):
+        sparse.apply({"params": loaded}, x)
+    long, extended = zoo.extend_positions(sparse, loaded, 128)
+    table = extended["embeddings"]["position_embedding"]["embedding"]
+    assert table.shape[0] == 128 and long.config.max_length == 128
+    np.testing.assert_array_equal(table[96:], loaded["embeddings"]["position_embedding"]["embedding"])
+    logits = long.apply({"params": extended}, x).logits
+    assert logits.shape == (1, 128, model.config.vocab_size) and np.isfinite(logits).all()
+    # two layers of window 8: the first 16 tokens see nothing past the 32 the original model could read
+    chex.assert_trees_all_close(logits[:, :16], sparse.apply({"params": loaded}, x[:, :32]).logits[:, :16], atol=1e-5)
+    with pytest.raises(ValueError, match="max_length=16 is not longer than the model's 128 positions"):
+        zoo.extend_positions(long, extended, 16)
+
+
+def test_sparse_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="attention='local' is not one of"):
+        Config(attention="local")
+    with pytest.raises(ValueError, match="window must be positive, got 0"):
+        Config(attention="sliding_window", window=0)
+    with pytest.raises(ValueError, match="num_random_blocks must be >= 0"):
+        Config(num_random_blocks=-1)
+
+
+def compiled_costs(attention, length):
+    """(forward FLOPs, temporary bytes of the gradient) of a whole small BERT, from the compiled programs."""
+    model = zoo.create("bert-tiny", task="mlm", attention=attention, window=512, block_size=64, max_length=16384,
+                       hidden_size=32, num_heads=2, intermediate_size=64, num_layers=2, vocab_size=128)
+    ids = jax.ShapeDtypeStruct((1, length), jnp.int32)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32)))
+    forward = jax.jit(lambda p, x: model.apply(p, x).logits).lower(params, ids).compile()
+    # the forward pass alone can hide its scores inside one fusion; the gradient has to keep them
+    grad = jax.jit(jax.grad(lambda p, x: model.apply(p, x).logits.mean())).lower(params, ids).compile()
+    cost = forward.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost  # a list of one dict on older jax
+    return cost["flops"], grad.memory_analysis().temp_size_in_bytes
+
+
+@pytest.fixture(scope="module")
+def dense_costs():
+    return {length: compiled_costs("dense", length) for length in (4096, 16384)}
+
+
+@pytest.mark.parametrize("attention", ["sliding_window", "block_sparse"])
+def test_sparse_cost_grows_linearly_and_dense_quadratically(attention, dense_costs):
+    short, long = compiled_costs(attention, 4096), compiled_costs(attention, 16384)
+    for measure in (0, 1):  # FLOPs, then memory
+        assert 3.6 < long[measure] / short[measure] < 4.4, (attention, measure, short, long)
+        assert dense_costs[16384][measure] / dense_costs[4096][measure] > 12, dense_costs
+        assert long[measure] < dense_costs[16384][measure] / 10, (attention, measure, long, dense_costs)

@@ -1,0 +1,172 @@
+"""Scaled dot-product attention over all keys (dense) or over a sparse pattern computed block by block.
+
+`Config.attention` picks the pattern of self-attention:
+- "dense": every query sees every key it is not masked from.
+- "sliding_window" (Longformer, Beltagy et al. 2020): a query sees the keys within `window` positions on each side,
+  only to the left in a causal model.
+- "block_sparse" (BigBird's ITC pattern, Zaheer et al. 2020): a block of `block_size` queries sees its own and the
+  two neighbouring key blocks (only the left one when causal) and `num_random_blocks` random key blocks, drawn once
+  per query block from `attention_seed`.
+Both sparse patterns add `global_tokens`: the first tokens see every key and every query sees them.
+
+Sparse attention runs blockwise: each block of queries gathers only the key blocks its pattern can reach (plus the
+global keys), and the per-block scores go through the same `dot_product_attention` as dense attention, with the
+blocks folded into the batch. Time and memory grow as length * window; no [length, length] score or mask exists.
+Cross-attention is always dense: its queries and keys are different sequences, so a band between them means nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from zoo.config import Config
+from zoo.masks import AttentionMask
+
+
+def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None):
+    """Softmax(q k^T / sqrt(d)) v with [batch, length, heads, head_dim] inputs; logits and softmax in float32.
+
+    Without dropout this is `jax.nn.dot_product_attention`, which a GPU backend may lower to a fused kernel. Attention
+    dropout needs the probabilities, so that path spells the same computation out.
+    """
+    if dropout is None:
+        return jax.nn.dot_product_attention(query, key, value, mask=mask)
+    logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
+    logits = logits * (1.0 / math.sqrt(query.shape[-1]))
+    if mask is not None:
+        logits = jnp.where(mask, logits, 0.7 * jnp.finfo(jnp.float32).min)
+    probs = dropout(jax.nn.softmax(logits, axis=-1))
+    return jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
+
+
+def attend(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.Dropout | None, sparse: bool):
+    """Attention with `cfg.attention`'s pattern when `sparse` (self-attention), else over all unmasked keys."""
+    if sparse and cfg.attention != "dense" and mask.query_positions is None:
+        return blockwise_attention(query, key, value, mask, cfg, dropout=dropout)
+    query_length, key_length = query.shape[1], key.shape[1]
+    dense_mask = mask.dense(query_length, key_length)
+    if sparse:  # KV-cache decoding: a few queries over the cache, where a dense mask of the pattern is cheapest
+        dense_mask &= pattern_mask(cfg, *mask.positions(query_length, key_length))[None, None]
+    return dot_product_attention(query, key, value, dense_mask, dropout=dropout)
+
+
+@functools.lru_cache(maxsize=64)
+def key_blocks(cfg: Config, num_blocks: int) -> np.ndarray:
+    """[num_blocks, blocks per row] int: the key blocks that query block i gathers; -1 pads rows near the edges.
+
+    Random blocks come from a generator seeded by (attention_seed, i), so a causal row's choice does not depend on
+    the sequence length and KV-cache decoding sees the pattern of the full forward pass.
+    """
+    reach = -(-cfg.window // cfg.block_size) if cfg.attention == "sliding_window" else 1
+    offsets = range(-reach, 1 if cfg.causal else reach + 1)
+    num_random = cfg.num_random_blocks if cfg.attention == "block_sparse" else 0
+    wholly_global = cfg.global_tokens // cfg.block_size  # every query sees these blocks already
+    rows = np.full((num_blocks, len(offsets) + num_random), -1, np.int32)
+    for i in range(num_blocks):
+        local = [i + o for o in offsets if 0 <= i + o < num_blocks]
+        rows[i, :len(local)] = local
+        if num_random:
+            candidates = [j for j in range(wholly_global, i if cfg.causal else num_blocks) if j not in local]
+            rng = np.random.default_rng((cfg.attention_seed, i))
+            chosen = np.sort(rng.choice(candidates, min(num_random, len(candidates)), replace=False))
+            rows[i, len(local):len(local) + len(chosen)] = chosen
+    return rows
+
+
+def pattern_mask(cfg: Config, query_positions, key_positions) -> jax.Array:
+    """[queries, keys] bool: where `cfg.attention`'s pattern lets a query see a key (padding and causality aside).
+
+    The dense equivalent of `blockwise_attention`'s pattern; decoding uses it over the KV cache, tests as reference.
+    Positions must be below `len(key_positions)` (true of a forward pass and of a KV cache).
+    """
+    query, key = query_positions[:, None], key_positions[None, :]
+    if cfg.attention == "dense":
+        return jnp.ones((query.shape[0], key.shape[1]), bool)
+    if cfg.attention == "sliding_window":
+        allowed = jnp.abs(query - key) <= cfg.window
+    else:
+        num_blocks = -(-key.shape[1] // cfg.block_size)
+        blocks = key_blocks(cfg, num_blocks)
+        layout = np.zeros((num_blocks, num_blocks + 1), bool)  # the last column absorbs the -1 padding
+        layout[np.arange(num_blocks)[:, None], blocks] = True
+        allowed = jnp.asarray(layout[:, :num_blocks])[query // cfg.block_size, key // cfg.block_size]
+    return allowed | (query < cfg.global_tokens) | (key < cfg.global_tokens)
+
+
+def blockwise_attention(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.Dropout | None):
+    """Sparse self-attention of [batch, length, heads, head_dim] inputs in O(length * window) time and memory.
+
+    The length is padded to a multiple of `block_size` and the result cut back. Global queries attend densely over
+    all keys, which costs global_tokens * length.
+    """
+    batch, length = query.shape[:2]
+    size = cfg.block_size
+    num_blocks = -(-length // size)
+    num_global = min(cfg.global_tokens, length)
+    key_mask = jnp.ones((batch, length), bool) if mask.key_mask is None else mask.key_mask
+    segments = jnp.zeros((batch, length), jnp.int32) if mask.query_segment_ids is None else mask.query_segment_ids
+    blocks = key_blocks(cfg, num_blocks)
+    index = np.where(blocks >= 0, blocks, num_blocks)  # -1 -> an extra empty (fully masked) block
+
+    def in_blocks(x, fill=0):  # [batch, length, ...] -> [batch, num_blocks + 1, size, ...], the last one empty
+        padding = [(0, 0), (0, (num_blocks + 1) * size - length)] + [(0, 0)] * (x.ndim - 2)
+        return jnp.pad(x, padding, constant_values=fill).reshape(batch, num_blocks + 1, size, *x.shape[2:])
+
+    def gathered(x, fill=0):  # -> [batch, num_blocks, global + gathered keys, ...]: what each query block sees
+        local = jnp.take(in_blocks(x, fill), index, axis=1).reshape(batch, num_blocks, -1, *x.shape[2:])
+        global_ = jnp.broadcast_to(x[:, None, :num_global], (batch, num_blocks, num_global, *x.shape[2:]))
+        return jnp.concatenate([global_, local], axis=2)
+
+    # Positions of each block's queries [num_blocks, size, 1] and of the keys it gathered [num_blocks, 1, keys].
+    query_pos = jnp.arange(num_blocks * size).reshape(num_blocks, size, 1)
+    local_pos = (jnp.asarray(index)[:, :, None] * size + jnp.arange(size)).reshape(num_blocks, 1, -1)
+    key_pos = jnp.concatenate(
+        [jnp.broadcast_to(jnp.arange(num_global), (num_blocks, 1, num_global)), local_pos], axis=2)
+    is_global_copy = jnp.arange(key_pos.shape[2]) < num_global
+    # A gathered key below global_tokens is already among the global copies: see it once.
+    allowed = is_global_copy | (key_pos >= num_global)
+    if cfg.attention == "sliding_window":
+        allowed &= is_global_copy | (jnp.abs(query_pos - key_pos) <= cfg.window)
+    if cfg.causal:
+        allowed &= key_pos <= query_pos
+    allowed = (allowed[None] & gathered(key_mask, False)[:, :, None, :]
+               & (in_blocks(segments)[:, :num_blocks, :, None] == gathered(segments)[:, :, None, :]))
+
+    def folded(x):  # blocks into the batch: [batch * num_blocks, tokens, heads, head_dim]
+        return x.reshape(batch * num_blocks, -1, *x.shape[3:])
+
+    out = dot_product_attention(folded(in_blocks(query)[:, :num_blocks]), folded(gathered(key)),
+                                folded(gathered(value)), allowed.reshape(batch * num_blocks, 1, size, -1),
+                                dropout=dropout)
+    out = out.reshape(batch, num_blocks * size, *out.shape[2:])[:, :length]
+    if num_global:
+        global_mask = AttentionMask(key_mask, segments[:, :num_global], segments, causal=cfg.causal)
+        global_out = dot_product_attention(query[:, :num_global], key, value,
+                                           global_mask.dense(num_global, length), dropout=dropout)
+        out = out.at[:, :num_global].set(global_out)
+    return out
+
+
+def cache_length(cfg: Config, length: int) -> int:
+    """Slots of a KV cache that decodes `length` tokens: all of them, or, for a causal sliding window, the global
+    tokens and the last `window` (a rolling cache: memory flat in the generated length)."""
+    if cfg.attention == "sliding_window" and cfg.causal:
+        return min(length, cfg.global_tokens + cfg.window)
+    return length
+
+
+def cache_slots(cfg: Config, slots: int, positions) -> jax.Array:
+    """Where the tokens at `positions` ([new], consecutive) go in a cache of `slots`: slot = position, or in a rolling
+    cache global tokens first and the rest round-robin. A token a later one of the same call overwrites gets slot
+    `slots`, which a scatter with mode="drop" skips."""
+    num_global = min(cfg.global_tokens, slots)
+    rolling = max(slots - num_global, 1)
+    slot = jnp.where(positions < num_global, positions, num_global + (positions - num_global) % rolling)
+    kept = (positions < num_global) | (positions > positions[-1] - rolling)
+    return jnp.where(kept, slot, slots)
