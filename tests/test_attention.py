@@ -50,14 +50,14 @@ def test_sliding_window_equals_dense_attention_with_the_band_mask(causal, global
     # 45 tokens in blocks of 8: the length is padded internally; a window of 10 reaches two blocks each side
     cfg = Config(attention="sliding_window", window=10, block_size=8, global_tokens=global_tokens, causal=causal)
     band = band_reference(45, 10, global_tokens)
-    np.testing.assert_array_equal(pattern_mask(cfg, jnp.arange(45), jnp.arange(45)), band)
+    np.testing.assert_array_equal(pattern_mask(cfg, jnp.arange(45), jnp.arange(45), causal), band)
     assert_blockwise_equals_dense(cfg, 45, band)
 
 
 def block_layout_reference(cfg, num_blocks):
     """BigBird's block layout from `key_blocks`, after checking it is the ITC pattern."""
     layout = np.zeros((num_blocks, num_blocks), bool)
-    for i, row in enumerate(key_blocks(cfg, num_blocks)):
+    for i, row in enumerate(key_blocks(cfg, num_blocks, cfg.causal)):
         row = row[row >= 0]
         neighbours = [j for j in (i - 1, i, i + 1) if 0 <= j < num_blocks and (j <= i or not cfg.causal)]
         assert list(row[:len(neighbours)]) == neighbours
@@ -80,16 +80,16 @@ def test_block_sparse_equals_dense_attention_with_its_block_mask(causal, global_
     layout = block_layout_reference(cfg, num_blocks)
     i = np.arange(length)
     pattern = layout[i[:, None] // 4, i[None, :] // 4] | (i[:, None] < global_tokens) | (i[None, :] < global_tokens)
-    np.testing.assert_array_equal(pattern_mask(cfg, jnp.arange(length), jnp.arange(length)), pattern)
+    np.testing.assert_array_equal(pattern_mask(cfg, jnp.arange(length), jnp.arange(length), causal), pattern)
     assert_blockwise_equals_dense(cfg, length, pattern)
 
 
 def test_random_blocks_are_reproducible_and_follow_the_seed():
     cfg = Config(attention="block_sparse", block_size=4, num_random_blocks=3)
-    np.testing.assert_array_equal(key_blocks(cfg, 20), key_blocks(cfg.replace(window=7), 20))
-    assert not np.array_equal(key_blocks(cfg, 20), key_blocks(cfg.replace(attention_seed=1), 20))
-    causal = cfg.replace(causal=True)  # a causal row's choice does not depend on the length (KV-cache decoding)
-    np.testing.assert_array_equal(key_blocks(causal, 20), key_blocks(causal, 30)[:20, :])
+    np.testing.assert_array_equal(key_blocks(cfg, 20, False), key_blocks(cfg.replace(window=7), 20, False))
+    assert not np.array_equal(key_blocks(cfg, 20, False), key_blocks(cfg.replace(attention_seed=1), 20, False))
+    # a causal row's choice does not depend on the length, so KV-cache decoding sees the forward pass's pattern
+    np.testing.assert_array_equal(key_blocks(cfg, 20, True), key_blocks(cfg, 30, True)[:20, :])
 
 
 def test_global_tokens_attend_to_and_are_attended_by_every_token():
@@ -107,18 +107,21 @@ def test_global_tokens_attend_to_and_are_attended_by_every_token():
     assert not np.allclose(changed(10)[:, 0], out[:, 0])  # ... which the global query does see
 
 
-@pytest.mark.parametrize("name,task", [("bert-tiny", "mlm"), ("gpt-tiny", "causal_lm")])
+@pytest.mark.parametrize("name,task,overrides", [("bert-tiny", "mlm", {}), ("gpt-tiny", "causal_lm", {}),
+                                                 ("albert-tiny", "mlm", {}),
+                                                 ("gpt-tiny", "causal_lm", {"scan_layers": True, "remat": "full"})])
 @pytest.mark.parametrize("attention", ["sliding_window", "block_sparse"])
-def test_a_pattern_that_covers_the_sequence_is_dense_attention(name, task, attention):
+def test_a_pattern_that_covers_the_sequence_is_dense_attention(name, task, overrides, attention):
     # 24 tokens: a window of 24 covers them, and so do the three neighbouring blocks of 8
-    dense = zoo.create(name, task=task)
-    sparse = zoo.create(name, task=task, attention=attention, window=24, block_size=8)
+    dense = zoo.create(name, task=task, **overrides)
+    sparse = zoo.create(name, task=task, attention=attention, window=24, block_size=8, **overrides)
     x = jax.random.randint(jax.random.key(0), (2, 24), 1, dense.config.vocab_size)
     mask = jnp.ones_like(x).at[1, 20:].set(0)
     params = dense.init(jax.random.key(1), x)
     a, b = dense.apply(params, x, mask).logits, sparse.apply(params, x, mask).logits
     chex.assert_trees_all_close(a[:, :20], b[:, :20], atol=1e-5)
-    narrow = zoo.create(name, task=task, attention=attention, window=2, block_size=4, num_random_blocks=0)
+    narrow = zoo.create(name, task=task, attention=attention, window=2, block_size=4, num_random_blocks=0,
+                        **overrides)
     assert not np.allclose(narrow.apply(params, x, mask).logits[:, :20], a[:, :20], atol=1e-3)
 
 
@@ -154,6 +157,29 @@ def test_block_sparse_decoding_equals_the_forward_pass():
     params = model.init(jax.random.key(1), x)["params"]
     decoded, _ = decode_chunks(model, params, x, [5] + [1] * 8, 13)
     chex.assert_trees_all_close(decoded, model.apply({"params": params}, x).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["sliding_window", "block_sparse"])
+def test_encoder_decoder_with_sparse_attention_decodes_as_its_forward_pass(attention):
+    # the decoder's self-attention is causal although the config is not: its cache rolls, its random blocks look left
+    model = zoo.create("transformer-tiny", task="seq2seq", attention=attention, window=3, block_size=2,
+                       num_random_blocks=1)
+    src = jax.random.randint(jax.random.key(0), (2, 11), 1, model.config.vocab_size)
+    tgt = jax.random.randint(jax.random.key(1), (2, 9), 1, model.config.vocab_size)
+    src_mask = jnp.ones_like(src).at[1, 8:].set(0)
+    params = model.init(jax.random.key(2), src, tgt)["params"]
+    full = model.apply({"params": params}, src, tgt, attention_mask=src_mask).logits
+    encoded = model.apply({"params": params}, src, src_mask, method="encode")
+    cache = zoo.init_cache(model, 2, 9, source_length=11)
+    expected_slots = 3 if attention == "sliding_window" else 9
+    assert cache["decoder"]["layers_0"]["attention"]["key"].shape[1] == expected_slots
+    step = jax.jit(functools.partial(model.apply, method="decode", decode=True, mutable=["cache"]))
+    logits = []
+    for t in range(9):
+        out, mutated = step({"params": params, "cache": cache}, tgt[:, t:t + 1], encoded, src_mask)
+        cache = mutated["cache"]
+        logits.append(out.logits)
+    chex.assert_trees_all_close(jnp.concatenate(logits, axis=1), full, atol=1e-5)
 
 
 def test_generation_with_the_rolling_cache_equals_generation_without_cache():

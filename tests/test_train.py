@@ -108,9 +108,12 @@ def run_steps(model, mesh, batch, steps=3, grad_accum_steps=1, batches=None):
     return jax.device_get(state.params), losses
 
 
-@pytest.mark.parametrize("name, task", [("bert-tiny", "mlm"), ("gpt-tiny", "causal_lm")])
-def test_data_fsdp_tensor_mesh_equals_one_device(name, task):
-    model = zoo.create(name, task=task, dropout_rate=0.0, attention_dropout_rate=0.0)
+@pytest.mark.parametrize("name, task, overrides", [
+    ("bert-tiny", "mlm", {}), ("gpt-tiny", "causal_lm", {}),
+    ("bert-tiny", "mlm", {"attention": "block_sparse", "block_size": 4, "num_random_blocks": 1, "global_tokens": 1}),
+    ("gpt-tiny", "causal_lm", {"attention": "sliding_window", "window": 5, "block_size": 4})])
+def test_data_fsdp_tensor_mesh_equals_one_device(name, task, overrides):
+    model = zoo.create(name, task=task, dropout_rate=0.0, attention_dropout_rate=0.0, **overrides)
     batch = make_batch(task)
     single_params, single_losses = run_steps(model, make_mesh(1, 1, 1, devices=jax.devices()[:1]), batch)
     sharded_params, sharded_losses = run_steps(model, make_mesh(2, 2, 2), batch)

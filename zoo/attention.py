@@ -52,19 +52,20 @@ def attend(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.D
     query_length, key_length = query.shape[1], key.shape[1]
     dense_mask = mask.dense(query_length, key_length)
     if sparse:  # KV-cache decoding: a few queries over the cache, where a dense mask of the pattern is cheapest
-        dense_mask &= pattern_mask(cfg, *mask.positions(query_length, key_length))[None, None]
+        dense_mask &= pattern_mask(cfg, *mask.positions(query_length, key_length), mask.causal)[None, None]
     return dot_product_attention(query, key, value, dense_mask, dropout=dropout)
 
 
 @functools.lru_cache(maxsize=64)
-def key_blocks(cfg: Config, num_blocks: int) -> np.ndarray:
+def key_blocks(cfg: Config, num_blocks: int, causal: bool) -> np.ndarray:
     """[num_blocks, blocks per row] int: the key blocks that query block i gathers; -1 pads rows near the edges.
 
+    `causal` is the attention's (a decoder's self-attention is causal whatever `cfg.causal` says).
     Random blocks come from a generator seeded by (attention_seed, i), so a causal row's choice does not depend on
     the sequence length and KV-cache decoding sees the pattern of the full forward pass.
     """
     reach = -(-cfg.window // cfg.block_size) if cfg.attention == "sliding_window" else 1
-    offsets = range(-reach, 1 if cfg.causal else reach + 1)
+    offsets = range(-reach, 1 if causal else reach + 1)
     num_random = cfg.num_random_blocks if cfg.attention == "block_sparse" else 0
     wholly_global = cfg.global_tokens // cfg.block_size  # every query sees these blocks already
     rows = np.full((num_blocks, len(offsets) + num_random), -1, np.int32)
@@ -72,14 +73,14 @@ def key_blocks(cfg: Config, num_blocks: int) -> np.ndarray:
         local = [i + o for o in offsets if 0 <= i + o < num_blocks]
         rows[i, :len(local)] = local
         if num_random:
-            candidates = [j for j in range(wholly_global, i if cfg.causal else num_blocks) if j not in local]
+            candidates = [j for j in range(wholly_global, i if causal else num_blocks) if j not in local]
             rng = np.random.default_rng((cfg.attention_seed, i))
             chosen = np.sort(rng.choice(candidates, min(num_random, len(candidates)), replace=False))
             rows[i, len(local):len(local) + len(chosen)] = chosen
     return rows
 
 
-def pattern_mask(cfg: Config, query_positions, key_positions) -> jax.Array:
+def pattern_mask(cfg: Config, query_positions, key_positions, causal: bool) -> jax.Array:
     """[queries, keys] bool: where `cfg.attention`'s pattern lets a query see a key (padding and causality aside).
 
     The dense equivalent of `blockwise_attention`'s pattern; decoding uses it over the KV cache, tests as reference.
@@ -92,7 +93,7 @@ def pattern_mask(cfg: Config, query_positions, key_positions) -> jax.Array:
         allowed = jnp.abs(query - key) <= cfg.window
     else:
         num_blocks = -(-key.shape[1] // cfg.block_size)
-        blocks = key_blocks(cfg, num_blocks)
+        blocks = key_blocks(cfg, num_blocks, causal)
         layout = np.zeros((num_blocks, num_blocks + 1), bool)  # the last column absorbs the -1 padding
         layout[np.arange(num_blocks)[:, None], blocks] = True
         allowed = jnp.asarray(layout[:, :num_blocks])[query // cfg.block_size, key // cfg.block_size]
@@ -111,7 +112,7 @@ def blockwise_attention(query, key, value, mask: AttentionMask, cfg: Config, *, 
     num_global = min(cfg.global_tokens, length)
     key_mask = jnp.ones((batch, length), bool) if mask.key_mask is None else mask.key_mask
     segments = jnp.zeros((batch, length), jnp.int32) if mask.query_segment_ids is None else mask.query_segment_ids
-    blocks = key_blocks(cfg, num_blocks)
+    blocks = key_blocks(cfg, num_blocks, mask.causal)
     index = np.where(blocks >= 0, blocks, num_blocks)  # -1 -> an extra empty (fully masked) block
 
     def in_blocks(x, fill=0):  # [batch, length, ...] -> [batch, num_blocks + 1, size, ...], the last one empty
@@ -133,7 +134,7 @@ def blockwise_attention(query, key, value, mask: AttentionMask, cfg: Config, *, 
     allowed = is_global_copy | (key_pos >= num_global)
     if cfg.attention == "sliding_window":
         allowed &= is_global_copy | (jnp.abs(query_pos - key_pos) <= cfg.window)
-    if cfg.causal:
+    if mask.causal:
         allowed &= key_pos <= query_pos
     allowed = (allowed[None] & gathered(key_mask, False)[:, :, None, :]
                & (in_blocks(segments)[:, :num_blocks, :, None] == gathered(segments)[:, :, None, :]))
@@ -146,7 +147,7 @@ def blockwise_attention(query, key, value, mask: AttentionMask, cfg: Config, *, 
                                 dropout=dropout)
     out = out.reshape(batch, num_blocks * size, *out.shape[2:])[:, :length]
     if num_global:
-        global_mask = AttentionMask(key_mask, segments[:, :num_global], segments, causal=cfg.causal)
+        global_mask = AttentionMask(key_mask, segments[:, :num_global], segments, causal=mask.causal)
         global_out = dot_product_attention(query[:, :num_global], key, value,
                                            global_mask.dense(num_global, length), dropout=dropout)
         out = out.at[:, :num_global].set(global_out)
@@ -154,9 +155,9 @@ def blockwise_attention(query, key, value, mask: AttentionMask, cfg: Config, *, 
 
 
 def cache_length(cfg: Config, length: int) -> int:
-    """Slots of a KV cache that decodes `length` tokens: all of them, or, for a causal sliding window, the global
-    tokens and the last `window` (a rolling cache: memory flat in the generated length)."""
-    if cfg.attention == "sliding_window" and cfg.causal:
+    """Slots of a KV cache that decodes `length` tokens: all of them, or, for a sliding window, the global tokens and
+    the last `window` (a rolling cache: memory flat in the generated length; decoding is causal)."""
+    if cfg.attention == "sliding_window":
         return min(length, cfg.global_tokens + cfg.window)
     return length
 
