@@ -1,5 +1,7 @@
 """Fine-tune BERT-base on GLUE SST-2 (sentence classification) from pretrained weights: lr 2e-5, batch 32, 3 epochs,
-10% warm-up. --config.init_from=/path/to/bert-base-uncased (config.json + model.safetensors + vocab.txt)."""
+10% warm-up. --config.init_from=/path/to/bert-base-uncased (config.json + model.safetensors + vocab.txt).
+Offline, --config.data.source=word_order fine-tunes on the shipped word-order task instead
+(train.data.word_order_records)."""
 
 from train.recipes import base_config
 

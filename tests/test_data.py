@@ -10,7 +10,7 @@ import pytest
 from train.data import (IGNORE_INDEX, TfdsDocuments, TfdsPairs, TfdsRecords, albert_pretraining_batches,
                         bert_pretraining_batches, causal_lm_batches, classification_batches, date_translation_pairs,
                         make_sentence_pairs, mask_tokens, maskable_positions, pack_documents, read_jsonl,
-                        read_text_files, seq2seq_batches, shipped_documents, shipped_tokenizer)
+                        read_text_files, seq2seq_batches, shipped_documents, shipped_tokenizer, word_order_records)
 from train.data.corpus import CORPUS_FILE
 
 MASK, PAD, CLS, SEP = 4, 0, 3, 1
@@ -305,6 +305,46 @@ def test_seq2seq_decoder_inputs_are_targets_shifted_right(tokenizer):
     targets = {tokenizer.decode(row[row >= 0]).replace(" ", "") for row in labels}
     assert targets <= {target for _, target in pairs}
 
+
+
+def test_word_order_records_swap_two_words_of_half_the_sentences_and_split_by_document():
+    train, validation = word_order_records("train"), word_order_records("validation")
+    assert train == word_order_records("train") and train != word_order_records("train", seed=1)
+    assert 0.45 < np.mean([label for _, label in train]) < 0.55
+    assert len(validation) > 500 and not {text for text, _ in train} & {text for text, _ in validation}
+    as_written = {tuple(s.split()) for document in shipped_documents() for s in document}
+    by_words = {}
+    for words in as_written:
+        by_words.setdefault(tuple(sorted(words)), []).append(words)
+    for text, label in train[:2000]:
+        words = tuple(text.split())
+        assert 6 <= len(words) <= 40
+        if label == 1:
+            assert words in as_written
+        else:  # the same words as a sentence of the corpus, two of them in each other's place
+            differences = [sum(a != b for a, b in zip(words, original)) for original in by_words[tuple(sorted(words))]]
+            assert 2 in differences
+    with pytest.raises(ValueError, match="split must be 'train' or 'validation'"):
+        word_order_records("test")
+
+
+def test_word_order_source_gives_classification_batches_and_held_out_eval_batches():
+    import zoo
+    from train.inputs import make_datasets
+    from train.recipes import base_config
+
+    config = base_config()
+    config.task, config.train.batch_size = "sequence_classification", 8
+    config.data.update(dict(source="word_order", max_length=32, eval_batches=2))
+    datasets = make_datasets(config, zoo.create("bert-tiny", task="sequence_classification", num_labels=2))
+    batch = next(datasets.train)
+    assert {k: v.shape for k, v in batch.items()} == {"input_ids": (8, 32), "attention_mask": (8, 32),
+                                                     "token_type_ids": (8, 32), "labels": (8,)}
+    assert set(batch["labels"].tolist()) <= {0, 1}
+    assert len(list(datasets.eval())) == 2
+    config.data.source = "shipped"
+    with pytest.raises(ValueError, match=r"data.source='shipped' is not one of tfds .* word_order"):
+        make_datasets(config, zoo.create("bert-tiny", task="sequence_classification", num_labels=2))
 
 def test_shipped_corpus_and_vocabulary(tokenizer):
     docs = shipped_documents()

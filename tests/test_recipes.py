@@ -1,6 +1,5 @@
 """Each tiny recipe learns, the entry point leaves its files and resumes, and two hosts train as one."""
 
-import importlib.util
 import json
 import os
 import socket
@@ -10,15 +9,18 @@ import sys
 import numpy as np
 import pytest
 
+from train.recipes import load_recipe
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
-def load_recipe(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+def test_load_recipe_finds_configs_by_name_and_by_path():
+    by_name = load_recipe("transformer_tiny")
+    assert by_name == load_recipe(os.path.join(REPO, "configs", "transformer_tiny.py"))
+    assert (by_name.model, by_name.task, by_name.train.steps) == ("transformer-tiny", "seq2seq", 1200)
+    with pytest.raises(FileNotFoundError, match=r"no recipe .*bert_huge.py; the recipes in .*configs: .*bert_tiny"):
+        load_recipe("bert_huge")
 
 
 @pytest.mark.parametrize("name", ["bert_tiny", "albert_tiny", "gpt_tiny", "transformer_tiny"])

@@ -146,6 +146,21 @@ def test_encode_batch_pads_truncates_and_types(bert_folder):
         ours.encode_batch(["a b c d e f g h i"], max_length=5, truncation=False)
 
 
+
+def test_left_padding_puts_the_same_tokens_last_in_each_row(bert_folder):
+    ours = zt.from_pretrained(bert_folder)
+    texts = ["a", ("a much longer first segment", "and a second")]
+    right = ours.encode_batch(texts, max_length=12)
+    left = ours.encode_batch(texts, max_length=12, padding_side="left")
+    for row in range(2):
+        real = right["attention_mask"][row].sum()
+        assert left["attention_mask"][row].tolist() == [0] * (12 - real) + [1] * real
+        for key in ("input_ids", "token_type_ids"):
+            assert left[key][row, 12 - real:].tolist() == right[key][row, :real].tolist()
+        assert left["input_ids"][row, :12 - real].tolist() == [ours.pad_id] * (12 - real)
+    with pytest.raises(ValueError, match="padding_side must be 'right' or 'left', got 'top'"):
+        ours.encode_batch(texts, max_length=12, padding_side="top")
+
 def test_max_length_smaller_than_the_special_tokens_is_an_error(bert_folder):
     ours = zt.from_pretrained(bert_folder)
     with pytest.raises(ValueError, match="special tokens"):

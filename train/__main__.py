@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import jax
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -21,9 +20,6 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes (multi-host)")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process (multi-host)")
 
-FILL_IN = ["the function returns a [MASK] of the values.", "this module provides [MASK] for working with files.",
-           "raise a [MASK] if the argument is not an integer.", "return the number of [MASK] in the list."]
-
 
 def main(argv):
     del argv
@@ -32,6 +28,7 @@ def main(argv):
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from train.inputs import make_datasets
     from train.loop import create_model, train_and_evaluate
+    from train.showcase import show_fill_in
 
     config = _CONFIG.value
     if config is None:
@@ -50,20 +47,6 @@ def main(argv):
         print(f"\nfinal: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
         print(f"checkpoints: {workdir}/checkpoints\nmetrics:     {workdir}/metrics.jsonl\n"
               f"tensorboard: {workdir}/events\nloss curve:  {workdir}/loss.png")
-
-
-def show_fill_in(model, params, tokenizer):
-    """The model's top guesses for each [MASK] in a few sentences."""
-    batch = tokenizer.encode_batch(FILL_IN, max_length=32, padding="longest")
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-    out = jax.jit(model.apply)({"params": jax.device_get(params)}, **inputs)
-    logits = np.asarray(out.prediction_logits if model.task == "pretraining" else out.logits)
-    print("\nfilling in [MASK]:")
-    for row, sentence in enumerate(FILL_IN):
-        ids = list(batch["input_ids"][row])
-        position = ids.index(tokenizer.mask_id)
-        guesses = [tokenizer.decode([int(t)]) for t in np.argsort(-logits[row, position])[:3]]
-        print(f"  {sentence:<55} -> {', '.join(guesses)}")
 
 
 if __name__ == "__main__":

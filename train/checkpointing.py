@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as preservation
@@ -88,3 +89,24 @@ def _path(path) -> str:
 def abstract_like(tree, shardings):
     """ShapeDtypeStructs of `tree` on `shardings`: the restore target for a run on this mesh."""
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), tree, shardings)
+
+
+def restore_train_state(directory: str, like, step: int | None = None) -> tuple[int, Any]:
+    """(step, train state) saved in a run's checkpoint directory (default: its latest step), placed on the shardings of
+    the arrays in `like`: a train state of the same model, e.g. the one training returned or one built on another mesh.
+
+    Raises FileNotFoundError when the directory holds no checkpoint; ValueError when the checkpoint does not fit.
+    """
+    if not os.path.isdir(directory):  # checked first: the manager would create the directory
+        raise FileNotFoundError(f"no checkpoint directory {os.path.abspath(directory)}")
+    checkpointer = Checkpointer(directory, every_steps=1)
+    try:
+        step = checkpointer.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
+        shardings = jax.tree.map(lambda x: x.sharding, like)
+        saved_rng = jax.ShapeDtypeStruct((2,), jnp.uint32)  # the loop saves a raw PRNGKey next to the state
+        state, _, _ = checkpointer.restore(step, abstract_like(like, shardings), saved_rng)
+    finally:
+        checkpointer.close()
+    return step, state

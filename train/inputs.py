@@ -37,7 +37,7 @@ def load_documents(cfg: ml_collections.ConfigDict):
     if cfg.source == "tfds":
         return data.TfdsDocuments(cfg.tfds_name, cfg.split, text_field=cfg.get("text_field", "text"))
     raise ValueError(f"data.source={cfg.source!r} is not one of shipped, text, jsonl, tfds (or dates / tfds "
-                     f"records for seq2seq and classification)")
+                     f"records for seq2seq, word_order / tfds records for classification)")
 
 
 def make_datasets(config: ml_collections.ConfigDict, model) -> Datasets:
@@ -95,11 +95,17 @@ def make_datasets(config: ml_collections.ConfigDict, model) -> Datasets:
         return Datasets(pair_batches(pairs), evaluate, tokenizer)
 
     if task == "sequence_classification":
-        if cfg.source != "tfds":
-            raise ValueError(f"sequence_classification data.source={cfg.source!r}: use tfds (e.g. glue/sst2)")
-        fields = tuple(cfg.fields)
-        records = data.TfdsRecords(cfg.tfds_name, cfg.split, fields=fields)
-        eval_records = data.TfdsRecords(cfg.tfds_name, cfg.eval_split, fields=fields) if cfg.get("eval_split") else None
+        if cfg.source == "word_order":  # the shipped task: offline, two labels (1 = the words in their order)
+            records = data.word_order_records("train", seed=seed)
+            eval_records = data.word_order_records("validation", seed=seed)
+        elif cfg.source == "tfds":
+            fields = tuple(cfg.fields)
+            records = data.TfdsRecords(cfg.tfds_name, cfg.split, fields=fields)
+            eval_records = data.TfdsRecords(cfg.tfds_name, cfg.eval_split, fields=fields) \
+                if cfg.get("eval_split") else None
+        else:
+            raise ValueError(f"sequence_classification data.source={cfg.source!r} is not one of tfds (e.g. "
+                             f"glue/sst2), word_order (the shipped task)")
 
         def record_batches(r, **options):
             return data.classification_batches(r, tokenizer, batch_size=batch_size, max_length=cfg.max_length,

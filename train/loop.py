@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -53,12 +53,15 @@ def global_batch(local: dict, sharding: NamedSharding) -> dict:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_data: Iterator,
-                       eval_data=None, *, model=None, initial_params=None, show_progress: bool = True) -> dict:
+                       eval_data=None, *, model=None, initial_params=None, show_progress: bool = True,
+                       on_metrics: Callable[[dict], None] | None = None) -> dict:
     """Trains `config.train.steps` steps (micro-steps with gradient accumulation), resuming from `workdir`.
 
     `train_data` yields this host's part of each batch as a dict of NumPy arrays and has `get_state()` and
     `set_state(state)`, saved in every checkpoint so a resumed run sees exactly the batches it would have seen.
-    `eval_data()` returns a fresh iterable of eval batches. Returns (final state, last train and eval metrics).
+    `eval_data()` returns a fresh iterable of eval batches. `on_metrics(row)` is called on process 0 with each row
+    written to metrics.jsonl (`step` and the train or `eval_` metrics) as it is written, e.g. to draw a live loss
+    curve. Returns (final state, last train and eval metrics).
     Raises NonFiniteLoss (naming the step) on a NaN or inf loss; the last checkpoint kept is a finite one.
     """
     os.makedirs(workdir, exist_ok=True)
@@ -91,7 +94,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
                                           label_smoothing=config.get("loss", {}).get("label_smoothing", 0.0),
                                           mlm_max_predictions=config.get("loss", {}).get("mlm_max_predictions", 0),
                                           grad_accum_steps=config.optimizer.get("grad_accum_steps", 1))
-    writer = MetricWriter(workdir)
+    writer = MetricWriter(workdir, on_write=on_metrics)
     total, log_every = config.train.steps, config.train.log_every
     eval_every = config.train.get("eval_every", 0)
     last_train, last_eval = {}, {}

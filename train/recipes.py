@@ -1,6 +1,13 @@
-"""The defaults every recipe in configs/ starts from; a recipe file says only what it changes."""
+"""The defaults every recipe in configs/ starts from (a recipe file says only what it changes), and loading a recipe
+by name."""
+
+import importlib.util
+import pathlib
 
 import ml_collections
+
+# configs/ sits next to train/ in the repository (an editable install or a checkout on sys.path), not in a wheel
+RECIPES_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -25,3 +32,19 @@ def base_config() -> ml_collections.ConfigDict:
                                             eval_batches=0, whole_word_masking=False, mask_rate=0.15,
                                             max_predictions=0))
     return c
+
+
+def load_recipe(name: str) -> ml_collections.ConfigDict:
+    """The `get_config()` of a recipe: a name in the repository's configs/ ("bert_tiny") or a path to a recipe file.
+
+    Raises FileNotFoundError naming the recipes there when there is no such file (e.g. zoo was installed from a wheel,
+    which has no configs/: install the repository with `pip install -e`).
+    """
+    path = pathlib.Path(name) if name.endswith(".py") else RECIPES_DIR / f"{name}.py"
+    if not path.is_file():
+        known = sorted(p.stem for p in RECIPES_DIR.glob("*.py")) if RECIPES_DIR.is_dir() else []
+        raise FileNotFoundError(f"no recipe {path}; the recipes in {RECIPES_DIR}: {', '.join(known) or 'none'}")
+    spec = importlib.util.spec_from_file_location(f"recipe_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()

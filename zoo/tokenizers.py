@@ -119,7 +119,8 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[Text], *, max_length: Optional[int] = None, padding: str = "max_length",
                      truncation: bool = True, add_special_tokens: bool = True,
-                     return_token_type_ids: Optional[bool] = None) -> dict[str, np.ndarray]:
+                     return_token_type_ids: Optional[bool] = None,
+                     padding_side: str = "right") -> dict[str, np.ndarray]:
         """Encodes texts (or (a, b) pairs) into int32 arrays [batch, length].
 
         Args:
@@ -127,6 +128,8 @@ class Tokenizer:
           truncation: cut the longer segment first until a row fits `max_length` (BERT's "longest_first");
             False makes a row that does not fit a ValueError.
           return_token_type_ids: default `has_token_types` (GPT-2 and Marian models take none).
+          padding_side: "right", or "left" for prompts that a decoder continues (`zoo.generate` wants GPT prompts
+            left-padded, so every row's last token is in the last column).
         Returns:
           {"input_ids", "attention_mask"[, "token_type_ids"]}; padding holds `pad_id` (or 0) and mask 0.
         Raises:
@@ -136,6 +139,8 @@ class Tokenizer:
             raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}")
         if padding == "max_length" and max_length is None:
             raise ValueError("padding='max_length' needs max_length")
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
         pairs = [t if isinstance(t, tuple) else (t, None) for t in texts]
         flat = [a for a, _ in pairs] + [b for _, b in pairs if b is not None]
         plain = iter(self.encode_plain(flat))
@@ -165,9 +170,10 @@ class Tokenizer:
         token_type_ids = np.zeros((len(rows), length), np.int32)
         attention_mask = np.zeros((len(rows), length), np.int32)
         for i, (ids, type_ids) in enumerate(zip(rows, types)):
-            input_ids[i, :len(ids)] = ids
-            token_type_ids[i, :len(ids)] = type_ids
-            attention_mask[i, :len(ids)] = 1
+            place = slice(length - len(ids), length) if padding_side == "left" else slice(0, len(ids))
+            input_ids[i, place] = ids
+            token_type_ids[i, place] = type_ids
+            attention_mask[i, place] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.has_token_types if return_token_type_ids is None else return_token_type_ids:
             batch["token_type_ids"] = token_type_ids

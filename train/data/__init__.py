@@ -4,10 +4,10 @@
 - `train.data.pretraining`: `mask_tokens`, `make_sentence_pairs` (NSP/SOP), `pack_documents`, `make_seq2seq_example`.
 - `train.data.loader`: `Batches` (get_state/set_state) and `bert_pretraining_batches`, `albert_pretraining_batches`,
   `causal_lm_batches`, `seq2seq_batches`, `classification_batches` and `question_answering_batches` (fine-tuning).
-- `train.data.corpus`: the corpus, WordPiece vocabulary and date-translation task that ship with zoo.
+- `train.data.corpus`: the corpus, WordPiece vocabulary, date-translation and word-order tasks shipped with zoo.
 """
 
-from train.data.corpus import date_translation_pairs, shipped_documents, shipped_tokenizer
+from train.data.corpus import date_translation_pairs, shipped_documents, shipped_tokenizer, word_order_records
 from train.data.loader import (Batches, CausalLMRecipe, ClassificationRecipe, Seq2SeqRecipe, SentencePairRecipe,
                                SpanQARecipe, TokenizedDocuments, albert_pretraining_batches, bert_pretraining_batches,
                                causal_lm_batches, classification_batches, question_answering_batches,
@@ -22,4 +22,5 @@ __all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", 
            "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches", "classification_batches",
            "date_translation_pairs", "make_sentence_pairs", "make_seq2seq_example", "mask_tokens",
            "maskable_positions", "pack_documents", "pack_rows", "parse_documents", "question_answering_batches",
-           "read_jsonl", "read_text_files", "seq2seq_batches", "SpanQARecipe", "shipped_documents", "shipped_tokenizer", "split_sentences"]
+           "read_jsonl", "read_text_files", "seq2seq_batches", "SpanQARecipe", "shipped_documents", "shipped_tokenizer",
+           "split_sentences", "word_order_records"]

@@ -7,6 +7,8 @@
   presets. [PAD]=0 and [SEP]=1, so `gpt-tiny`'s eos (1) and `transformer-tiny`'s pad/eos/start (0/1/0) match it.
 - `date_translation_pairs`: a generated translation task (dates written out in words -> ISO dates) for the
   encoder-decoder.
+- `word_order_records`: a generated sentence-classification task from the corpus (is the word order as written, or
+  were two words swapped?) for fine-tuning offline.
 """
 
 from __future__ import annotations
@@ -82,3 +84,39 @@ def date_translation_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
                   f"{date.day} {month} {date.year}")[style]
         pairs.append((source, date.isoformat()))
     return pairs
+
+
+def word_order_records(split: str = "train", seed: int = 0, eval_fraction: float = 0.05) -> list[tuple[str, int]]:
+    """A generated acceptability task from the shipped corpus, in the spirit of GLUE's CoLA (Warstadt et al. 2019):
+    (sentence, 1) for a sentence as written, (sentence, 0) for one with two different words swapped; about half of
+    each, every sentence of 6 to 40 words used once.
+
+    `split` "train" draws from the first `1 - eval_fraction` of the documents and "validation" from the rest, less
+    the sentences that the training documents also hold (the corpus repeats a few), so no sentence is in both.
+    Deterministic for a seed. Raises ValueError for another split.
+    """
+    if split not in ("train", "validation"):
+        raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+    documents = shipped_documents()
+    first_held_out = len(documents) - int(len(documents) * eval_fraction)
+    training = [s for document in documents[:first_held_out] for s in document]
+    if split == "train":
+        chosen, seen_in_training = training, set()
+    else:
+        chosen, seen_in_training = [s for document in documents[first_held_out:] for s in document], set(training)
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    records = []
+    for sentence in chosen:
+        words = sentence.split()
+        if not 6 <= len(words) <= 40 or sentence in seen_in_training:
+            continue
+        if rng.random() < 0.5:
+            records.append((sentence, 1))
+            continue
+        first, second = rng.choice(len(words), 2, replace=False)
+        if words[first].lower() == words[second].lower():  # swapping equal words leaves the sentence as written
+            records.append((sentence, 1))
+            continue
+        words[first], words[second] = words[second], words[first]
+        records.append((" ".join(words), 0))
+    return records
