@@ -108,10 +108,11 @@ class MultiHeadAttention(nn.Module):
         cached_value = self.variable("cache", "value", jnp.zeros, shape, value.dtype)
         if not initialized:  # the call that sizes the cache: attend over the input itself
             return key, value
-        keys = jnp.concatenate([cached_key.value, key.astype(cached_key.value.dtype)], axis=1)
-        values = jnp.concatenate([cached_value.value, value.astype(cached_value.value.dtype)], axis=1)
-        cached_key.value = cached_key.value.at[:, cache_slots].set(key.astype(keys.dtype), mode="drop")
-        cached_value.value = cached_value.value.at[:, cache_slots].set(value.astype(values.dtype), mode="drop")
+        key, value = key.astype(cached_key.value.dtype), value.astype(cached_value.value.dtype)
+        keys = jnp.concatenate([cached_key.value, key], axis=1)
+        values = jnp.concatenate([cached_value.value, value], axis=1)
+        cached_key.value = cached_key.value.at[:, cache_slots].set(key, mode="drop")
+        cached_value.value = cached_value.value.at[:, cache_slots].set(value, mode="drop")
         return keys, values
 
 
