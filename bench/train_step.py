@@ -1,6 +1,7 @@
 """Train-step speed of zoo against `transformers` PyTorch on the same CPU, in the same run.
 
     python bench/train_step.py [--models bert gpt2] [--batch 8] [--length 128] [--steps 5]
+                               [--dtype bfloat16] [--attention-kernel cudnn] [--no-torch] [--no-unrolled]
 
 Prints tokens/s of each, their ratio, model-FLOPs utilisation against a measured matmul peak, and the compile time
 of the zoo step with and without scan over layers. Needs the test extra (torch, transformers).
@@ -48,9 +49,9 @@ def matmul_peak_flops(n=2048, repeats=5) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - start)
 
 
-def zoo_step(kind, batch, steps, scan_layers, mlm_max_predictions=0):
+def zoo_step(kind, batch, steps, scan_layers, mlm_max_predictions=0, **overrides):
     name, task = PRESETS[kind]
-    model = zoo.create(name, task=task, scan_layers=scan_layers)
+    model = zoo.create(name, task=task, scan_layers=scan_layers, **overrides)
     schedule = make_schedule("constant", peak_value=1e-4, warmup_steps=0, total_steps=10)
     tx = make_optimizer(schedule)
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
@@ -106,13 +107,20 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--dtype", default="float32", help="compute dtype of the zoo model")
+    parser.add_argument("--attention-kernel", default="xla", choices=("xla", "cudnn"))
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-unrolled", action="store_true", help="skip the compile without scan over layers")
     args = parser.parse_args()
+    overrides = dict(dtype=args.dtype, attention_kernel=args.attention_kernel)
+    if args.attention_kernel == "cudnn":
+        overrides["attention_dropout_rate"] = 0.0  # cuDNN's kernel through jax.nn has no attention dropout
     import torch
 
     torch.set_num_threads(os.cpu_count())  # the same cores XLA uses
     peak = matmul_peak_flops()
-    print(f"matmul peak on this CPU: {peak / 1e9:.1f} GFLOP/s; batch {args.batch} x {args.length} tokens")
+    print(f"{jax.devices()[0].device_kind}: float32 matmul peak {peak / 1e9:.1f} GFLOP/s; batch {args.batch} x "
+          f"{args.length} tokens; zoo in {args.dtype}, attention kernel {args.attention_kernel}")
     print(f"{'model':<6} {'zoo tok/s':>10} {'torch tok/s':>12} {'ratio':>7} {'zoo MFU':>8} "
           f"{'compile scan':>13} {'compile unrolled':>17}")
     for kind in args.models:
@@ -122,15 +130,17 @@ def main():
         tokens = args.batch * args.length
         # BERT as its authors trained it: the MLM head only at the 20 masked positions (transformers runs it at all).
         gather = MLM_PREDICTIONS if task == "mlm" else 0
-        seconds, compile_scan, params = zoo_step(kind, batch, args.steps, scan_layers=True, mlm_max_predictions=gather)
-        _, compile_unrolled, _ = zoo_step(kind, batch, 1, scan_layers=False, mlm_max_predictions=gather)
+        seconds, compile_scan, params = zoo_step(kind, batch, args.steps, scan_layers=True, mlm_max_predictions=gather,
+                                                 **overrides)
+        compile_unrolled = None if args.no_unrolled else zoo_step(
+            kind, batch, 1, scan_layers=False, mlm_max_predictions=gather, **overrides)[1]
         torch_seconds = None if args.no_torch else torch_step(kind, batch, args.steps)
         # 6 FLOPs per parameter per token (forward + backward) plus attention's 12 * layers * length * hidden.
         flops = tokens * (6 * params + 12 * cfg.num_layers * args.length * cfg.hidden_size)
         torch_rate = f"{tokens / torch_seconds:>12.0f}" if torch_seconds else f"{'-':>12}"
         ratio = f"{torch_seconds / seconds:>6.2f}x" if torch_seconds else f"{'-':>7}"
         print(f"{kind:<6} {tokens / seconds:>10.0f} {torch_rate} {ratio} {flops / seconds / peak:>8.1%} "
-              f"{compile_scan:>12.1f}s {compile_unrolled:>16.1f}s", flush=True)
+              f"{compile_scan:>12.1f}s {'-' if compile_unrolled is None else f'{compile_unrolled:.1f}s':>17}", flush=True)
 
 
 if __name__ == "__main__":

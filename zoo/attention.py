@@ -47,6 +47,13 @@ def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None
 
 def attend(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.Dropout | None, sparse: bool):
     """Attention with `cfg.attention`'s pattern when `sparse` (self-attention), else over all unmasked keys."""
+    if cfg.attention_kernel == "cudnn" and mask.query_positions is None:
+        return cudnn_attention(query, key, value, mask, cfg, sparse=sparse)
+    return xla_attention(query, key, value, mask, cfg, dropout=dropout, sparse=sparse)
+
+
+def xla_attention(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.Dropout | None, sparse: bool):
+    """`attend` on any backend: dense with a [queries, keys] mask, sparse patterns blockwise."""
     if sparse and cfg.attention != "dense" and mask.query_positions is None:
         return blockwise_attention(query, key, value, mask, cfg, dropout=dropout)
     query_length, key_length = query.shape[1], key.shape[1]
@@ -54,6 +61,36 @@ def attend(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.D
     if sparse:  # KV-cache decoding: a few queries over the cache, where a dense mask of the pattern is cheapest
         dense_mask &= pattern_mask(cfg, *mask.positions(query_length, key_length), mask.causal)[None, None]
     return dot_product_attention(query, key, value, dense_mask, dropout=dropout)
+
+
+def cudnn_attention(query, key, value, mask: AttentionMask, cfg: Config, *, sparse: bool):
+    """`attend` through cuDNN's fused flash-attention kernel (`jax.nn.dot_product_attention(implementation="cudnn")`).
+
+    The kernel skips the blocks that a causal mask or a left sliding window hides, so a causal sliding window costs
+    O(length * window) with no gathered copies of the keys. It takes padding as per-row lengths, which describes
+    right padding only: a key mask that is anything else (left padding) goes to `xla_attention`, chosen on the device
+    by a `lax.cond`, so the result is exact for every mask. Packed rows (segment ids) have no cuDNN form here and are a
+    ValueError; so is a backend other than a GPU. KV-cache decoding (a few queries) never comes here.
+    """
+    if jax.default_backend() != "gpu":
+        raise ValueError(f"attention_kernel='cudnn' runs on an NVIDIA GPU, but JAX's backend is "
+                         f"{jax.default_backend()!r}: use attention_kernel='xla'")
+    if mask.query_segment_ids is not None:
+        raise ValueError("attention_kernel='cudnn' cannot keep packed sequences (segment_ids) apart: "
+                         "use attention_kernel='xla'")
+    window = (cfg.window, 0) if sparse and cfg.attention == "sliding_window" else None
+
+    def fused(lengths=None):
+        return jax.nn.dot_product_attention(query, key, value, is_causal=mask.causal, key_value_seq_lengths=lengths,
+                                            local_window_size=window, implementation="cudnn")
+
+    if mask.key_mask is None:
+        return fused()
+    lengths = mask.key_mask.sum(axis=-1, dtype=jnp.int32)
+    right_padded = jnp.all(mask.key_mask == (jnp.arange(key.shape[1]) < lengths[:, None]))
+    # A row of padding only would have no key at all; its output is never used, but must not be NaN.
+    return jax.lax.cond(right_padded, lambda: fused(jnp.maximum(lengths, 1)),
+                        lambda: xla_attention(query, key, value, mask, cfg, dropout=None, sparse=sparse))
 
 
 @functools.lru_cache(maxsize=64)

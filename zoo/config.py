@@ -15,6 +15,7 @@ import jax.numpy as jnp
 POSITION_EMBEDDINGS = ("learned", "sinusoidal")
 NORM_POSITIONS = ("pre", "post")
 ATTENTIONS = ("dense", "sliding_window", "block_sparse")
+ATTENTION_KERNELS = ("xla", "cudnn")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swish")
 POOLINGS = ("cls", "mean", "max", "mean_max", "none")
 REMAT_POLICIES = ("none", "full", "dots")
@@ -55,6 +56,9 @@ class Config:
     block_size: int = 64  # sparse: queries and keys are processed in blocks of this many tokens
     num_random_blocks: int = 3  # block_sparse: random key blocks per query block
     attention_seed: int = 0  # block_sparse: seeds the random blocks, so the pattern is the same on every call
+    # Who computes attention: "xla" runs anywhere (sparse patterns blockwise); "cudnn" is cuDNN's fused flash
+    # attention on an NVIDIA GPU, for dense attention and a causal sliding window (see zoo.attention.cudnn_attention).
+    attention_kernel: str = "xla"
     share_layers: bool = False  # ALBERT: one set of layer weights applied num_layers times
     activation: str = "gelu"
     pooling: str = "cls"  # sentence representation: [CLS] with tanh dense, mask-aware mean / max / both, or none
@@ -86,6 +90,7 @@ class Config:
         _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
         _check_choice("attention", self.attention, ATTENTIONS)
+        _check_choice("attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("pooling", self.pooling, POOLINGS)
         _check_choice("remat", self.remat, REMAT_POLICIES)
@@ -110,8 +115,31 @@ class Config:
             rate = getattr(self, name)
             if rate is not None and not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        if self.attention_kernel == "cudnn":
+            self._check_cudnn()
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size}")
+
+    def _check_cudnn(self) -> None:
+        """What cuDNN's fused attention cannot do, named before anything is traced."""
+        problems = []
+        if self.dtype not in (jnp.bfloat16, jnp.float16):
+            problems.append(f"it computes in bfloat16 or float16, not dtype={self.dtype}")
+        if self.head_dim % 8:
+            problems.append(f"head_dim must be a multiple of 8, got {self.head_dim}")
+        if self.attention_dropout_rate:
+            problems.append(f"it has no attention dropout: set attention_dropout_rate=0, not "
+                            f"{self.attention_dropout_rate}")
+        if self.attention == "block_sparse":
+            problems.append("it has no block-sparse pattern")
+        if self.attention == "sliding_window" and not (self.causal and not self.is_encoder_decoder):
+            problems.append("its sliding window looks left only, so it fits a causal decoder-only model "
+                            "(causal=True), not a bidirectional one")
+        if self.attention == "sliding_window" and self.global_tokens:
+            problems.append(f"it has no global tokens: set global_tokens=0, not {self.global_tokens}")
+        if problems:
+            raise ValueError("attention_kernel='cudnn' does not fit this config: " + "; ".join(problems)
+                             + ". attention_kernel='xla' runs every pattern")
 
     @property
     def embedding_dim(self) -> int:

@@ -117,13 +117,14 @@ class Transformer(nn.Module):
         if decode and not cfg.causal:
             raise ValueError("decode=True needs a causal model")
         batch, length = input_ids.shape
+        # No attention_mask means no key mask at all, which lets cuDNN's kernel skip its padding check.
+        mask = AttentionMask.from_padding(attention_mask, causal=cfg.causal, segment_ids=segment_ids)
         if attention_mask is None:
             attention_mask = jnp.ones((batch, length), jnp.int32)
         write_slots = None
         if decode:
             mask, default_positions, write_slots = DecodeState(cfg, name="decode_state")(attention_mask)
         else:
-            mask = AttentionMask.from_padding(attention_mask, causal=cfg.causal, segment_ids=segment_ids)
             default_positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
         positions = default_positions if position_ids is None else position_ids
 
@@ -216,10 +217,10 @@ class EncoderDecoderTransformer(nn.Module):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but the encoded source is "
                              f"{tuple(encoded.shape[:2])}")
         batch, length = decoder_input_ids.shape
-        if decoder_attention_mask is None:
-            decoder_attention_mask = jnp.ones((batch, length), jnp.int32)
         write_slots = None
         if decode:
+            if decoder_attention_mask is None:
+                decoder_attention_mask = jnp.ones((batch, length), jnp.int32)
             mask, positions, write_slots = self.decode_state(decoder_attention_mask)
         else:
             mask = AttentionMask.from_padding(decoder_attention_mask, causal=True)
