@@ -1,5 +1,7 @@
 """Behaviour of every family on tiny configs: shapes, invariances, caches, and errors."""
 
+import functools
+
 import chex
 import flax.linen as nn
 import jax
@@ -130,10 +132,10 @@ def decode_step_by_step(model, variables, tokens, chunks, **kwargs):
     """Feeds `tokens` through the KV cache in chunks of the given sizes; returns the concatenated logits."""
     batch, length = tokens.shape
     cache = zoo.init_cache(model, batch, length, **kwargs.pop("cache_kwargs", {}))
+    step = jax.jit(functools.partial(model.apply, decode=True, mutable=["cache"]))  # one compile per chunk size
     logits, start = [], 0
     for size in chunks:
-        out, mutated = model.apply({**variables, "cache": cache}, tokens[:, start:start + size], decode=True,
-                                   mutable=["cache"], **kwargs)
+        out, mutated = step({**variables, "cache": cache}, tokens[:, start:start + size], **kwargs)
         cache, start = mutated["cache"], start + size
         logits.append(out.logits)
     return jnp.concatenate(logits, axis=1)
