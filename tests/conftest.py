@@ -1,7 +1,9 @@
 import os
 
+from tests.train_helpers import xla_flags  # noqa: E402 (imports no jax)
+
 # Eight simulated CPU devices for the sharding tests; must be set before jax is imported.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("XLA_FLAGS", xla_flags(8))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+from tests.train_helpers import xla_flags
 from train.recipes import load_recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+ENV = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags(1)}
 
 
 def test_load_recipe_finds_configs_by_name_and_by_path():
@@ -96,7 +97,7 @@ def test_two_processes_with_jax_distributed_train_as_one(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**ENV, "XLA_FLAGS": xla_flags(2)}
     procs = [subprocess.Popen([sys.executable, "-c", TWO_HOSTS.format(repo=REPO, port=port, pid=pid,
                                                                        workdir=str(tmp_path / "run"))],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)

@@ -3,6 +3,16 @@
 import ml_collections
 import numpy as np
 
+# The suite compiles hundreds of small programs that each run for milliseconds: LLVM's expensive optimisations cost
+# more compile time than they save (measured on a tiny BERT: init and first step compile 45% faster, steps as fast,
+# the same loss to 6 digits).
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=1 --xla_llvm_disable_expensive_passes=true"
+
+
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS for a test process: `devices` simulated CPU devices, compiled quickly."""
+    return f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE_FLAGS}"
+
 
 class SyntheticBatches:
     """Batch i is a pure function of (seed, i): resumable from {'position': i}, like the real iterators."""

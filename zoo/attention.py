@@ -13,6 +13,9 @@ Sparse attention runs blockwise: each block of queries gathers only the key bloc
 global keys), and the per-block scores go through the same `dot_product_attention` as dense attention, with the
 blocks folded into the batch. Time and memory grow as length * window; no [length, length] score or mask exists.
 Cross-attention is always dense: its queries and keys are different sequences, so a band between them means nothing.
+
+`Config.attention_kernel="cudnn"` sends dense attention and the causal sliding window to cuDNN's fused kernel on an
+NVIDIA GPU instead (`cudnn_attention`); everything else, and KV-cache decoding, stays on the XLA path.
 """
 
 from __future__ import annotations
