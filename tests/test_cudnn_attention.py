@@ -47,6 +47,26 @@ def test_cudnn_kernel_off_a_gpu_names_the_backend():
         attend(q, q, q, AttentionMask(), cfg, dropout=None, sparse=True)
 
 
+@pytest.mark.skipif(jax.default_backend() == "gpu", reason="off a GPU, reaching cuDNN's kernel is an error")
+def test_decoding_takes_the_xla_path_with_the_cudnn_kernel():
+    # A decoding step is one query (self- and cross-attention alike): it never reaches cuDNN, so on CPU it runs while
+    # a full forward pass names the missing GPU. Its numbers equal those of the same model with the XLA kernel.
+    cudnn = zoo.create("transformer-tiny", task="seq2seq", **CUDNN)
+    xla = zoo.create("transformer-tiny", task="seq2seq", **{**CUDNN, "attention_kernel": "xla"})
+    src, tgt = jnp.arange(3, 12).reshape(1, 9), jnp.arange(20, 24).reshape(1, 4)
+    variables = xla.init(jax.random.key(0), src, tgt)
+    with pytest.raises(ValueError, match="runs on an NVIDIA GPU"):
+        cudnn.apply(variables, src, tgt)
+    encoded = xla.apply(variables, src, method="encode")
+    cache = zoo.init_cache(cudnn, 1, 4, source_length=9)
+    steps = {}
+    for name, model in (("cudnn", cudnn), ("xla", xla)):
+        out, _ = model.apply({**variables, "cache": cache}, tgt[:, :1], encoded, method="decode", decode=True,
+                             mutable=["cache"])
+        steps[name] = out.logits
+    chex.assert_trees_all_equal(steps["cudnn"], steps["xla"])
+
+
 def bf16_inputs(batch, length, heads=4, head_dim=64, seed=0):
     keys = jax.random.split(jax.random.key(seed), 3)
     return tuple(jax.random.normal(k, (batch, length, heads, head_dim)).astype(jnp.bfloat16) for k in keys)

@@ -48,9 +48,13 @@ def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None
     return jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
 
 
-def attend(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.Dropout | None, sparse: bool):
-    """Attention with `cfg.attention`'s pattern when `sparse` (self-attention), else over all unmasked keys."""
-    if cfg.attention_kernel == "cudnn" and mask.query_positions is None:
+def attend(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.Dropout | None, sparse: bool,
+           decode: bool = False):
+    """Attention with `cfg.attention`'s pattern when `sparse` (self-attention), else over all unmasked keys.
+
+    `decode`: a KV-cache decoding step (self- or cross-attention), which always takes the XLA path.
+    """
+    if cfg.attention_kernel == "cudnn" and not decode:
         return cudnn_attention(query, key, value, mask, cfg, sparse=sparse)
     return xla_attention(query, key, value, mask, cfg, dropout=dropout, sparse=sparse)
 

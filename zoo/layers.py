@@ -97,7 +97,7 @@ class MultiHeadAttention(nn.Module):
             key, value = kv[:, :, 0], kv[:, :, 1]
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0
         dropout = nn.Dropout(cfg.attention_dropout_rate, deterministic=False) if use_dropout else None
-        out = attend(query, key, value, mask, cfg, dropout=dropout, sparse=encoded is None)
+        out = attend(query, key, value, mask, cfg, dropout=dropout, sparse=encoded is None, decode=decode)
         return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1), name="out")(out)
 
     def _update_cache(self, key, value, cache_slots):
@@ -143,7 +143,7 @@ class TransformerLayer(nn.Module):
             h, mask, deterministic=deterministic, decode=decode, cache_slots=cache_slots), deterministic)
         if self.cross_attention:
             x = self.residual(x, "cross_attention", lambda h: MultiHeadAttention(cfg, name="cross_attention")(
-                h, cross_mask, encoded, deterministic=deterministic), deterministic)
+                h, cross_mask, encoded, deterministic=deterministic, decode=decode), deterministic)
         return self.residual(
             x, "mlp", lambda h: FeedForward(cfg, name="mlp")(h, deterministic=deterministic), deterministic)
 
