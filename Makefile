@@ -33,7 +33,7 @@ bench: install-test
 	$(PY) bench/attention.py --plot bench/attention.png
 
 test: install-test
-	$(PY) -m pytest -q -n 2 --dist worksteal  # two workers (XLA compiles one program per core); idle one takes queued tests
+	$(PY) -m pytest -q -n 2  # two workers: XLA compiles one program per core
 
 clean:
 	rm -rf $(VENV) build *.egg-info
