@@ -19,3 +19,8 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 @pytest.fixture
 def key():
     return jax.random.key(0)
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first: two workers then finish together instead of one running a long test at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

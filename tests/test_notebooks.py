@@ -93,6 +93,7 @@ def test_notebook_is_committed_without_outputs(path):
     assert code_cells and all(cell.outputs == [] and cell.execution_count is None for cell in code_cells)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom_in_quick_mode(path, kernel_environment, tmp_path):
     notebook = execute(nbformat.read(path, as_version=4), tmp_path / "cwd")

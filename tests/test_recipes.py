@@ -24,6 +24,7 @@ def test_load_recipe_finds_configs_by_name_and_by_path():
         load_recipe("bert_huge")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bert_tiny", "albert_tiny", "gpt_tiny", "transformer_tiny"])
 def test_tiny_recipe_loss_falls_over_its_first_steps(name, tmp_path):
     from train.inputs import make_datasets
@@ -52,6 +53,7 @@ def run_cli(workdir, *overrides):
                           capture_output=True, text=True, env=ENV, cwd=REPO, timeout=900)
 
 
+@pytest.mark.slow
 def test_entry_point_trains_shows_fill_in_and_resumes(tmp_path):
     first = run_cli(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -93,6 +95,7 @@ print("RESULT", jax.process_index(), jax.device_count(), repr(metrics["loss"]),
 """
 
 
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed_train_as_one(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,6 +137,7 @@ def test_fine_tuning_starts_from_the_pretrained_weights_named_by_init_from(tmp_p
     chex.assert_trees_all_close(jax.device_get(state.params["encoder"]), jax.device_get(loaded["encoder"]))
 
 
+@pytest.mark.slow
 def test_span_qa_fine_tuning_learns_to_point_at_the_asked_word(tmp_path):
     import re
 

@@ -108,6 +108,7 @@ def run_steps(model, mesh, batch, steps=3, grad_accum_steps=1, batches=None):
     return jax.device_get(state.params), losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, task, overrides", [
     ("bert-tiny", "mlm", {}), ("gpt-tiny", "causal_lm", {}),
     ("bert-tiny", "mlm", {"attention": "block_sparse", "block_size": 4, "num_random_blocks": 1, "global_tokens": 1}),
