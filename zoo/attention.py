@@ -74,7 +74,7 @@ def cudnn_attention(query, key, value, mask: AttentionMask, cfg: Config, *, spar
     """`attend` through cuDNN's fused flash-attention kernel (`jax.nn.dot_product_attention(implementation="cudnn")`).
 
     The kernel skips the blocks that a causal mask or a left sliding window hides, so a causal sliding window costs
-    O(length * window) with no gathered copies of the keys. It takes padding as per-row lengths, which describes
+    O(length * window) with no gathered copies of the keys. It takes padding as per-row lengths, which describe
     right padding only: a key mask that is anything else (left padding) goes to `xla_attention`, chosen on the device
     by a `lax.cond`, so the result is exact for every mask. Packed rows (segment ids) have no cuDNN form here and are a
     ValueError; so is a backend other than a GPU. KV-cache decoding (a few queries) never comes here.

@@ -117,15 +117,15 @@ class Transformer(nn.Module):
         if decode and not cfg.causal:
             raise ValueError("decode=True needs a causal model")
         batch, length = input_ids.shape
-        # No attention_mask means no key mask at all, which lets cuDNN's kernel skip its padding check.
-        mask = AttentionMask.from_padding(attention_mask, causal=cfg.causal, segment_ids=segment_ids)
+        write_slots = None
+        if not decode:
+            # No attention_mask means no key mask at all, which lets cuDNN's kernel skip its padding check.
+            mask = AttentionMask.from_padding(attention_mask, causal=cfg.causal, segment_ids=segment_ids)
+            default_positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
         if attention_mask is None:
             attention_mask = jnp.ones((batch, length), jnp.int32)
-        write_slots = None
         if decode:
             mask, default_positions, write_slots = DecodeState(cfg, name="decode_state")(attention_mask)
-        else:
-            default_positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
         positions = default_positions if position_ids is None else position_ids
 
         tokens = token_embedding(cfg)
