@@ -1,16 +1,14 @@
 """Sparse attention: blockwise sliding-window and block-sparse patterns against dense attention with the same mask,
 the rolling KV cache, pretrained weights in a sparse model, and cost that grows linearly in length."""
 
-import functools
-
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import zoo
+from tests.model_helpers import jitted_apply, random_params
 from zoo.attention import blockwise_attention, dot_product_attention, key_blocks, pattern_mask
 from zoo.config import Config
 from zoo.masks import AttentionMask
@@ -37,9 +35,9 @@ def assert_blockwise_equals_dense(cfg, length, reference_pattern):
     query, key, value = qkv(length)
     key_mask, segments = padded_and_packed(2, length)
     mask = AttentionMask(key_mask, segments, segments, causal=cfg.causal)
-    blockwise = blockwise_attention(query, key, value, mask, cfg, dropout=None)
+    blockwise = jax.jit(lambda q, k, v: blockwise_attention(q, k, v, mask, cfg, dropout=None))(query, key, value)
     dense_mask = mask.dense(length, length) & reference_pattern[None, None]
-    dense = dot_product_attention(query, key, value, dense_mask, dropout=None)
+    dense = jax.jit(lambda q, k, v: dot_product_attention(q, k, v, dense_mask, dropout=None))(query, key, value)
     real = np.asarray(key_mask)  # padding queries see nothing real either way; compare the real ones
     chex.assert_trees_all_close(np.asarray(blockwise)[real], np.asarray(dense)[real], atol=1e-5)
 
@@ -95,13 +93,13 @@ def test_random_blocks_are_reproducible_and_follow_the_seed():
 def test_global_tokens_attend_to_and_are_attended_by_every_token():
     cfg = Config(attention="sliding_window", window=2, block_size=4, global_tokens=1)
     query, key, value = qkv(40, batch=1)
-    mask = AttentionMask()
-    out = blockwise_attention(query, key, value, mask, cfg, dropout=None)
+    attend = jax.jit(lambda v: blockwise_attention(query, key, v, AttentionMask(), cfg, dropout=None))
+    out = attend(value)
     # the global query sees every key: it is dense attention for row 0
-    dense_row = dot_product_attention(query[:, :1], key, value, None, dropout=None)
+    dense_row = jax.jit(lambda q: dot_product_attention(q, key, value, None, dropout=None))(query[:, :1])
     chex.assert_trees_all_close(out[:, :1], dense_row, atol=1e-6)
     # a far query sees the global key 0 but not key 10, which lies outside its window
-    changed = lambda at: blockwise_attention(query, key, value.at[:, at].add(1.0), mask, cfg, dropout=None)
+    changed = lambda at: attend(value.at[:, at].add(1.0))
     assert not np.allclose(changed(0)[:, 30], out[:, 30])
     np.testing.assert_array_equal(changed(10)[:, 30], out[:, 30])
     assert not np.allclose(changed(10)[:, 0], out[:, 0])  # ... which the global query does see
@@ -117,17 +115,17 @@ def test_a_pattern_that_covers_the_sequence_is_dense_attention(name, task, overr
     sparse = zoo.create(name, task=task, attention=attention, window=24, block_size=8, **overrides)
     x = jax.random.randint(jax.random.key(0), (2, 24), 1, dense.config.vocab_size)
     mask = jnp.ones_like(x).at[1, 20:].set(0)
-    params = dense.init(jax.random.key(1), x)
-    a, b = dense.apply(params, x, mask).logits, sparse.apply(params, x, mask).logits
+    params = random_params(dense, x)
+    a, b = jitted_apply(dense)(params, x, mask).logits, jitted_apply(sparse)(params, x, mask).logits
     chex.assert_trees_all_close(a[:, :20], b[:, :20], atol=1e-5)
     narrow = zoo.create(name, task=task, attention=attention, window=2, block_size=4, num_random_blocks=0,
                         **overrides)
-    assert not np.allclose(narrow.apply(params, x, mask).logits[:, :20], a[:, :20], atol=1e-3)
+    assert not np.allclose(jitted_apply(narrow)(params, x, mask).logits[:, :20], a[:, :20], atol=1e-3)
 
 
 def decode_chunks(model, params, tokens, chunks, cache_length):
     cache = zoo.init_cache(model, tokens.shape[0], cache_length)
-    step = jax.jit(functools.partial(model.apply, decode=True, mutable=["cache"]))
+    step = jitted_apply(model, decode=True, mutable=["cache"])
     logits, start = [], 0
     for size in chunks:
         out, mutated = step({"params": params, "cache": cache}, tokens[:, start:start + size])
@@ -141,8 +139,8 @@ def test_rolling_cache_decoding_equals_the_sliding_window_forward_pass(global_to
     model = zoo.create("gpt-tiny", task="causal_lm", attention="sliding_window", window=4, block_size=4,
                        global_tokens=global_tokens)
     x = jax.random.randint(jax.random.key(0), (2, 14), 0, model.config.vocab_size)
-    params = model.init(jax.random.key(1), x)["params"]
-    full = model.apply({"params": params}, x).logits
+    params = random_params(model, x)["params"]
+    full = jitted_apply(model)({"params": params}, x).logits
     for chunks in ([1] * 14, [3, 1, 6, 1, 3]):  # a chunk longer than the window overwrites its own slots
         decoded, cache = decode_chunks(model, params, x, chunks, 14)
         chex.assert_trees_all_close(decoded, full, atol=1e-5)
@@ -154,9 +152,9 @@ def test_rolling_cache_decoding_equals_the_sliding_window_forward_pass(global_to
 def test_block_sparse_decoding_equals_the_forward_pass():
     model = zoo.create("gpt-tiny", task="causal_lm", attention="block_sparse", block_size=2, num_random_blocks=1)
     x = jax.random.randint(jax.random.key(0), (1, 13), 0, model.config.vocab_size)
-    params = model.init(jax.random.key(1), x)["params"]
+    params = random_params(model, x)["params"]
     decoded, _ = decode_chunks(model, params, x, [5] + [1] * 8, 13)
-    chex.assert_trees_all_close(decoded, model.apply({"params": params}, x).logits, atol=1e-5)
+    chex.assert_trees_all_close(decoded, jitted_apply(model)({"params": params}, x).logits, atol=1e-5)
 
 
 @pytest.mark.parametrize("attention", ["sliding_window", "block_sparse"])
@@ -167,13 +165,13 @@ def test_encoder_decoder_with_sparse_attention_decodes_as_its_forward_pass(atten
     src = jax.random.randint(jax.random.key(0), (2, 11), 1, model.config.vocab_size)
     tgt = jax.random.randint(jax.random.key(1), (2, 9), 1, model.config.vocab_size)
     src_mask = jnp.ones_like(src).at[1, 8:].set(0)
-    params = model.init(jax.random.key(2), src, tgt)["params"]
-    full = model.apply({"params": params}, src, tgt, attention_mask=src_mask).logits
-    encoded = model.apply({"params": params}, src, src_mask, method="encode")
+    params = random_params(model, src, tgt)["params"]
+    full = jitted_apply(model)({"params": params}, src, tgt, attention_mask=src_mask).logits
+    encoded = jitted_apply(model, method="encode")({"params": params}, src, src_mask)
     cache = zoo.init_cache(model, 2, 9, source_length=11)
     expected_slots = 3 if attention == "sliding_window" else 9
     assert cache["decoder"]["layers_0"]["attention"]["key"].shape[1] == expected_slots
-    step = jax.jit(functools.partial(model.apply, method="decode", decode=True, mutable=["cache"]))
+    step = jitted_apply(model, method="decode", decode=True, mutable=["cache"])
     logits = []
     for t in range(9):
         out, mutated = step({"params": params, "cache": cache}, tgt[:, t:t + 1], encoded, src_mask)
@@ -185,7 +183,7 @@ def test_encoder_decoder_with_sparse_attention_decodes_as_its_forward_pass(atten
 def test_generation_with_the_rolling_cache_equals_generation_without_cache():
     model = zoo.create("gpt-tiny", task="causal_lm", attention="sliding_window", window=6, block_size=4)
     prompt = jax.random.randint(jax.random.key(0), (1, 5), 0, model.config.vocab_size)
-    params = model.init(jax.random.key(1), prompt)["params"]
+    params = random_params(model, prompt)["params"]
     generated = zoo.generate(model, params, prompt, max_new_tokens=12, eos_token_id=None).sequences
     # greedy by full forward passes without a cache; the model is causal, so the unfilled tail changes nothing
     tokens = jnp.pad(prompt, ((0, 0), (0, 12)))
@@ -198,32 +196,33 @@ def test_generation_with_the_rolling_cache_equals_generation_without_cache():
 def test_pretrained_weights_load_into_a_sparse_model(tmp_path):
     model = zoo.create("bert-tiny", task="mlm")
     x = jax.random.randint(jax.random.key(0), (1, 32), 1, model.config.vocab_size)
-    params = nn.unbox(model.init(jax.random.key(1), x)["params"])
+    params = random_params(model, x)["params"]
     zoo.save_pretrained(model, params, tmp_path)
     dense, dense_params = zoo.from_pretrained(tmp_path)
     sparse, sparse_params = zoo.from_pretrained(tmp_path, attention="sliding_window", window=32, block_size=8)
     assert sparse.config.attention == "sliding_window"
     chex.assert_trees_all_equal(sparse_params, dense_params)  # the attention pattern is not a weight
-    chex.assert_trees_all_close(sparse.apply({"params": sparse_params}, x).logits,
-                                model.apply({"params": params}, x).logits, atol=1e-5)
+    chex.assert_trees_all_close(jitted_apply(sparse)({"params": sparse_params}, x).logits,
+                                jitted_apply(model)({"params": params}, x).logits, atol=1e-5)
 
 
 def test_extended_positions_let_a_pretrained_model_read_a_long_document(tmp_path):
     model = zoo.create("bert-tiny", task="mlm", max_length=32)
     x = jax.random.randint(jax.random.key(0), (1, 128), 1, model.config.vocab_size)
-    params = nn.unbox(model.init(jax.random.key(1), x[:, :32])["params"])
+    params = random_params(model, x[:, :32])["params"]
     zoo.save_pretrained(model, params, tmp_path)
     sparse, loaded = zoo.from_pretrained(tmp_path, attention="sliding_window", window=8, block_size=8)
     with pytest.raises(ValueError, match="input_ids has length 128, longer than the model's max_length 32"):
-        sparse.apply({"params": loaded}, x)
+        jax.eval_shape(sparse.apply, {"params": loaded}, x)
     long, extended = zoo.extend_positions(sparse, loaded, 128)
     table = extended["embeddings"]["position_embedding"]["embedding"]
     assert table.shape[0] == 128 and long.config.max_length == 128
     np.testing.assert_array_equal(table[96:], loaded["embeddings"]["position_embedding"]["embedding"])
-    logits = long.apply({"params": extended}, x).logits
+    logits = jitted_apply(long)({"params": extended}, x).logits
     assert logits.shape == (1, 128, model.config.vocab_size) and np.isfinite(logits).all()
     # two layers of window 8: the first 16 tokens see nothing past the 32 the original model could read
-    chex.assert_trees_all_close(logits[:, :16], sparse.apply({"params": loaded}, x[:, :32]).logits[:, :16], atol=1e-5)
+    short = jitted_apply(sparse)({"params": loaded}, x[:, :32]).logits
+    chex.assert_trees_all_close(logits[:, :16], short[:, :16], atol=1e-5)
     with pytest.raises(ValueError, match="max_length=16 is not longer than the model's 128 positions"):
         zoo.extend_positions(long, extended, 16)
 

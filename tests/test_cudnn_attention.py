@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import zoo
+from tests.model_helpers import jitted_apply, random_params
 from zoo.attention import attend, xla_attention
 from zoo.config import Config
 from zoo.masks import AttentionMask
@@ -54,15 +55,15 @@ def test_decoding_takes_the_xla_path_with_the_cudnn_kernel():
     cudnn = zoo.create("transformer-tiny", task="seq2seq", **CUDNN)
     xla = zoo.create("transformer-tiny", task="seq2seq", **{**CUDNN, "attention_kernel": "xla"})
     src, tgt = jnp.arange(3, 12).reshape(1, 9), jnp.arange(20, 24).reshape(1, 4)
-    variables = xla.init(jax.random.key(0), src, tgt)
+    variables = random_params(xla, src, tgt)
     with pytest.raises(ValueError, match="runs on an NVIDIA GPU"):
-        cudnn.apply(variables, src, tgt)
-    encoded = xla.apply(variables, src, method="encode")
+        jax.eval_shape(cudnn.apply, variables, src, tgt)
+    encoded = jitted_apply(xla, method="encode")(variables, src)
     cache = zoo.init_cache(cudnn, 1, 4, source_length=9)
     steps = {}
     for name, model in (("cudnn", cudnn), ("xla", xla)):
-        out, _ = model.apply({**variables, "cache": cache}, tgt[:, :1], encoded, method="decode", decode=True,
-                             mutable=["cache"])
+        decode_step = jitted_apply(model, method="decode", decode=True, mutable=["cache"])
+        out, _ = decode_step({**variables, "cache": cache}, tgt[:, :1], encoded)
         steps[name] = out.logits
     chex.assert_trees_all_equal(steps["cudnn"], steps["xla"])
 

@@ -3,7 +3,6 @@
 import functools
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import zoo
 from zoo.embeddings import sinusoidal_positions
 from zoo.layers import stack_layer_params
+from tests.model_helpers import jitted_apply, random_params
 from zoo.registry import example_inputs
 
 TINY = ["bert-tiny", "albert-tiny", "gpt-tiny", "transformer-tiny"]
@@ -31,10 +31,6 @@ def ids(key, batch=2, length=9, vocab=1000):
     return jax.random.randint(key, (batch, length), 2, vocab)
 
 
-def init(model, *args, key=jax.random.key(0)):
-    return model.init(key, *args)
-
-
 def family_task_pairs():
     return [(name, task) for name in TINY for task in zoo.tasks(zoo.get_config(name).family)]
 
@@ -44,7 +40,7 @@ def test_every_family_and_task_gives_named_outputs_of_the_right_shape(name, task
     model = zoo.create(name, task=task, num_labels=3)
     cfg, x = model.config, ids(key)
     args = (x, x) if cfg.is_encoder_decoder else (x,)
-    out = model.apply(init(model, *args), *args)
+    out = jitted_apply(model)(random_params(model, *args), *args)
     present = {f for f, v in vars(out).items() if v is not None}
     assert EXPECTED_FIELDS[task] <= present
     chex.assert_shape(out.last_hidden_state, (2, 9, cfg.hidden_size))
@@ -63,9 +59,9 @@ def test_bfloat16_compute_keeps_float32_params(name, key):
     model = zoo.create(name, dtype="bfloat16")
     x = ids(key)
     args = example_inputs(model, 2, 9)
-    variables = init(model, *args)
-    assert {leaf.dtype for leaf in jax.tree.leaves(nn.unbox(variables["params"]))} == {jnp.dtype("float32")}
-    out = model.apply(variables, *((x,) * len(args)))
+    variables = random_params(model, *args)  # init's dtypes
+    assert {leaf.dtype for leaf in jax.tree.leaves(variables["params"])} == {jnp.dtype("float32")}
+    out = jitted_apply(model)(variables, *((x,) * len(args)))
     assert out.last_hidden_state.dtype == jnp.bfloat16
     assert jnp.all(jnp.isfinite(out.last_hidden_state.astype(jnp.float32)))
 
@@ -74,11 +70,11 @@ def test_bfloat16_compute_keeps_float32_params(name, key):
 def test_appending_padding_leaves_real_tokens_unchanged(name, key):
     model = zoo.create(name, task="mlm" if name != "gpt-tiny" else "causal_lm", pooling="mean")
     x = ids(key, length=7)
-    variables = init(model, x)
-    short = model.apply(variables, x, attention_mask=jnp.ones_like(x))
+    variables, apply = random_params(model, x), jitted_apply(model)
+    short = apply(variables, x, attention_mask=jnp.ones_like(x))
     padded = jnp.concatenate([x, jnp.zeros((2, 5), x.dtype)], axis=1)
     mask = jnp.concatenate([jnp.ones_like(x), jnp.zeros((2, 5), x.dtype)], axis=1)
-    long = model.apply(variables, padded, attention_mask=mask)
+    long = apply(variables, padded, attention_mask=mask)
     chex.assert_trees_all_close(long.last_hidden_state[:, :7], short.last_hidden_state, atol=1e-6)
     chex.assert_trees_all_close(long.logits[:, :7], short.logits, atol=1e-5)
     if long.pooled_output is not None:
@@ -88,11 +84,11 @@ def test_appending_padding_leaves_real_tokens_unchanged(name, key):
 def test_encoder_decoder_ignores_source_padding(key):
     model = zoo.create("transformer-tiny", task="seq2seq")
     src, tgt = ids(key, length=6), ids(jax.random.key(1), length=5)
-    variables = init(model, src, tgt)
-    short = model.apply(variables, src, tgt)
+    variables, apply = random_params(model, src, tgt), jitted_apply(model)
+    short = apply(variables, src, tgt)
     padded = jnp.pad(src, ((0, 0), (0, 4)))
     mask = jnp.pad(jnp.ones_like(src), ((0, 0), (0, 4)))
-    long = model.apply(variables, padded, tgt, attention_mask=mask)
+    long = apply(variables, padded, tgt, attention_mask=mask)
     chex.assert_trees_all_close(long.logits, short.logits, atol=1e-5)
 
 
@@ -101,7 +97,7 @@ def test_mask_aware_pooling_matches_numpy(pooling, key):
     model = zoo.create("bert-tiny", pooling=pooling)
     x = ids(key, length=6)
     mask = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
-    out = model.apply(init(model, x), x, attention_mask=mask)
+    out = jitted_apply(model)(random_params(model, x), x, attention_mask=mask)
     h, m = np.asarray(out.last_hidden_state), np.asarray(mask, bool)
     mean = np.stack([h[b][m[b]].mean(0) for b in range(2)])
     maximum = np.stack([h[b][m[b]].max(0) for b in range(2)])
@@ -112,9 +108,9 @@ def test_mask_aware_pooling_matches_numpy(pooling, key):
 def test_gpt_is_causal(key):
     model = zoo.create("gpt-tiny", task="causal_lm")
     x = ids(key, length=10)
-    variables = init(model, x)
+    variables, apply = random_params(model, x), jitted_apply(model)
     changed = x.at[:, 6:].set(ids(jax.random.key(5), length=4))
-    a, b = model.apply(variables, x).logits, model.apply(variables, changed).logits
+    a, b = apply(variables, x).logits, apply(variables, changed).logits
     chex.assert_trees_all_close(a[:, :6], b[:, :6], atol=1e-6)
     assert not np.allclose(a[:, 6:], b[:, 6:])
 
@@ -122,9 +118,9 @@ def test_gpt_is_causal(key):
 def test_decoder_is_causal(key):
     model = zoo.create("transformer-tiny", task="seq2seq")
     src, tgt = ids(key), ids(jax.random.key(1), length=8)
-    variables = init(model, src, tgt)
+    variables, apply = random_params(model, src, tgt), jitted_apply(model)
     changed = tgt.at[:, 5:].set(3)
-    a, b = model.apply(variables, src, tgt).logits, model.apply(variables, src, changed).logits
+    a, b = apply(variables, src, tgt).logits, apply(variables, src, changed).logits
     chex.assert_trees_all_close(a[:, :5], b[:, :5], atol=1e-6)
 
 
@@ -132,7 +128,7 @@ def decode_step_by_step(model, variables, tokens, chunks, **kwargs):
     """Feeds `tokens` through the KV cache in chunks of the given sizes; returns the concatenated logits."""
     batch, length = tokens.shape
     cache = zoo.init_cache(model, batch, length, **kwargs.pop("cache_kwargs", {}))
-    step = jax.jit(functools.partial(model.apply, decode=True, mutable=["cache"]))  # one compile per chunk size
+    step = jitted_apply(model, decode=True, mutable=["cache"])  # one compile per chunk size
     logits, start = [], 0
     for size in chunks:
         out, mutated = step({**variables, "cache": cache}, tokens[:, start:start + size], **kwargs)
@@ -145,8 +141,8 @@ def decode_step_by_step(model, variables, tokens, chunks, **kwargs):
 def test_kv_cache_decoding_equals_full_forward_gpt(overrides, key):
     model = zoo.create("gpt-tiny", task="causal_lm", **overrides)
     x = ids(key, length=10)
-    variables = init(model, x)
-    full = model.apply(variables, x).logits
+    variables = random_params(model, x)
+    full = jitted_apply(model)(variables, x).logits
     one_by_one = decode_step_by_step(model, variables, x, [1] * 10)
     prefill_then_steps = decode_step_by_step(model, variables, x, [6, 1, 1, 2])
     chex.assert_trees_all_close(one_by_one, full, atol=1e-5)
@@ -156,14 +152,14 @@ def test_kv_cache_decoding_equals_full_forward_gpt(overrides, key):
 def test_kv_cache_with_left_padded_prompt_equals_unpadded_forward(key):
     model = zoo.create("gpt-tiny", task="causal_lm")
     x = ids(key, batch=1, length=6)
-    variables = init(model, x)
-    full = model.apply(variables, x).logits
+    variables = random_params(model, x)
+    full = jitted_apply(model)(variables, x).logits
     padded = jnp.pad(x, ((0, 0), (3, 0)))
     mask = jnp.pad(jnp.ones_like(x), ((0, 0), (3, 0)))
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
     cache = zoo.init_cache(model, 1, 9)
-    out, _ = model.apply({**variables, "cache": cache}, padded, attention_mask=mask, position_ids=positions,
-                         decode=True, mutable=["cache"])
+    out, _ = jitted_apply(model, decode=True, mutable=["cache"])(
+        {**variables, "cache": cache}, padded, attention_mask=mask, position_ids=positions)
     chex.assert_trees_all_close(out.logits[:, 3:], full, atol=1e-5)
 
 
@@ -171,14 +167,14 @@ def test_kv_cache_decoding_equals_full_forward_encoder_decoder(key):
     model = zoo.create("transformer-tiny", task="seq2seq")
     src, tgt = ids(key), ids(jax.random.key(1), length=7)
     src_mask = jnp.ones_like(src).at[1, 6:].set(0)
-    variables = init(model, src, tgt)
-    full = model.apply(variables, src, tgt, attention_mask=src_mask).logits
-    encoded = model.apply(variables, src, src_mask, method="encode")
+    variables = random_params(model, src, tgt)
+    full = jitted_apply(model)(variables, src, tgt, attention_mask=src_mask).logits
+    encoded = jitted_apply(model, method="encode")(variables, src, src_mask)
     cache = zoo.init_cache(model, 2, 7, source_length=src.shape[1])
+    decode_step = jitted_apply(model, method="decode", decode=True, mutable=["cache"])
     steps = []
     for t in range(7):
-        out, mutated = model.apply({**variables, "cache": cache}, tgt[:, t:t + 1], encoded, src_mask,
-                                   method="decode", decode=True, mutable=["cache"])
+        out, mutated = decode_step({**variables, "cache": cache}, tgt[:, t:t + 1], encoded, src_mask)
         cache = mutated["cache"]
         steps.append(out.logits)
     chex.assert_trees_all_close(jnp.concatenate(steps, axis=1), full, atol=1e-5)
@@ -188,13 +184,13 @@ def test_kv_cache_decoding_equals_full_forward_encoder_decoder(key):
 def test_packed_documents_equal_each_document_alone(name, key):
     model = zoo.create(name)
     a, b = ids(key, batch=1, length=5), ids(jax.random.key(3), batch=1, length=4)
-    variables = init(model, a)
+    variables, apply = random_params(model, a), jitted_apply(model)
     packed = jnp.concatenate([a, b], axis=1)
     segments = jnp.array([[1] * 5 + [2] * 4])
     positions = jnp.array([list(range(5)) + list(range(4))])
-    out = model.apply(variables, packed, segment_ids=segments, position_ids=positions).last_hidden_state
-    alone_a = model.apply(variables, a).last_hidden_state
-    alone_b = model.apply(variables, b).last_hidden_state
+    out = apply(variables, packed, segment_ids=segments, position_ids=positions).last_hidden_state
+    alone_a = apply(variables, a).last_hidden_state
+    alone_b = apply(variables, b).last_hidden_state
     chex.assert_trees_all_close(out, jnp.concatenate([alone_a, alone_b], axis=1), atol=1e-5)
 
 
@@ -216,10 +212,10 @@ def test_sinusoidal_positions_equal_the_formula_of_vaswani_et_al():
 def test_sinusoidal_model_adds_the_table_to_scaled_token_embeddings(key):
     model = zoo.create("transformer-tiny", dropout_rate=0.0)
     src = ids(key, length=5)
-    variables = init(model, src, src)
-    got = model.apply(variables, src, jnp.broadcast_to(jnp.arange(5), (2, 5)),
-                      method=lambda m, x, p: m.encoder_embeddings(x, p, deterministic=True))
-    table = nn.unbox(variables["params"])["token_embedding"]["embedding"]
+    variables = random_params(model, src, src)
+    got = jitted_apply(model, method=lambda m, x, p: m.encoder_embeddings(x, p, deterministic=True))(
+        variables, src, jnp.broadcast_to(jnp.arange(5), (2, 5)))
+    table = variables["params"]["token_embedding"]["embedding"]
     expected = table[src] * np.sqrt(64) + sinusoidal_positions(128, 64)[:5]
     chex.assert_trees_all_close(got, expected, atol=1e-5)
 
@@ -228,10 +224,10 @@ def test_sinusoidal_model_adds_the_table_to_scaled_token_embeddings(key):
 def test_pre_and_post_layernorm_give_finite_gradients(norm_position, key):
     model = zoo.create("bert-tiny", task="mlm", norm_position=norm_position, num_layers=4)
     x = ids(key)
-    variables = init(model, x)
-    grads = jax.grad(lambda p: model.apply({"params": p}, x, deterministic=False,
-                                           rngs={"dropout": key}).logits.mean())(variables["params"])
-    leaves = jax.tree.leaves(nn.unbox(grads))
+    variables = random_params(model, x)
+    grads = jax.jit(jax.grad(lambda p: model.apply({"params": p}, x, deterministic=False,
+                                                   rngs={"dropout": key}).logits.mean()))(variables["params"])
+    leaves = jax.tree.leaves(grads)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     assert any(float(jnp.abs(g).max()) > 0 for g in leaves)
 
@@ -241,21 +237,21 @@ def test_scan_and_unrolled_stacks_give_the_same_outputs(name, key):
     unrolled = zoo.create(name)
     scanned = zoo.create(name, scan_layers=True)
     x = ids(key)
-    params = nn.unbox(init(unrolled, x)["params"])
+    params = random_params(unrolled, x)["params"]
     scanned_params = {**params, "encoder": stack_layer_params(params["encoder"], unrolled.config.num_layers)}
-    chex.assert_trees_all_equal_shapes(scanned_params, nn.unbox(init(scanned, x)["params"]))
-    chex.assert_trees_all_close(scanned.apply({"params": scanned_params}, x).last_hidden_state,
-                                unrolled.apply({"params": params}, x).last_hidden_state, atol=1e-5)
+    chex.assert_trees_all_equal_shapes(scanned_params, random_params(scanned, x)["params"])
+    chex.assert_trees_all_close(jitted_apply(scanned)({"params": scanned_params}, x).last_hidden_state,
+                                jitted_apply(unrolled)({"params": params}, x).last_hidden_state, atol=1e-5)
 
 
 @pytest.mark.parametrize("remat", ["full", "dots"])
 def test_remat_gives_the_same_gradients(remat, key):
     plain, rematted = zoo.create("gpt-tiny", task="causal_lm"), zoo.create("gpt-tiny", task="causal_lm", remat=remat)
     x = ids(key)
-    params = init(plain, x)["params"]
+    params = random_params(plain, x)["params"]
 
     def grads(model):
-        return jax.grad(lambda p: model.apply({"params": p}, x).logits.mean())(params)
+        return jax.jit(jax.grad(lambda p: model.apply({"params": p}, x).logits.mean()))(params)
 
     chex.assert_trees_all_close(grads(rematted), grads(plain), atol=1e-6)
 
@@ -263,26 +259,26 @@ def test_remat_gives_the_same_gradients(remat, key):
 def test_dropout_needs_the_flag_and_follows_the_key(key):
     model = zoo.create("bert-tiny")
     x = ids(key)
-    variables = init(model, x)
-    run = lambda k: model.apply(variables, x, deterministic=False, rngs={"dropout": k}).last_hidden_state
+    variables = random_params(model, x)
+    with_dropout, apply = jitted_apply(model, deterministic=False), jitted_apply(model)
+    run = lambda k: with_dropout(variables, x, rngs={"dropout": k}).last_hidden_state
     chex.assert_trees_all_close(run(jax.random.key(1)), run(jax.random.key(1)))
     assert not np.allclose(run(jax.random.key(1)), run(jax.random.key(2)))
-    chex.assert_trees_all_close(model.apply(variables, x).last_hidden_state,
-                                model.apply(variables, x).last_hidden_state)
+    chex.assert_trees_all_close(apply(variables, x).last_hidden_state, apply(variables, x).last_hidden_state)
 
 
-# Bad input: a ValueError naming the numbers, raised while tracing, before any compilation.
+# Bad input: a ValueError naming the numbers, raised while tracing (so under eval_shape), before any compilation.
 
 def test_sequence_longer_than_the_position_table(key):
     model = zoo.create("bert-tiny")
     with pytest.raises(ValueError, match="input_ids has length 129, longer than the model's max_length 128"):
-        model.init(key, jnp.ones((1, 129), jnp.int32))
+        jax.eval_shape(model.init, key, jnp.ones((1, 129), jnp.int32))
 
 
 def test_mask_shape_must_match_the_ids(key):
     model = zoo.create("bert-tiny")
     x = ids(key)
-    variables = init(model, x)
+    variables = random_params(model, x)
     with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 8\) but input_ids has shape \(2, 9\)"):
         model.apply(variables, x, attention_mask=jnp.ones((2, 8)))
     with pytest.raises(ValueError, match=r"input_ids must be \[batch, length\], got shape \(9,\)"):
@@ -295,8 +291,8 @@ def test_inputs_the_model_has_no_use_for_are_errors(key):
     gpt = zoo.create("gpt-tiny")
     x = ids(key)
     with pytest.raises(ValueError, match="type_vocab_size=0"):
-        gpt.init(key, x, token_type_ids=jnp.zeros_like(x))
+        jax.eval_shape(functools.partial(gpt.init, token_type_ids=jnp.zeros_like(x)), key, x)
     with pytest.raises(ValueError, match="decode=True needs a causal model"):
-        zoo.create("bert-tiny").init(key, x, decode=True)
+        jax.eval_shape(functools.partial(zoo.create("bert-tiny").init, decode=True), key, x)
     with pytest.raises(ValueError, match="pooling='none'"):
-        zoo.create("bert-tiny", task="sequence_classification", pooling="none").init(key, x)
+        jax.eval_shape(zoo.create("bert-tiny", task="sequence_classification", pooling="none").init, key, x)

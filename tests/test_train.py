@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,9 +14,10 @@ import optax
 import pytest
 
 import zoo
+from tests.model_helpers import random_params
 from tests.train_helpers import SyntheticBatches, tiny_config
 from train.checkpointing import Checkpointer, abstract_like
-from train.losses import cross_entropy, next_token_targets, task_loss
+from train.losses import cross_entropy, next_token_targets
 from train.loop import NonFiniteLoss, train_and_evaluate
 from train.optimizer import make_optimizer, make_schedule, weight_decay_mask
 from train.partitioning import make_mesh
@@ -51,7 +51,7 @@ def test_cosine_schedule_and_bad_schedules():
 
 def test_weight_decay_spares_layernorm_and_biases():
     model = zoo.create("bert-tiny", task="mlm")
-    params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"])
+    params = random_params(model, jnp.ones((1, 4), jnp.int32))["params"]
     mask = weight_decay_mask(params)
     layer = mask["encoder"]["layers_0"]
     assert layer["attention"]["qkv"]["kernel"] and mask["token_embedding"]["embedding"]
@@ -59,7 +59,7 @@ def test_weight_decay_spares_layernorm_and_biases():
     assert not layer["mlp_norm"]["bias"] and not mask["embeddings"]["embedding_norm"]["scale"]
     # With zero gradients only decoupled weight decay moves a parameter.
     tx = make_optimizer(optax.constant_schedule(0.1), weight_decay=0.5, clip_norm=None)
-    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     kernel = params["encoder"]["layers_0"]["attention"]["qkv"]["kernel"]
     chex.assert_trees_all_close(updates["encoder"]["layers_0"]["attention"]["qkv"]["kernel"], -0.1 * 0.5 * kernel)
     assert float(jnp.abs(updates["encoder"]["layers_0"]["mlp_norm"]["scale"]).max()) == 0.0
@@ -211,6 +211,7 @@ import os, signal, sys
 sys.path.insert(0, {repo!r})
 import jax
 import tests.conftest
+from tests.model_helpers import random_params
 from tests.train_helpers import SyntheticBatches, tiny_config
 import train.checkpointing as ckpt
 
