@@ -8,13 +8,13 @@ import subprocess
 import sys
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
+from tests.model_helpers import jitted_apply, random_params
 from tests.train_helpers import xla_flags
 
 torch = pytest.importorskip("torch")
@@ -73,13 +73,9 @@ def public_model(architecture: str, **fields):
     return model
 
 
-def random_params(model, seed=1):
-    """Random params of zoo's shapes (numpy: no init to compile); norm scales near 1, everything else near 0."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *zoo.registry.example_inputs(model)))["params"]
-    return jax.tree_util.tree_map_with_path(
-        lambda path, x: jnp.asarray((path[-1].key == "scale") + 0.2 * rng.standard_normal(x.shape), jnp.float32),
-        nn.unbox(shapes))
+def zoo_params(model):
+    """Random params of zoo's shapes, as far from their init as `public_model`'s so no mapping mistake hides."""
+    return random_params(model, *zoo.registry.example_inputs(model), seed=1, scale=0.2)["params"]
 
 
 def batch(model_type: str, seed=0):
@@ -140,12 +136,18 @@ def zoo_loss(task, out, y):
 def zoo_outputs(model, params, inputs, task):
     fields = ("input_ids", "decoder_input_ids", "attention_mask", "decoder_attention_mask") \
         if model.config.is_encoder_decoder else ("input_ids", "attention_mask", "token_type_ids")
-    args = {k: jnp.asarray(inputs[k]) for k in fields if k in inputs}
-    out = jax.jit(lambda p, a: model.apply({"params": p}, **a))(params, args)
-    results = {k: np.asarray(v) for k, v in vars(out).items() if v is not None}
+    args = {k: inputs[k] for k in fields if k in inputs}
     y = labels(task, inputs, order_label="order")
-    if y:
-        results["loss"] = np.asarray(zoo_loss(task, out, {k: jnp.asarray(v) for k, v in y.items()}))
+
+    @jax.jit  # the loss too: eager, each of its operations would compile a program for every new shape
+    def outputs_and_loss(params, args, y):
+        out = model.apply({"params": params}, **args)
+        return out, zoo_loss(task, out, y) if y else None
+
+    out, loss = outputs_and_loss(params, args, y)
+    results = {k: np.asarray(v) for k, v in vars(out).items() if v is not None}
+    if loss is not None:
+        results["loss"] = np.asarray(loss)
     return results
 
 
@@ -191,7 +193,7 @@ def test_saved_params_load_in_transformers_with_no_missing_keys_and_equal_output
     model_type, task = ARCHITECTURES[architecture]
     public_model(architecture).save_pretrained(tmp_path / "public")
     model, _ = zoo.from_pretrained(tmp_path / "public")
-    params = random_params(model)
+    params = zoo_params(model)
     zoo.save_pretrained(model, params, tmp_path / "zoo")
     reference, info = getattr(transformers, architecture).from_pretrained(tmp_path / "zoo", output_loading_info=True)
     assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
@@ -219,7 +221,7 @@ def test_untied_output_projection_round_trips(architecture, tmp_path):
 def saved(folder, preset="bert-tiny", task=None, **overrides):
     """A zoo checkpoint of random params in the public layout (no torch needed); returns (model, params)."""
     model = zoo.create(preset, task=task, **overrides)
-    params = random_params(model)
+    params = zoo_params(model)
     zoo.save_pretrained(model, params, folder)
     return model, params
 
@@ -296,7 +298,7 @@ def test_unsupported_architecture_is_named_and_its_body_still_loads_with_a_task(
 def test_config_switch_the_public_format_cannot_express_is_a_named_error(tmp_path):
     model = zoo.create("gpt-tiny", norm_position="post")
     with pytest.raises(ValueError, match="norm_position='post'"):
-        zoo.save_pretrained(model, random_params(model), tmp_path)
+        zoo.save_pretrained(model, zoo_params(model), tmp_path)
 
 
 def test_base_checkpoint_into_a_task_model_initializes_the_head_and_says_so(tmp_path, caplog):
@@ -349,8 +351,8 @@ def test_scanned_layers_load_and_save_like_unrolled_ones(tmp_path):
     scanned, scanned_params = zoo.from_pretrained(tmp_path / "unrolled", scan_layers=True)
     chex.assert_shape(scanned_params["encoder"]["layers"]["attention"]["qkv"]["kernel"], (2, 64, 3, 4, 16))
     ids = jnp.asarray(batch("gpt2")["input_ids"])
-    chex.assert_trees_all_close(scanned.apply({"params": scanned_params}, ids).logits,
-                                unrolled.apply({"params": unrolled_params}, ids).logits, atol=1e-5)
+    chex.assert_trees_all_close(jitted_apply(scanned)({"params": scanned_params}, ids).logits,
+                                jitted_apply(unrolled)({"params": unrolled_params}, ids).logits, atol=1e-5)
     zoo.save_pretrained(scanned, scanned_params, tmp_path / "scanned")
     chex.assert_trees_all_equal(load_file(tmp_path / "scanned" / "model.safetensors"),
                                 load_file(tmp_path / "unrolled" / "model.safetensors"))
@@ -392,9 +394,9 @@ def test_each_parameter_is_placed_on_the_sharding_given(tmp_path):
 
 SHARDED_LOAD = """
 import flax.linen as nn, jax, numpy as np, sys, zoo
+from tests.model_helpers import random_params
 model = zoo.create("gpt-tiny", task="causal_lm")
-params = jax.tree.map(lambda x: np.random.default_rng(0).standard_normal(x.shape).astype(np.float32), nn.unbox(
-    jax.eval_shape(lambda: model.init(jax.random.key(0), *zoo.registry.example_inputs(model)))["params"]))
+params = random_params(model, *zoo.registry.example_inputs(model), scale=1.0)["params"]
 zoo.save_pretrained(model, params, sys.argv[1])
 mesh = jax.sharding.Mesh(np.array(jax.devices()), ("model",))
 rules = (("vocab", "model"), ("mlp", "model"), ("heads", "model"))

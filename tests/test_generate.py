@@ -10,44 +10,51 @@ import numpy as np
 import pytest
 
 import zoo
+from tests.model_helpers import jitted_apply, random_params
 from zoo.generate import _generate_jit, sample_token
 
 generate_module = importlib.import_module("zoo.generate")  # the module: `zoo.generate` is the function
 
-# A wide initializer makes the logits peaked, so that no argmax rests on a float-rounding tie.
-GPT = zoo.create("gpt-tiny", task="causal_lm", initializer_range=0.5)
+GPT = zoo.create("gpt-tiny", task="causal_lm")
 # scanned layers: the cache has a leading layer axis, which beam search must reorder along the batch axis behind it
-SEQ2SEQ = zoo.create("transformer-tiny", task="seq2seq", initializer_range=0.5, scan_layers=True)
+SEQ2SEQ = zoo.create("transformer-tiny", task="seq2seq", scan_layers=True)
 PAD = 1023  # never chosen by these models in practice, so "pad after EOS" is visible
+# Wide weights make the logits peaked, so that no argmax rests on a float-rounding tie.
+WEIGHT_SCALE = 0.5
+# Module-level, so that every test's reference forward of one shape is one compile.
+GPT_APPLY, SEQ2SEQ_APPLY = jitted_apply(GPT), jitted_apply(SEQ2SEQ)
 
 
 @pytest.fixture(scope="module")
 def gpt_params():
-    return jax.jit(GPT.init)(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"]
+    return random_params(GPT, np.ones((1, 4), np.int32), scale=WEIGHT_SCALE)["params"]
 
 
 @pytest.fixture(scope="module")
 def seq2seq_params():
-    ids = jnp.ones((1, 4), jnp.int32)
-    return jax.jit(SEQ2SEQ.init)(jax.random.key(0), ids, ids)["params"]
+    ids = np.ones((1, 4), np.int32)
+    return random_params(SEQ2SEQ, ids, ids, scale=WEIGHT_SCALE)["params"]
 
 
+# Test-side arrays are NumPy, and generate's outputs are read as NumPy before they are indexed: each eager jnp
+# operation compiles a program of its own, for every new shape or index.
 def prompts(batch=2, length=5, seed=0):
-    return jax.random.randint(jax.random.key(seed), (batch, length), 2, 1000)
+    return np.random.default_rng(seed).integers(2, 1000, (batch, length), dtype=np.int32)
 
 
-def argmax_loop(logits_of, ids, steps):
+def argmax_loop(logits_of, ids, steps, buffer_length=None):
     """The reference: re-run the whole forward pass (no cache) at every step and take the argmax.
 
-    The sequence lives in a fixed-size buffer so that the forward compiles once; the model is causal, so the logits at
-    position t do not see the unfilled slots after it.
+    The sequence lives in a fixed-size buffer (`buffer_length` slots, by default just enough) so that the forward
+    compiles once, and once for prompts of several lengths given one `buffer_length`; the model is causal, so the
+    logits at position t do not see the unfilled slots after it.
     """
     length = ids.shape[1]
-    buffer = jnp.pad(ids, ((0, 0), (0, steps)))
-    logits_of = jax.jit(logits_of)
+    buffer = np.zeros((ids.shape[0], buffer_length or length + steps), np.int32)
+    buffer[:, :length] = ids
     for t in range(length, length + steps):
-        buffer = buffer.at[:, t].set(jnp.argmax(logits_of(buffer)[:, t - 1], axis=-1).astype(ids.dtype))
-    return buffer
+        buffer[:, t] = np.argmax(np.asarray(logits_of(buffer))[:, t - 1], axis=-1)
+    return buffer[:, :length + steps]
 
 
 def truncate_at_eos(generated, eos, pad):
@@ -63,33 +70,36 @@ def truncate_at_eos(generated, eos, pad):
 def test_greedy_equals_argmax_loop_over_the_full_forward_gpt(gpt_params):
     x = prompts()
     out = zoo.generate(GPT, gpt_params, x, max_new_tokens=6, eos_token_id=None)
-    expected = argmax_loop(lambda ids: GPT.apply({"params": gpt_params}, ids).logits, x, 6)
+    expected = argmax_loop(lambda ids: GPT_APPLY({"params": gpt_params}, ids).logits, x, 6)
     np.testing.assert_array_equal(out.sequences, expected)
     assert out.scores is None
 
 
 def test_greedy_equals_argmax_loop_over_the_full_forward_encoder_decoder(seq2seq_params):
     source = prompts()
-    source_mask = jnp.ones_like(source).at[1, 3:].set(0)
+    source_mask = np.ones_like(source)
+    source_mask[1, 3:] = 0
     out = zoo.generate(SEQ2SEQ, seq2seq_params, source, source_mask, max_new_tokens=6, eos_token_id=None)
-    start = jnp.zeros((2, 1), jnp.int32)  # transformer-tiny's decoder_start_token_id
-    expected = argmax_loop(lambda ids: SEQ2SEQ.apply({"params": seq2seq_params}, source, ids,
+    start = np.zeros((2, 1), np.int32)  # transformer-tiny's decoder_start_token_id
+    expected = argmax_loop(lambda ids: SEQ2SEQ_APPLY({"params": seq2seq_params}, source, ids,
                                                      attention_mask=source_mask).logits, start, 6)
     np.testing.assert_array_equal(out.sequences, expected)
 
 
 def test_eos_ends_a_row_and_pads_the_rest(gpt_params):
     x = prompts()
-    free = zoo.generate(GPT, gpt_params, x, max_new_tokens=8, eos_token_id=None, pad_token_id=PAD).sequences
+    # the settings of the run without EOS in the test below: one compile for both
+    free = np.asarray(zoo.generate(GPT, gpt_params, x, max_new_tokens=9, eos_token_id=None).sequences)
     eos = int(free[0, 5 + 2])  # a token row 0 emits at its third step
-    stopped = zoo.generate(GPT, gpt_params, x, max_new_tokens=8, eos_token_id=eos, pad_token_id=PAD).sequences
+    stopped = np.asarray(zoo.generate(GPT, gpt_params, x, max_new_tokens=9, eos_token_id=eos,
+                                      pad_token_id=PAD).sequences)
     np.testing.assert_array_equal(stopped[:, 5:], truncate_at_eos(free[:, 5:], eos, PAD))
     assert np.all(stopped[0, 5 + 3:] == PAD)
 
 
 def test_the_loop_stops_once_every_row_has_ended(gpt_params, monkeypatch):
     x = prompts(seed=5)
-    free = np.asarray(zoo.generate(GPT, gpt_params, x, max_new_tokens=9, eos_token_id=None).sequences[:, 5:])
+    free = np.asarray(zoo.generate(GPT, gpt_params, x, max_new_tokens=9, eos_token_id=None).sequences)[:, 5:]
     eos = (int(free[0, 1]), int(free[1, 2]))  # two EOS ids: row 0 ends by its 2nd new token, row 1 by its 3rd
     last = max(np.flatnonzero(np.isin(row, eos))[0] for row in free)
     steps = []
@@ -101,28 +111,29 @@ def test_the_loop_stops_once_every_row_has_ended(gpt_params, monkeypatch):
 
     monkeypatch.setattr(generate_module._Decoder, "step", counted_step)
     out = zoo.generate(GPT, gpt_params, x, max_new_tokens=9, eos_token_id=eos, pad_token_id=PAD - 1)
-    np.testing.assert_array_equal(out.sequences[:, 5:], truncate_at_eos(free, eos, PAD - 1))
+    np.testing.assert_array_equal(np.asarray(out.sequences)[:, 5:], truncate_at_eos(free, eos, PAD - 1))
     assert last <= 2 and len(steps) == last  # the prompt pass gives the first new token; one step per token after
 
 
 def test_left_padded_batch_gives_each_prompt_its_tokens_alone(gpt_params):
     short, long = prompts(1, 3, seed=1), prompts(1, 5, seed=2)
-    batch = jnp.concatenate([jnp.pad(short, ((0, 0), (2, 0)), constant_values=PAD), long])
+    batch = np.concatenate([np.pad(short, ((0, 0), (2, 0)), constant_values=PAD), long])
     mask = jnp.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    out = zoo.generate(GPT, gpt_params, batch, mask, max_new_tokens=6, eos_token_id=None).sequences
+    out = np.asarray(zoo.generate(GPT, gpt_params, batch, mask, max_new_tokens=6, eos_token_id=None).sequences)
     for row, prompt in enumerate([short, long]):
-        alone = argmax_loop(lambda ids: GPT.apply({"params": gpt_params}, ids).logits, prompt, 6)
+        alone = argmax_loop(lambda ids: GPT_APPLY({"params": gpt_params}, ids).logits, prompt, 6,
+                            buffer_length=batch.shape[1] + 6)
         np.testing.assert_array_equal(out[row, 5:], alone[0, prompt.shape[1]:])
 
 
 def test_left_padded_batch_gives_each_prompt_its_beams_alone(gpt_params):
     short, long = prompts(1, 3, seed=1), prompts(1, 5, seed=2)
-    batch = jnp.concatenate([jnp.pad(short, ((0, 0), (2, 0))), long])
+    batch = np.concatenate([np.pad(short, ((0, 0), (2, 0))), long])
     mask = jnp.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     settings = dict(max_new_tokens=5, method="beam", num_beams=3, eos_token_id=None)
-    together = zoo.generate(GPT, gpt_params, batch, mask, **settings)
+    together = jax.device_get(zoo.generate(GPT, gpt_params, batch, mask, **settings))
     for row, prompt in enumerate([short, long]):
-        alone = zoo.generate(GPT, gpt_params, prompt, **settings)
+        alone = jax.device_get(zoo.generate(GPT, gpt_params, prompt, **settings))
         np.testing.assert_array_equal(together.sequences[row, 5:], alone.sequences[0, prompt.shape[1]:])
         np.testing.assert_allclose(together.scores[row], alone.scores[0], rtol=1e-5)
 
@@ -131,12 +142,20 @@ def test_left_padded_batch_gives_each_prompt_its_beams_alone(gpt_params):
 def test_beam_search_with_one_beam_equals_greedy(model_name, gpt_params, seq2seq_params):
     model, params = (GPT, gpt_params) if model_name == "gpt" else (SEQ2SEQ, seq2seq_params)
     x = prompts()
-    free = zoo.generate(model, params, x, max_new_tokens=6, eos_token_id=None).sequences
+    free = np.asarray(zoo.generate(model, params, x, max_new_tokens=6, eos_token_id=None).sequences)
     eos = int(free[0, -3])  # row 0 stops early, so the bank's EOS path is exercised too
     greedy = zoo.generate(model, params, x, max_new_tokens=6, eos_token_id=eos, pad_token_id=PAD)
     beam = zoo.generate(model, params, x, max_new_tokens=6, eos_token_id=eos, pad_token_id=PAD, method="beam",
                         num_beams=1)
     np.testing.assert_array_equal(beam.sequences, greedy.sequences)
+
+
+@jax.jit
+def teacher_forced_log_prob(params, source, sequences):
+    """Each row's sum of the log-probs of its tokens after the first, fed the ones before (jitted with the params
+    an argument: one compile for every test)."""
+    log_probs = jax.nn.log_softmax(SEQ2SEQ.apply({"params": params}, source, sequences[:, :-1]).logits)
+    return jnp.take_along_axis(log_probs, sequences[:, 1:, None], axis=-1).sum(axis=(1, 2))
 
 
 @pytest.mark.parametrize("length_penalty", [1.0, 0.6])
@@ -145,13 +164,10 @@ def test_beam_score_is_the_sum_of_log_probs_over_length_to_the_penalty(length_pe
     out = zoo.generate(SEQ2SEQ, seq2seq_params, source, max_new_tokens=5, method="beam", num_beams=4,
                        length_penalty=length_penalty, eos_token_id=None)
 
-    def score(sequences):  # teacher-forced sum of the log-probs of the generated tokens
-        log_probs = jax.nn.log_softmax(SEQ2SEQ.apply({"params": seq2seq_params}, source, sequences[:, :-1]).logits)
-        return jnp.take_along_axis(log_probs, sequences[:, 1:, None], axis=-1).sum(axis=(1, 2))
-
     chex.assert_shape(out.sequences, (2, 6))
     assert out.sequences.dtype == jnp.int32
-    np.testing.assert_allclose(out.scores, score(out.sequences) / 5 ** length_penalty, rtol=1e-5)
+    np.testing.assert_allclose(out.scores, np.asarray(teacher_forced_log_prob(seq2seq_params, source, out.sequences))
+                               / 5 ** length_penalty, rtol=1e-5)
 
 
 def test_sampling_with_a_fixed_key_is_reproducible_and_keys_differ(gpt_params):
@@ -182,7 +198,7 @@ PROBS = np.array([0.3, 0.0, 0.06, 0.4, 0.0, 0.04, 0.2, 0.0])
     (dict(top_k=3, top_p=0.95, temperature=5.0), {3, 0, 6}),  # top-k applies after the temperature
 ])
 def test_filtered_sampling_never_emits_an_excluded_token(filters, allowed):
-    logits = jnp.log(jnp.asarray(PROBS, jnp.float32) + 1e-30)[None]
+    logits = np.log(PROBS.astype(np.float32) + np.float32(1e-30))[None]
     keys = jax.random.split(jax.random.key(0), 4000)
     draws = jax.jit(jax.vmap(lambda k: sample_token(logits, k, **filters)[0]))(keys)
     assert set(np.unique(np.asarray(draws)).tolist()) == allowed  # each allowed token appears, nothing else
