@@ -10,7 +10,10 @@ import functools
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+import zoo
 
 
 def random_params(model: nn.Module, *inputs, seed: int = 0, scale: float = 0.05, **init_kwargs):
@@ -28,3 +31,16 @@ def jitted_apply(model: nn.Module, **static):
     """`model.apply` jitted, with the keyword arguments that are Python values (`decode=True`, `method=`,
     `mutable=`, `deterministic=`) fixed. Keep the result to call it again: a new one compiles anew."""
     return jax.jit(functools.partial(model.apply, **static))
+
+
+def decode_in_chunks(model: nn.Module, variables, tokens, chunks, cache_length: int | None = None):
+    """Feeds `tokens` through the KV cache in chunks of the given sizes (one compile per chunk size); returns the
+    concatenated logits and the last cache."""
+    cache = zoo.init_cache(model, tokens.shape[0], cache_length or tokens.shape[1])
+    step = jitted_apply(model, decode=True, mutable=["cache"])
+    logits, start = [], 0
+    for size in chunks:
+        out, mutated = step({**variables, "cache": cache}, tokens[:, start:start + size])
+        cache, start = mutated["cache"], start + size
+        logits.append(out.logits)
+    return jnp.concatenate(logits, axis=1), cache

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import zoo
-from tests.model_helpers import jitted_apply, random_params
+from tests.model_helpers import decode_in_chunks, jitted_apply, random_params
 from zoo.attention import blockwise_attention, dot_product_attention, key_blocks, pattern_mask
 from zoo.config import Config
 from zoo.masks import AttentionMask
@@ -123,17 +123,6 @@ def test_a_pattern_that_covers_the_sequence_is_dense_attention(name, task, overr
     assert not np.allclose(jitted_apply(narrow)(params, x, mask).logits[:, :20], a[:, :20], atol=1e-3)
 
 
-def decode_chunks(model, params, tokens, chunks, cache_length):
-    cache = zoo.init_cache(model, tokens.shape[0], cache_length)
-    step = jitted_apply(model, decode=True, mutable=["cache"])
-    logits, start = [], 0
-    for size in chunks:
-        out, mutated = step({"params": params, "cache": cache}, tokens[:, start:start + size])
-        cache, start = mutated["cache"], start + size
-        logits.append(out.logits)
-    return jnp.concatenate(logits, axis=1), cache
-
-
 @pytest.mark.parametrize("global_tokens", [0, 2])
 def test_rolling_cache_decoding_equals_the_sliding_window_forward_pass(global_tokens):
     model = zoo.create("gpt-tiny", task="causal_lm", attention="sliding_window", window=4, block_size=4,
@@ -142,7 +131,7 @@ def test_rolling_cache_decoding_equals_the_sliding_window_forward_pass(global_to
     params = random_params(model, x)["params"]
     full = jitted_apply(model)({"params": params}, x).logits
     for chunks in ([1] * 14, [3, 1, 6, 1, 3]):  # a chunk longer than the window overwrites its own slots
-        decoded, cache = decode_chunks(model, params, x, chunks, 14)
+        decoded, cache = decode_in_chunks(model, {"params": params}, x, chunks)
         chex.assert_trees_all_close(decoded, full, atol=1e-5)
     # the cache holds the global tokens and the last `window` positions, however long the generation
     assert cache["encoder"]["layers_0"]["attention"]["key"].shape[1] == global_tokens + 4
@@ -153,7 +142,7 @@ def test_block_sparse_decoding_equals_the_forward_pass():
     model = zoo.create("gpt-tiny", task="causal_lm", attention="block_sparse", block_size=2, num_random_blocks=1)
     x = jax.random.randint(jax.random.key(0), (1, 13), 0, model.config.vocab_size)
     params = random_params(model, x)["params"]
-    decoded, _ = decode_chunks(model, params, x, [5] + [1] * 8, 13)
+    decoded, _ = decode_in_chunks(model, {"params": params}, x, [5] + [1] * 8)
     chex.assert_trees_all_close(decoded, jitted_apply(model)({"params": params}, x).logits, atol=1e-5)
 
 

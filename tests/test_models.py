@@ -11,7 +11,7 @@ import pytest
 import zoo
 from zoo.embeddings import sinusoidal_positions
 from zoo.layers import stack_layer_params
-from tests.model_helpers import jitted_apply, random_params
+from tests.model_helpers import decode_in_chunks, jitted_apply, random_params
 from zoo.registry import example_inputs
 
 TINY = ["bert-tiny", "albert-tiny", "gpt-tiny", "transformer-tiny"]
@@ -124,27 +124,14 @@ def test_decoder_is_causal(key):
     chex.assert_trees_all_close(a[:, :5], b[:, :5], atol=1e-6)
 
 
-def decode_step_by_step(model, variables, tokens, chunks, **kwargs):
-    """Feeds `tokens` through the KV cache in chunks of the given sizes; returns the concatenated logits."""
-    batch, length = tokens.shape
-    cache = zoo.init_cache(model, batch, length, **kwargs.pop("cache_kwargs", {}))
-    step = jitted_apply(model, decode=True, mutable=["cache"])  # one compile per chunk size
-    logits, start = [], 0
-    for size in chunks:
-        out, mutated = step({**variables, "cache": cache}, tokens[:, start:start + size], **kwargs)
-        cache, start = mutated["cache"], start + size
-        logits.append(out.logits)
-    return jnp.concatenate(logits, axis=1)
-
-
 @pytest.mark.parametrize("overrides", [{}, {"scan_layers": True}])
 def test_kv_cache_decoding_equals_full_forward_gpt(overrides, key):
     model = zoo.create("gpt-tiny", task="causal_lm", **overrides)
     x = ids(key, length=10)
     variables = random_params(model, x)
     full = jitted_apply(model)(variables, x).logits
-    one_by_one = decode_step_by_step(model, variables, x, [1] * 10)
-    prefill_then_steps = decode_step_by_step(model, variables, x, [6, 1, 1, 2])
+    one_by_one, _ = decode_in_chunks(model, variables, x, [1] * 10)
+    prefill_then_steps, _ = decode_in_chunks(model, variables, x, [6, 1, 1, 2])
     chex.assert_trees_all_close(one_by_one, full, atol=1e-5)
     chex.assert_trees_all_close(prefill_then_steps, full, atol=1e-5)
 
