@@ -19,6 +19,7 @@ from tests.train_helpers import SyntheticBatches, tiny_config
 from train.checkpointing import Checkpointer, abstract_like
 from train.losses import cross_entropy, next_token_targets
 from train.loop import NonFiniteLoss, train_and_evaluate
+from train.metrics import read_metrics
 from train.optimizer import make_optimizer, make_schedule, weight_decay_mask
 from train.partitioning import make_mesh
 from train.step import compile_steps, init_train_state
@@ -190,7 +191,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     config.optimizer.learning_rate = 1e38
     config.optimizer.clip_norm = 0.0
     config.schedule.warmup_steps = 0
-    with pytest.raises(NonFiniteLoss, match=r"loss is nan at step (\d+); stopping. The last good checkpoint is step") \
+    with pytest.raises(NonFiniteLoss, match=r"loss is nan at step (\d+); stopping .*The last good checkpoint is step") \
             as stopped:
         train_and_evaluate(config, str(tmp_path), SyntheticBatches(), show_progress=False)
     nan_step = int(re.search(r"at step (\d+)", str(stopped.value)).group(1))
@@ -242,6 +243,44 @@ def test_process_killed_during_an_async_save_resumes_from_the_previous_checkpoin
     straight, _ = train_and_evaluate(tiny_config(steps=6, every_steps=2), str(tmp_path / "straight"),
                                      SyntheticBatches(), show_progress=False)
     chex.assert_trees_all_equal(jax.device_get(resumed.params), jax.device_get(straight.params))
+
+
+def test_logged_train_metrics_are_the_token_weighted_means_of_the_steps_since_the_last_log(tmp_path):
+    every_step = tiny_config(steps=4, every_steps=4)
+    train_and_evaluate(every_step, str(tmp_path / "each"), SyntheticBatches(), show_progress=False)
+    windowed = tiny_config(steps=4, every_steps=4)
+    windowed.train.log_every = 2
+    train_and_evaluate(windowed, str(tmp_path / "windows"), SyntheticBatches(), show_progress=False)
+    steps = read_metrics(str(tmp_path / "each"))
+    batches = SyntheticBatches()
+    masked = np.array([np.sum(next(batches)["mlm_labels"] >= 0) for _ in range(4)], np.float64)  # the loss's weights
+    assert len(set(masked)) > 1  # the steps weigh differently, so a weighted and a plain mean differ
+    rows = read_metrics(str(tmp_path / "windows"))
+    assert [row["step"] for row in rows] == [2, 4]
+    for row, window in zip(rows, (slice(0, 2), slice(2, 4))):
+        weights, of_steps = masked[window], steps[window]
+        for name in ("mlm_loss", "mlm_accuracy"):
+            expected = np.sum(weights * [s[name] for s in of_steps]) / np.sum(weights)
+            assert row[name] == pytest.approx(expected, rel=1e-5), name
+        assert row["loss"] == pytest.approx(row["mlm_loss"], rel=1e-6)
+        assert row["grad_norm"] == pytest.approx(np.mean([s["grad_norm"] for s in of_steps]), rel=1e-5)
+        assert row["learning_rate"] == pytest.approx(of_steps[-1]["learning_rate"], rel=1e-6)
+        assert abs(row["mlm_loss"] - of_steps[-1]["mlm_loss"]) > 1e-4  # not the logged step's own value
+
+
+def test_a_finished_run_trains_nothing_and_returns_its_final_metrics(tmp_path, capsys):
+    config = tiny_config(steps=3, every_steps=3)
+    first_state, first = train_and_evaluate(config, str(tmp_path), SyntheticBatches(), show_progress=False)
+    rows = (tmp_path / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    batches = SyntheticBatches()
+    again_state, again = train_and_evaluate(config, str(tmp_path), batches, show_progress=False)
+    assert "nothing left to train" in capsys.readouterr().out
+    assert again == first and again["loss"] > 0
+    chex.assert_trees_all_equal(jax.device_get(again_state.params), jax.device_get(first_state.params))
+    assert (tmp_path / "metrics.jsonl").read_text() == rows  # nothing trained, nothing logged
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3"]
+    assert batches.position == 1  # the one batch that shapes the model, and no other
 
 
 def test_checkpoints_keep_the_last_k_and_the_best_by_the_eval_metric(tmp_path):

@@ -16,11 +16,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import zoo
 from train.checkpointing import Checkpointer, abstract_like
-from train.losses import summarize
-from train.metrics import MetricWriter, plot_loss_curve
+from train.losses import add_to_window, summarize
+from train.metrics import MetricWriter, plot_loss_curve, read_metrics
 from train.optimizer import make_optimizer, make_schedule
 from train.partitioning import batch_sharding, make_mesh
-from train.step import compile_steps, init_train_state
+from train.step import abstract_train_state, compile_steps, init_train_state
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -61,7 +61,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     `set_state(state)`, saved in every checkpoint so a resumed run sees exactly the batches it would have seen.
     `eval_data()` returns a fresh iterable of eval batches. `on_metrics(row)` is called on process 0 with each row
     written to metrics.jsonl (`step` and the train or `eval_` metrics) as it is written, e.g. to draw a live loss
-    curve. Returns (final state, last train and eval metrics).
+    curve. A train row holds the means over every step since the previous row, weighted by tokens as the loss is.
+    Returns (final state, last train and eval metrics). A workdir whose run already reached `config.train.steps`
+    trains nothing: its final state and metrics (from metrics.jsonl) come back, so running a notebook or a command
+    twice is harmless.
     Raises NonFiniteLoss (naming the step) on a NaN or inf loss; the last checkpoint kept is a finite one.
     """
     os.makedirs(workdir, exist_ok=True)
@@ -71,21 +74,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     mesh = make_mesh(**config.mesh)
     data_sharding = batch_sharding(mesh)
     first = next(train_data)
-    state, shardings = init_train_state(model, tx, jax.random.key(config.seed), first, mesh)
-    if initial_params is not None:  # fine-tuning: pretrained weights replace the random ones, placed as sharded
-        state = state.replace(params=jax.device_put(initial_params, shardings.params))
+    abstract_state, shardings = abstract_train_state(model, tx, first, mesh)
     rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), NamedSharding(mesh, PartitionSpec()))
     ckpt_cfg = config.checkpoint
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=ckpt_cfg.every_steps,
                                 keep=ckpt_cfg.keep, best_metric=ckpt_cfg.get("best_metric") or None,
                                 best_mode=ckpt_cfg.get("best_mode", "min"))
+    total, log_every = config.train.steps, config.train.log_every
     start = checkpointer.latest_step()
     if start is None:
+        state, _ = init_train_state(model, tx, jax.random.key(config.seed), first, mesh, params=initial_params)
         pending = first  # the batch drawn to shape the model is the first one trained on
         start = 0
     else:
-        state, rng, data_state = checkpointer.restore(start, abstract_like(state, shardings),
-                                                      abstract_like(rng, rng.sharding))
+        state, rng, data_state = checkpointer.restore(start, abstract_state, abstract_like(rng, rng.sharding))
+        if start >= total:
+            checkpointer.close()
+            print(f"nothing left to train: {checkpointer.directory} already holds step {start} of "
+                  f"train.steps={total}; returning that run's final state and metrics", flush=True)
+            return state, final_metrics(workdir, start)
         train_data.set_state(data_state)
         pending = None
         print(f"resumed from {checkpointer.directory} at step {start}", flush=True)
@@ -95,9 +102,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
                                           mlm_max_predictions=config.get("loss", {}).get("mlm_max_predictions", 0),
                                           grad_accum_steps=config.optimizer.get("grad_accum_steps", 1))
     writer = MetricWriter(workdir, on_write=on_metrics)
-    total, log_every = config.train.steps, config.train.log_every
     eval_every = config.train.get("eval_every", 0)
     last_train, last_eval = {}, {}
+    window, window_steps = None, 0  # the train metrics summed on the device since the last log
     data_state = train_data.get_state()
     bar = tqdm.tqdm(total=total, initial=start, disable=not show_progress or jax.process_index() != 0,
                     dynamic_ncols=True, desc="train")
@@ -109,20 +116,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
             data_state = train_data.get_state()  # the position after this batch: where a resume continues
             batch = global_batch(local, data_sharding)
             state, metrics = train_step(state, batch, rng)
+            window, window_steps = add_to_window(window, metrics), window_steps + 1
             tokens += int(np.prod(local["input_ids"].shape)) * jax.process_count()
             done = step + 1
             log_now = done % log_every == 0 or done == total
             save_now = done % ckpt_cfg.every_steps == 0 or done == total
-            if log_now or save_now:
-                last_train = summarize(jax.device_get(metrics))  # the only host sync: at log and save steps
-                if not math.isfinite(last_train["loss"]):
-                    raise NonFiniteLoss(f"loss is {last_train['loss']} at step {done}; stopping. The last good "
-                                        f"checkpoint is step {checkpointer.latest_step()} in "
-                                        f"{checkpointer.directory}")
+            if log_now or save_now:  # the only host sync: every step since the last one is checked before a save
+                window_means = summarize(jax.device_get(window), window_steps)
+                if not math.isfinite(window_means["loss"]):
+                    raise NonFiniteLoss(f"loss is {window_means['loss']} at step {done}; stopping (a step after "
+                                        f"{done - window_steps} went non-finite). The last good checkpoint is step "
+                                        f"{checkpointer.latest_step()} in {checkpointer.directory}")
             if log_now:
+                last_train = window_means
                 elapsed = time.perf_counter() - clock
                 last_train["tokens_per_second"] = tokens / max(elapsed, 1e-9)
                 tokens, clock = 0, time.perf_counter()
+                window, window_steps = None, 0
                 writer.write(done, last_train)
                 bar.set_postfix(loss=f"{last_train['loss']:.3f}", lr=f"{last_train['learning_rate']:.2e}",
                                 tok_s=f"{last_train['tokens_per_second']:.0f}")
@@ -140,6 +150,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
         writer.close()
     plot_loss_curve(workdir)
     return state, {**last_train, **{f"eval_{k}": v for k, v in last_eval.items()}}
+
+
+def final_metrics(workdir: str, step: int) -> dict:
+    """The last train row and the last eval row (its keys `eval_`-prefixed) that metrics.jsonl holds up to `step`:
+    what `train_and_evaluate` returned when that run finished."""
+    last_train, last_eval = {}, {}
+    for row in read_metrics(workdir):
+        if row["step"] > step:  # written by a run that went further, then was restored to an earlier checkpoint
+            continue
+        values = {k: v for k, v in row.items() if k != "step"}
+        if any(k.startswith("eval_") for k in values):
+            last_eval = values
+        else:
+            last_train = values
+    return {**last_train, **last_eval}
 
 
 def evaluate(eval_step, params, batches, sharding) -> dict:

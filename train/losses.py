@@ -101,8 +101,31 @@ def with_mlm_positions(batch: dict, max_predictions: int) -> dict:
     return {**batch, "mlm_positions": positions.astype(jnp.int32)}
 
 
-def summarize(metrics: dict) -> dict:
-    """Sums to means: `x_loss_sum / x_weight` -> `x_loss`, `x_correct / x_weight` -> `x_accuracy` (host side)."""
+# How each train-step metric adds up over the steps between two logs (the window), on the device. The sums of
+# the losses above add; grad_norm adds and `summarize` divides it by the window's steps; learning_rate is the
+# schedule's value at the logged step. The step's own `loss` is one step's mean: left out, as `summarize` derives the
+# window's loss from the sums (weighted by tokens, not by steps).
+STEP_MEAN_METRICS = ("grad_norm",)
+LATEST_METRICS = ("learning_rate",)
+STEP_ONLY_METRICS = ("loss",)
+
+
+@jax.jit
+def _add_to_window(window: dict, metrics: dict) -> dict:
+    return {k: v if k in LATEST_METRICS else window[k] + v for k, v in metrics.items()}
+
+
+def add_to_window(window: dict | None, metrics: dict) -> dict:
+    """The window's running metrics with one more train step's: dispatched asynchronously, no host sync."""
+    metrics = {k: v for k, v in metrics.items() if k not in STEP_ONLY_METRICS}
+    return metrics if window is None else _add_to_window(window, metrics)
+
+
+
+def summarize(metrics: dict, steps: int = 1) -> dict:
+    """Sums to means (host side): `x_loss_sum / x_weight` -> `x_loss`, `x_correct / x_weight` -> `x_accuracy`, so
+    metrics summed over several steps (or eval batches) weight each by its tokens; the STEP_MEAN_METRICS, summed over
+    `steps` train steps, are divided by `steps`."""
     out = {}
     for key, value in metrics.items():
         if key.endswith("loss_sum"):
@@ -110,6 +133,8 @@ def summarize(metrics: dict) -> dict:
             weight = max(float(metrics[f"{prefix}weight"]), 1.0)
             out[f"{prefix}loss"] = float(value) / weight
             out[f"{prefix}accuracy"] = float(metrics[f"{prefix}correct"]) / weight
+        elif key in STEP_MEAN_METRICS:
+            out[key] = float(value) / steps
         elif not key.endswith(("correct", "weight")):
             out[key] = float(value)
     if "loss" not in out:  # the objective task_loss trains: component means added, span QA's two halved

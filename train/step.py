@@ -29,16 +29,40 @@ def model_inputs(model: nn.Module, batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k in accepted}
 
 
-def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, example_batch: dict,
-                     mesh: Mesh, rules=RULES) -> tuple[TrainState, Any]:
-    """The initial state, created directly in its sharding (no host ever holds it whole), and that sharding."""
+def _state_init(model: nn.Module, tx: optax.GradientTransformation, example_batch: dict):
     one_row = {k: v[:1] for k, v in model_inputs(model, example_batch).items()}
 
     def init(key):
         params = model.init(key, **one_row)["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-    shardings = logical_shardings(jax.eval_shape(init, key), mesh, rules)
+    return init
+
+
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, example_batch: dict, mesh: Mesh,
+                         rules=RULES) -> tuple[TrainState, Any]:
+    """(the state as ShapeDtypeStructs placed on their shardings, those shardings), computing nothing: the target a
+    checkpoint restores onto."""
+    boxed = jax.eval_shape(_state_init(model, tx, example_batch), jax.random.key(0))
+    shardings = logical_shardings(boxed, mesh, rules)
+    abstract = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                            nn.unbox(boxed), shardings)
+    return abstract, shardings
+
+
+def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, example_batch: dict,
+                     mesh: Mesh, rules=RULES, params: Any = None) -> tuple[TrainState, Any]:
+    """The initial state, created directly in its sharding (no host ever holds it whole), and that sharding.
+
+    With `params` (pretrained weights, for fine-tuning) the state starts from them and no random init is computed.
+    """
+    _, shardings = abstract_train_state(model, tx, example_batch, mesh, rules)
+    if params is not None:
+        params = jax.device_put(params, shardings.params)
+        opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+        return TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), shardings.step), params=params,
+                          opt_state=opt_state), shardings
+    init = _state_init(model, tx, example_batch)
     # Not traced under the mesh: DenseGeneral initialises a flat kernel and its logical constraint would not fit it.
     state = jax.jit(lambda k: nn.unbox(init(k)), out_shardings=shardings)(key)
     return state, shardings
