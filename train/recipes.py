@@ -38,7 +38,8 @@ def load_recipe(name: str) -> ml_collections.ConfigDict:
     """The `get_config()` of a recipe: a name in the repository's configs/ ("bert_tiny") or a path to a recipe file.
 
     Raises FileNotFoundError naming the recipes there when there is no such file (e.g. zoo was installed from a wheel,
-    which has no configs/: install the repository with `pip install -e`).
+    which has no configs/: install the repository with `pip install -e`). Raises ValueError naming the file when it
+    has a syntax error, raises on import or in `get_config()`, has no `get_config`, or that returns no ConfigDict.
     """
     path = pathlib.Path(name) if name.endswith(".py") else RECIPES_DIR / f"{name}.py"
     if not path.is_file():
@@ -46,5 +47,19 @@ def load_recipe(name: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"no recipe {path}; the recipes in {RECIPES_DIR}: {', '.join(known) or 'none'}")
     spec = importlib.util.spec_from_file_location(f"recipe_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ValueError(f"{path}:{e.lineno}: the recipe has a syntax error ({e.msg})") from None
+    except Exception as e:  # the recipe's own code: keep its traceback as the cause
+        raise ValueError(f"{path}: importing the recipe raised {type(e).__name__}: {e}") from e
+    get_config = vars(module).get("get_config")
+    if not callable(get_config):
+        raise ValueError(f"{path}: a recipe defines get_config(), and this file does not")
+    try:
+        config = get_config()
+    except Exception as e:
+        raise ValueError(f"{path}: get_config() raised {type(e).__name__}: {e}") from e
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(f"{path}: get_config() returned a {type(config).__name__}, not an ml_collections.ConfigDict")
+    return config

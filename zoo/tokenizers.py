@@ -13,7 +13,8 @@
     decode(ids) -> text                 pad_id, cls_id, sep_id, mask_id, unk_id, bos_id, eos_id, special_ids
 
 The ids equal those of the reference tokenizers in `transformers` (tests/test_tokenizers.py checks Chinese, accents,
-emoji and very long words). A file that does not parse is a `ValueError` naming the file, before anything runs.
+emoji and very long words). A file that does not parse is a `ValueError` naming the file and what is wrong with it,
+and a missing one a `FileNotFoundError` naming it, before anything runs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import unicodedata
 from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
+
+from zoo.files import read_json_object, read_utf8
 
 PathLike = Union[str, os.PathLike]
 Text = Union[str, tuple[str, str]]
@@ -315,12 +318,7 @@ def byte_level_bpe(vocab_file: PathLike, merges_file: PathLike,
     """GPT-2's byte-level BPE from `vocab.json` and `merges.txt` (no special tokens added to text, as in GPT-2)."""
     from tokenizers import Tokenizer as RustTok, decoders, models, pre_tokenizers, processors
 
-    try:
-        vocab = json.loads(read_utf8(vocab_file))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{vocab_file}: not valid JSON ({e})") from None
-    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-        raise ValueError(f"{vocab_file}: expected a JSON object mapping tokens to integer ids")
+    vocab = read_vocab_json(vocab_file)
     merges = []
     for line, text in enumerate(read_utf8(merges_file).split("\n"), 1):
         if not text.strip() or (line == 1 and text.startswith("#version")):
@@ -339,12 +337,22 @@ def byte_level_bpe(vocab_file: PathLike, merges_file: PathLike,
     return RustTokenizer(tok, specials, word_prefix="\u0120")
 
 
+def read_vocab_json(vocab_file: PathLike) -> dict[str, int]:
+    """token -> id from a `vocab.json` (GPT-2's, Marian's). ValueError names the file when it does not parse or is
+    not an object of integer ids."""
+    vocab = read_json_object(vocab_file)
+    if not all(isinstance(v, int) for v in vocab.values()):
+        raise ValueError(f"{vocab_file}: expected a JSON object mapping tokens to integer ids")
+    return vocab
+
+
 def from_tokenizer_json(file: PathLike, special_tokens: Optional[dict[str, str]] = None) -> RustTokenizer:
     """Any `tokenizer.json`; special-token roles come from `special_tokens` or are guessed from the added tokens."""
     from tokenizers import Tokenizer as RustTok
 
+    text = read_utf8(file)
     try:
-        tok = RustTok.from_str(read_utf8(file))
+        tok = RustTok.from_str(text)
     except Exception as e:  # the Rust parser raises a plain Exception
         raise ValueError(f"{file}: not a valid tokenizer.json ({e})") from None
     tok.no_truncation()  # encode_batch pads and truncates, to the length each call asks for
@@ -380,6 +388,8 @@ class SentencePieceTokenizer(Tokenizer):
         import sentencepiece as spm
 
         self.model_file = pathlib.Path(model_file)
+        if not self.model_file.is_file():  # sentencepiece's own error does not tell a missing file from a bad one
+            raise FileNotFoundError(f"{model_file}: no such file (a SentencePiece model)")
         self.sp = spm.SentencePieceProcessor()
         try:
             self.sp.load(str(model_file))
@@ -512,23 +522,11 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: PathLike, *, vocab_s
     return SentencePieceTokenizer(f"{model_prefix}.model", lower_case=lower_case)
 
 
-def read_utf8(path: PathLike) -> str:
-    """The text of a file; a file that is not UTF-8 is a ValueError naming it and the byte offset."""
-    data = pathlib.Path(path).read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 at byte offset {e.start} ({e.reason})") from None
-
-
 def _read_config(folder: pathlib.Path) -> dict:
     config = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         if (folder / name).exists():
-            try:
-                config.update(json.loads(read_utf8(folder / name)))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{folder / name}: not valid JSON ({e})") from None
+            config.update(read_json_object(folder / name))
     return config
 
 
@@ -572,12 +570,7 @@ def from_pretrained(folder: PathLike) -> Union[Tokenizer, TranslationTokenizers]
     specials = _special_tokens_from_config(config)
     has = lambda name: (folder / name).is_file()  # noqa: E731
     if has("source.spm") and has("target.spm"):
-        vocab = None
-        if has("vocab.json"):
-            try:
-                vocab = json.loads(read_utf8(folder / "vocab.json"))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{folder / 'vocab.json'}: not valid JSON ({e})") from None
+        vocab = read_vocab_json(folder / "vocab.json") if has("vocab.json") else None
         return TranslationTokenizers(SentencePieceTokenizer(folder / "source.spm", vocab=vocab),
                                      SentencePieceTokenizer(folder / "target.spm", vocab=vocab))
     if has("tokenizer.json"):

@@ -4,23 +4,31 @@ A document is a list of sentences (strings). A source is anything with `len()` a
 so the loader can visit documents in a seeded order and resume anywhere: a Python list, `TextDocuments`, or
 `TfdsDocuments` (random access into prepared array_record data, without TensorFlow).
 
-Bad input fails before training: an empty corpus and a file that is not UTF-8 are `ValueError`s naming the file (and
-byte offset); `on_decode_error="skip"` skips such a file with a warning instead.
+Bad input fails before training: an empty corpus (naming the files read), a file that is not UTF-8 (naming the file,
+byte offset and line), a JSONL line that is not JSON or has no text (file and line) and a corrupt or truncated `.xz`
+or `.gz` file are `ValueError`s; a missing file is a `FileNotFoundError` naming it. `on_decode_error="skip"` skips a
+file that is not UTF-8 with a warning instead.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
+import lzma
 import os
 import pathlib
 import re
+import zlib
 from typing import Callable, Iterable, Optional, Sequence, Union
+
+from zoo.files import decode_utf8
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 Document = list[str]
 SENTENCE_END = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+")
+COMPRESSED = {".xz": ("xz", lzma.open), ".gz": ("gzip", gzip.open)}  # suffix -> (format, opener)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -46,17 +54,40 @@ def check_not_empty(documents: Sequence, name: str) -> None:
         raise ValueError(f"{name} holds no documents: nothing to train on")
 
 
-def _read_text(path: pathlib.Path, on_decode_error: str) -> Optional[str]:
+def read_file_bytes(path: PathLike) -> bytes:
+    """The bytes of a file, decompressed when its name ends in `.xz` or `.gz`.
+
+    Raises FileNotFoundError naming a missing file; ValueError naming a compressed file that is truncated or corrupt.
+    """
+    path = pathlib.Path(path)
+    if path.suffix not in COMPRESSED:
+        return path.read_bytes()
+    kind, opener = COMPRESSED[path.suffix]
+    try:
+        with opener(path, "rb") as f:
+            return f.read()
+    except EOFError:
+        raise ValueError(f"{path}: truncated {kind} file (it ends before the end-of-stream marker)") from None
+    except (lzma.LZMAError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path}: not a valid {kind} file ({e})") from None
+
+
+def read_text(path: PathLike, on_decode_error: str = "raise") -> Optional[str]:
+    """The UTF-8 text of a file (decompressed, see `read_file_bytes`).
+
+    A file that is not UTF-8 is a ValueError naming it, the byte offset and the line, or with
+    `on_decode_error="skip"` a warning saying so, and None.
+    """
     if on_decode_error not in ("raise", "skip"):
         raise ValueError(f"on_decode_error must be 'raise' or 'skip', got {on_decode_error!r}")
-    data = path.read_bytes()
+    path = pathlib.Path(path)
+    data = read_file_bytes(path)
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        message = f"{path}: not UTF-8 at byte offset {e.start} ({e.reason})"
+        return decode_utf8(data, path, " of the decompressed text" if path.suffix in COMPRESSED else "")
+    except ValueError as e:
         if on_decode_error == "raise":
-            raise ValueError(message) from None
-        log.warning("%s; skipping the file", message)
+            raise
+        log.warning("%s; skipping the file", e)
         return None
 
 
@@ -65,13 +96,16 @@ def _expand(paths: Union[PathLike, Iterable[PathLike]]) -> list[pathlib.Path]:
     files = []
     for path in map(pathlib.Path, paths):
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file())
+            found = sorted(p for p in path.rglob("*") if p.is_file())
         elif any(c in str(path) for c in "*?["):
-            files += sorted(pathlib.Path(path.anchor or ".").glob(str(path.relative_to(path.anchor or "."))))
+            found = sorted(pathlib.Path(path.anchor or ".").glob(str(path.relative_to(path.anchor or "."))))
         elif path.is_file():
-            files.append(path)
+            found = [path]
         else:
             raise FileNotFoundError(f"{path}: no such file")
+        if not found:
+            raise FileNotFoundError(f"{path}: {'the folder holds no files' if path.is_dir() else 'no file matches'}")
+        files += found
     return files
 
 
@@ -81,36 +115,21 @@ def read_text_files(paths: Union[PathLike, Iterable[PathLike]], *, on_decode_err
 
     Each file is in BERT's format (a blank line between documents, one sentence or paragraph per line; long lines
     are split into sentences), or one document per file.
-    Raises ValueError for a file that is not UTF-8 (unless `on_decode_error="skip"`) and for an empty corpus.
+    Raises FileNotFoundError naming a missing file (or a folder or pattern with none); ValueError naming the file for
+    one that is not UTF-8 (unless `on_decode_error="skip"`) or a corrupt compressed one, and for an empty corpus.
     """
-    import gzip
-    import lzma
-
     documents = []
     files = _expand(paths)
     for path in files:
-        if path.suffix in (".xz", ".gz"):
-            opener = lzma.open if path.suffix == ".xz" else gzip.open
-            with opener(path, "rb") as f:
-                data = f.read()
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as e:
-                message = f"{path}: not UTF-8 at byte offset {e.start} of the decompressed text ({e.reason})"
-                if on_decode_error == "raise":
-                    raise ValueError(message) from None
-                log.warning("%s; skipping the file", message)
-                continue
-        else:
-            text = _read_text(path, on_decode_error)
-            if text is None:
-                continue
+        text = read_text(path, on_decode_error)
+        if text is None:
+            continue
         if one_document_per_file:
             sentences = split_sentences(text)
             documents += [sentences] if sentences else []
         else:
             documents += [[s for line in doc for s in split_sentences(line)] for doc in parse_documents(text)]
-    check_not_empty(documents, f"the text files {[str(f) for f in files]}")
+    check_not_empty(documents, f"the corpus read from {', '.join(map(str, files))}")
     return documents
 
 
@@ -118,12 +137,13 @@ def read_jsonl(paths: Union[PathLike, Iterable[PathLike]], *, text_field: str = 
                on_decode_error: str = "raise") -> list[Document]:
     """Documents from JSON Lines files, one JSON object per line whose `text_field` is the document's text.
 
-    Raises ValueError naming the file and line for a line that is not JSON or lacks the field.
+    Raises ValueError naming the file and line for a line that is not JSON or lacks the field, and the errors of
+    `read_text_files` for missing, undecodable or compressed files and an empty corpus.
     """
     documents = []
     files = _expand(paths)
     for path in files:
-        text = _read_text(path, on_decode_error)
+        text = read_text(path, on_decode_error)
         if text is None:
             continue
         for line_number, line in enumerate(text.splitlines(), 1):
@@ -138,7 +158,7 @@ def read_jsonl(paths: Union[PathLike, Iterable[PathLike]], *, text_field: str = 
             sentences = split_sentences(record[text_field])
             if sentences:
                 documents.append(sentences)
-    check_not_empty(documents, f"the JSONL files {[str(f) for f in files]}")
+    check_not_empty(documents, f"the corpus read from {', '.join(map(str, files))}")
     return documents
 
 

@@ -20,12 +20,13 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from zoo.checkpoints import albert, bert, gpt2, marian
 from zoo.checkpoints.mapping import PublicConfig, Tensor, flatten, unflatten
 from zoo.config import Config
+from zoo.files import read_json_object
 from zoo.registry import create, example_inputs
 
 LOG = logging.getLogger(__name__)
@@ -51,13 +52,15 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
     or a function `(path, shape) -> Sharding` of the '/'-joined parameter path; each parameter is placed on its
     sharding as it is read.
     Raises:
-      FileNotFoundError: no config.json or no weights; ValueError: pickled weights only (with how to convert), a
-      config.json field zoo cannot honour (named), missing or unknown tensors or a shape mismatch (named, with shapes).
+      FileNotFoundError: no config.json, no weights, or a shard the index lists is not there. ValueError naming the
+      file: config.json or the index is not valid JSON (or not an object, or the index has no weight_map), a
+      safetensors file is not one or is truncated; pickled weights only (with how to convert), a config.json field
+      zoo cannot honour (named), missing or unknown tensors or a shape mismatch (named, with shapes).
     """
     folder = Path(folder)
     if not (folder / CONFIG).exists():
         raise FileNotFoundError(f"{folder / CONFIG} not found: a checkpoint folder holds config.json and {WEIGHTS}")
-    public = json.loads((folder / CONFIG).read_text())
+    public = read_json_object(folder / CONFIG)
     family = _family(public)
     if task == AUTO:
         architecture = (public.get("architectures") or [_base_architecture(family)])[0]
@@ -183,11 +186,12 @@ class _Checkpoint:
     """Public tensor names -> arrays, read one at a time from model.safetensors or the shards of its index."""
 
     def __init__(self, folder: Path, prefix: str):
+        self.folder, self.used, self.stack = folder, set(), contextlib.ExitStack()
+        self.handles: dict[str, Any] = {}
         if (folder / INDEX).exists():
-            files = json.loads((folder / INDEX).read_text())["weight_map"]
+            files = _read_index(folder / INDEX)
         elif (folder / WEIGHTS).exists():
-            with safe_open(folder / WEIGHTS, framework="numpy") as f:
-                files = dict.fromkeys(f.keys(), WEIGHTS)
+            files = dict.fromkeys(self._handle(WEIGHTS).keys(), WEIGHTS)
         elif list(folder.glob("*.bin")) or list(folder.glob("*.pt")) or list(folder.glob("*.pth")):
             raise ValueError(
                 f"{folder} holds only pickled PyTorch weights ({', '.join(p.name for p in folder.glob('*.bin'))}); "
@@ -200,8 +204,6 @@ class _Checkpoint:
         add_prefix = not any(name.startswith(prefix) for name in files)
         self.files = {_legacy_name(prefix + name if add_prefix else name): (file, name)
                       for name, file in files.items()}
-        self.folder, self.used, self.stack = folder, set(), contextlib.ExitStack()
-        self.handles: dict[str, Any] = {}
 
     def __enter__(self):
         return self
@@ -212,11 +214,19 @@ class _Checkpoint:
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
+    def _handle(self, file: str):
+        """The open safetensors file `file` of the folder, opened once."""
+        if file not in self.handles:
+            try:
+                self.handles[file] = self.stack.enter_context(safe_open(self.folder / file, framework="numpy"))
+            except SafetensorError as e:
+                _read_header(self.folder / file)  # raises the reason in words: not a safetensors file, or truncated
+                raise ValueError(f"{self.folder / file}: not a valid safetensors file ({e})") from None
+        return self.handles[file]
+
     def read(self, name: str, shape: tuple, path: str) -> np.ndarray:
         file, stored = self.files[name]
-        if file not in self.handles:
-            self.handles[file] = self.stack.enter_context(safe_open(self.folder / file, framework="numpy"))
-        handle = self.handles[file]
+        handle = self._handle(file)
         stored_shape = tuple(handle.get_slice(stored).get_shape())
         if stored_shape != tuple(shape):
             raise ValueError(f"tensor {name} has shape {stored_shape} in the checkpoint but zoo expects {tuple(shape)} "
@@ -226,6 +236,17 @@ class _Checkpoint:
 
     def unread(self) -> list[str]:
         return sorted(set(self.files) - self.used)
+
+
+def _read_index(index: Path) -> dict[str, str]:
+    """tensor name -> shard file of a `model.safetensors.index.json`, every shard checked to be there."""
+    weight_map = read_json_object(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(file, str) for file in weight_map.values()):
+        raise ValueError(f"{index}: no \"weight_map\" object mapping each tensor name to its shard file")
+    missing = sorted({file for file in weight_map.values() if not (index.parent / file).is_file()})
+    if missing:
+        raise FileNotFoundError(f"{index} lists shards that are not in {index.parent}: {', '.join(missing)}")
+    return weight_map
 
 
 def _legacy_name(name: str) -> str:
@@ -238,18 +259,46 @@ def _as_array(handle, name: str, file: Path) -> np.ndarray:
         return handle.get_tensor(name)
     except TypeError:  # bfloat16: numpy has no such dtype, ml_dtypes (a jax dependency) has
         return _read_bfloat16(file, name)
+    except SafetensorError as e:
+        raise ValueError(f"{file}: cannot read tensor {name} ({e})") from None
+
+
+def _read_header(file: Path) -> tuple[int, dict]:
+    """(offset of the data, JSON header) of a safetensors file: 8 bytes of little-endian header length, the header,
+    then the tensors' bytes. Raises ValueError naming the file when it is not a safetensors file or is truncated."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        start = f.read(16)
+        header_size = int.from_bytes(start[:8], "little")
+        if start[8:9] != b"{":  # random bytes, a text or an HTML page: no JSON header after the 8-byte length
+            raise ValueError(f"{file}: not a safetensors file (it does not start with an 8-byte header length and a "
+                             f"JSON header; its first bytes are {start!r})")
+        if 8 + header_size > size:
+            raise ValueError(f"{file}: truncated: its header is {header_size} bytes but only {size - 8} follow the "
+                             f"header length")
+        f.seek(8)
+        header = f.read(header_size)
+    try:
+        header = json.loads(header)
+    except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError on bytes that are not UTF-8
+        raise ValueError(f"{file}: not a safetensors file (its header is not valid JSON: {e})") from None
+    data_size = size - 8 - header_size
+    end = max((entry["data_offsets"][1] for key, entry in header.items()
+               if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry), default=0)
+    if end > data_size:
+        raise ValueError(f"{file}: truncated: its tensors need {end} bytes of data but it holds {data_size}")
+    return 8 + header_size, header
 
 
 def _read_bfloat16(file: Path, name: str) -> np.ndarray:
     import ml_dtypes  # noqa: PLC0415
 
-    with open(file, "rb") as f:
-        header_size = int.from_bytes(f.read(8), "little")
-        entry = json.loads(f.read(header_size))[name]
+    data_start, header = _read_header(file)
+    entry = header[name]
     if entry["dtype"] != "BF16":
         raise ValueError(f"tensor {name} in {file} has dtype {entry['dtype']}, which zoo cannot read")
     start, end = entry["data_offsets"]
-    return np.memmap(file, dtype=ml_dtypes.bfloat16, mode="r", offset=8 + header_size + start,
+    return np.memmap(file, dtype=ml_dtypes.bfloat16, mode="r", offset=data_start + start,
                      shape=tuple(entry["shape"])) if end > start else np.zeros(entry["shape"], ml_dtypes.bfloat16)
 
 

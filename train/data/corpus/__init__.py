@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import datetime
-import lzma
 import pathlib
 from typing import Iterable
 
@@ -27,7 +26,10 @@ SPECIAL_TOKENS = ("[PAD]", "[SEP]", "[UNK]", "[CLS]", "[MASK]")
 
 
 def read_corpus_text() -> str:
-    return lzma.decompress(CORPUS_FILE.read_bytes()).decode("utf-8")
+    """The shipped corpus, decompressed. Raises ValueError naming the file when it is corrupt or truncated."""
+    from train.data.sources import read_text
+
+    return read_text(CORPUS_FILE)
 
 
 def shipped_documents() -> list[list[str]]:
