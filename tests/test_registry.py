@@ -18,6 +18,22 @@ def test_public_preset_parameter_count_equals_published(name):
     assert zoo.param_count(zoo.create(name)) == PUBLISHED[name]
 
 
+# transformers' counts of the task architectures (num_parameters(), the tied decoder counted once): only the bare
+# model, pre-training and sequence classification have a pooler.
+PUBLISHED_WITH_HEAD = {
+    ("bert-base-uncased", "mlm"): 109_514_298,  # BertForMaskedLM
+    ("bert-base-uncased", "pretraining"): 110_106_428,  # BertForPreTraining
+    ("bert-base-uncased", "token_classification"): 108_893_186,  # BertForTokenClassification, 2 labels
+    ("bert-base-uncased", "question_answering"): 108_893_186,  # BertForQuestionAnswering
+    ("albert-base-v2", "mlm"): 11_221_680,  # AlbertForMaskedLM
+}
+
+
+@pytest.mark.parametrize("name,task", sorted(PUBLISHED_WITH_HEAD))
+def test_task_architecture_parameter_count_equals_transformers(name, task):
+    assert zoo.param_count(zoo.create(name, task=task)) == PUBLISHED_WITH_HEAD[name, task]
+
+
 def test_transformer_base_parameter_count_follows_from_its_shape():
     cfg = zoo.get_config("transformer-base")
     d, f, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size

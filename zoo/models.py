@@ -20,6 +20,9 @@ from zoo.layers import LayerStack, layer_norm
 from zoo.masks import AttentionMask
 
 ENCODER_TASKS = ("pretraining", "mlm", "sequence_classification", "token_classification", "question_answering")
+# The tasks whose public architectures have a pooler (BertModel, BertForPreTraining, BertForSequenceClassification);
+# BertForMaskedLM, token classification and span QA have none, so neither do zoo's: the parameter counts are theirs.
+POOLED_TASKS = (None, "pretraining", "sequence_classification")
 
 
 @flax.struct.dataclass
@@ -139,7 +142,8 @@ class Transformer(nn.Module):
 
     def head(self, x, tokens, attention_mask, deterministic, mlm_positions=None):
         cfg, task = self.config, self.task
-        pooled = Pooler(cfg, name="pooler")(x, attention_mask) if cfg.pooling != "none" else None
+        pooled = Pooler(cfg, name="pooler")(x, attention_mask) if cfg.pooling != "none" and task in POOLED_TASKS \
+            else None
         dropout = nn.Dropout(cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate,
                              deterministic=deterministic)
         out = ModelOutput(last_hidden_state=x, pooled_output=pooled)

@@ -112,13 +112,7 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
     spec = flatten(family.tensors(cfg, task))
     tensors = {}
     for path, value in flatten(nn.unbox(params)).items():
-        try:
-            parts = _parts(spec, path, value.shape)
-        except ValueError:
-            if path.startswith("pooler/"):  # zoo computes a pooled output for every task; this architecture has none
-                LOG.warning("%s has no pooler: %s not written", architecture, path)
-                continue
-            raise
+        parts = _parts(spec, path, value.shape)
         values = [value] if len(parts) == 1 and parts[0][1] == value.shape else list(value)
         for (tensor, _), v in zip(parts, values):
             tensors.update(tensor.public(np.asarray(v)))

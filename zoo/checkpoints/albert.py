@@ -6,6 +6,7 @@ from zoo.checkpoints import bert
 from zoo.checkpoints.bert import attention, check_two_labels, embeddings, heads, mlm_head
 from zoo.checkpoints.mapping import PublicConfig, embedding, layer_norm, linear
 from zoo.config import Config
+from zoo.models import POOLED_TASKS
 
 MODEL_TYPE = "albert"
 PREFIX = "albert."
@@ -14,7 +15,6 @@ ARCHITECTURES = {"AlbertModel": None, "AlbertForPreTraining": "pretraining", "Al
                  "AlbertForTokenClassification": "token_classification",
                  "AlbertForQuestionAnswering": "question_answering"}
 IGNORED = (r"(albert\.)?embeddings\.position_ids", r"predictions\.decoder\.(weight|bias)")
-POOLED_TASKS = (None, "pretraining", "sequence_classification")
 
 
 def config_from_public(c: PublicConfig, task) -> Config:
@@ -38,8 +38,7 @@ def config_from_public(c: PublicConfig, task) -> Config:
         classifier_dropout_rate=c.get("classifier_dropout_prob", 0.1), layer_norm_eps=c.get("layer_norm_eps", 1e-12),
         initializer_range=c.get("initializer_range", 0.02), tie_word_embeddings=c.get("tie_word_embeddings", True),
         pad_token_id=c.get("pad_token_id") or 0, bos_token_id=c.get("bos_token_id", 2),
-        eos_token_id=c.get("eos_token_id", 3),
-        pooling="cls" if task in POOLED_TASKS else "none")
+        eos_token_id=c.get("eos_token_id", 3))
 
 
 def config_to_public(cfg: Config) -> dict:

@@ -4,6 +4,7 @@
 from zoo.bert import bert
 from zoo.checkpoints.mapping import PublicConfig, Tensor, embedding, fused_linear, layer_norm, linear, public_activation
 from zoo.config import Config
+from zoo.models import POOLED_TASKS
 
 MODEL_TYPE = "bert"
 PREFIX = "bert."
@@ -12,7 +13,6 @@ ARCHITECTURES = {"BertModel": None, "BertForPreTraining": "pretraining", "BertFo
                  "BertForTokenClassification": "token_classification", "BertForQuestionAnswering": "question_answering"}
 IGNORED = (r"(bert\.)?embeddings\.position_ids",  # a buffer of old checkpoints
            r"cls\.predictions\.decoder\.(weight|bias)")  # copies of the word embeddings and cls.predictions.bias
-POOLED_TASKS = (None, "pretraining", "sequence_classification")  # the architectures that have a pooler
 
 
 def config_from_public(c: PublicConfig, task) -> Config:
@@ -29,8 +29,7 @@ def config_from_public(c: PublicConfig, task) -> Config:
         attention_dropout_rate=c.get("attention_probs_dropout_prob", 0.1),
         classifier_dropout_rate=c.get("classifier_dropout"), layer_norm_eps=c.get("layer_norm_eps", 1e-12),
         initializer_range=c.get("initializer_range", 0.02), tie_word_embeddings=c.get("tie_word_embeddings", True),
-        pad_token_id=c.get("pad_token_id") or 0, bos_token_id=c.get("bos_token_id"), eos_token_id=c.get("eos_token_id"),
-        pooling="cls" if task in POOLED_TASKS else "none")
+        pad_token_id=c.get("pad_token_id") or 0, bos_token_id=c.get("bos_token_id"), eos_token_id=c.get("eos_token_id"))
 
 
 def config_to_public(cfg: Config) -> dict:
