@@ -57,7 +57,8 @@ def run_cli(workdir, *overrides):
 def test_entry_point_trains_shows_fill_in_and_resumes(tmp_path):
     first = run_cli(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "filling in [MASK]:" in first.stdout and "loss curve:" in first.stdout
+    assert "filling in [MASK] (held-out sentences):" in first.stdout and "loss curve:" in first.stdout
+    assert "the same sentences before training" in first.stdout
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in rows if "loss" in r] == [2, 4, 6]

@@ -2,22 +2,63 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import numpy as np
 
-FILL_IN = ["the function returns a [MASK] of the values.", "this module provides [MASK] for working with files.",
-           "raise a [MASK] if the argument is not an integer.", "return the number of [MASK] in the list."]
+from zoo.registry import example_inputs
+
+# Sentences of the shipped corpus's held-out documents (the last `data.eval_fraction` of them, which pre-training
+# never sees, and which the training documents do not repeat), each with a content word masked, and that word.
+# tests/test_showcase.py checks that they are held out.
+FILL_IN = (("Return a shallow [MASK] of the dictionary.", "copy"),
+           ("Keys and values are iterated over in insertion [MASK].", "order"),
+           ("Lists implement all of the common and mutable [MASK] operations.", "sequence"),
+           ("The original [MASK] is returned if *width* is less than or equal to \"len(s)\".", "string"),
+           ("This object is accessed through the built-in [MASK] \"None\".", "name"))
+FILL_IN_SENTENCES = tuple(sentence for sentence, _ in FILL_IN)
+FILL_IN_WORDS = tuple(word for _, word in FILL_IN)
 
 
-def show_fill_in(model, params, tokenizer, sentences=FILL_IN):
-    """The model's top guesses for each [MASK] in a few sentences."""
-    batch = tokenizer.encode_batch(sentences, max_length=32, padding="longest")
+def fill_in_guesses(model, params, tokenizer, sentences=FILL_IN_SENTENCES, top: int = 3) -> list[list[tuple[str, float]]]:
+    """For each sentence, the model's `top` guesses for its [MASK] with their probabilities, most likely first.
+
+    Raises ValueError naming a sentence without exactly one [MASK].
+    """
+    batch = tokenizer.encode_batch(list(sentences), max_length=model.config.max_length, padding="longest")
+    positions = []
+    for sentence, ids in zip(sentences, batch["input_ids"]):
+        masked = np.flatnonzero(ids == tokenizer.mask_id)
+        if len(masked) != 1:
+            raise ValueError(f"{sentence!r} has {len(masked)} [MASK] tokens; fill-in shows sentences with one")
+        positions.append(int(masked[0]))
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
     out = jax.jit(model.apply)({"params": jax.device_get(params)}, **inputs)
-    logits = np.asarray(out.prediction_logits if model.task == "pretraining" else out.logits)
-    print("\nfilling in [MASK]:")
-    for row, sentence in enumerate(sentences):
-        ids = list(batch["input_ids"][row])
-        position = ids.index(tokenizer.mask_id)
-        guesses = [tokenizer.decode([int(t)]) for t in np.argsort(-logits[row, position])[:3]]
-        print(f"  {sentence:<55} -> {', '.join(guesses)}")
+    logits = np.asarray(out.prediction_logits if model.task == "pretraining" else out.logits, np.float64)
+    guesses = []
+    for row, position in enumerate(positions):
+        at_mask = logits[row, position]
+        probabilities = np.exp(at_mask - at_mask.max())
+        probabilities /= probabilities.sum()
+        best = np.argsort(-probabilities)[:top]
+        guesses.append([(tokenizer.decode([int(t)]), float(probabilities[t])) for t in best])
+    return guesses
+
+
+def show_fill_in(model, params, tokenizer, sentences=FILL_IN_SENTENCES, words=FILL_IN_WORDS,
+                 title: str = "filling in [MASK] (held-out sentences)"):
+    """Prints the model's top three guesses for each [MASK], with their probabilities (and the masked word, when
+    `words` gives it)."""
+    if words and len(words) != len(sentences):
+        raise ValueError(f"{len(words)} masked words for {len(sentences)} sentences; pass words=None to show none")
+    print(f"\n{title}:")
+    for row, (sentence, guesses) in enumerate(zip(sentences, fill_in_guesses(model, params, tokenizer, sentences))):
+        shown = ", ".join(f"{word} {probability:.0%}" for word, probability in guesses)
+        masked = f"  [{words[row]}]" if words else ""
+        print(f"  {sentence:<80} -> {shown}{masked}")
+
+
+def initial_params(model, seed: int):
+    """The random weights training starts from with `config.seed` (init draws them from the key, whatever the
+    inputs' values and length): the untrained model to compare the trained one with."""
+    return jax.jit(lambda key: nn.unbox(model.init(key, *example_inputs(model))["params"]))(jax.random.key(seed))

@@ -1,0 +1,63 @@
+"""The [MASK] showcase of `python -m train` and the notebooks: held-out sentences, guesses with probabilities."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import zoo
+from tests.model_helpers import random_params
+from tests.train_helpers import SyntheticBatches
+from train import data
+from train.data.corpus import VOCAB_FILE
+from train.optimizer import make_optimizer
+from train.partitioning import make_mesh
+from train.showcase import FILL_IN, fill_in_guesses, initial_params, show_fill_in
+from train.step import init_train_state
+
+
+def test_fill_in_sentences_are_in_the_held_out_documents_only():
+    documents = data.shipped_documents()
+    held_out = len(documents) - int(len(documents) * 0.05)  # base_config's data.eval_fraction
+    training = {sentence for document in documents[:held_out] for sentence in document}
+    evaluation = {sentence for document in documents[held_out:] for sentence in document}
+    vocabulary = set(VOCAB_FILE.read_text().split())
+    for sentence, word in FILL_IN:
+        filled = sentence.replace("[MASK]", word)
+        assert filled in evaluation and filled not in training, filled
+        assert word in vocabulary  # one token: a single [MASK] can be filled with it
+
+
+def test_guesses_are_the_softmax_at_the_mask_most_likely_first(capsys):
+    model = zoo.create("bert-tiny", task="pretraining")
+    tokenizer = data.shipped_tokenizer()
+    params = random_params(model, np.zeros((1, 8), np.int32), seed=3, scale=0.5)["params"]
+    sentences = ["return a shallow [MASK] of the dictionary.", "the [MASK] is returned."]
+    guesses = fill_in_guesses(model, params, tokenizer, sentences, top=3)
+    batch = tokenizer.encode_batch(sentences, max_length=128, padding="longest")
+    logits = np.asarray(jax.jit(model.apply)({"params": params}, batch["input_ids"], batch["attention_mask"],
+                                    batch["token_type_ids"]).prediction_logits, np.float64)
+    for row, ids in enumerate(batch["input_ids"]):
+        at_mask = logits[row, list(ids).index(tokenizer.mask_id)]
+        probabilities = np.exp(at_mask - at_mask.max()) / np.exp(at_mask - at_mask.max()).sum()
+        best = np.argsort(-probabilities)[:3]
+        assert [word for word, _ in guesses[row]] == [tokenizer.decode([int(t)]) for t in best]
+        np.testing.assert_allclose([p for _, p in guesses[row]], probabilities[best], rtol=1e-5)
+    show_fill_in(model, params, tokenizer, sentences, words=["copy", "value"])
+    shown = capsys.readouterr().out
+    assert f"{guesses[0][0][0]} {guesses[0][0][1]:.0%}" in shown and "[copy]" in shown
+
+
+def test_fill_in_refuses_a_sentence_without_one_mask():
+    model = zoo.create("bert-tiny", task="mlm")
+    params = random_params(model, np.zeros((1, 8), np.int32))["params"]
+    with pytest.raises(ValueError, match="has 0 \\[MASK\\] tokens"):
+        fill_in_guesses(model, params, data.shipped_tokenizer(), ["no mask here."])
+
+
+def test_initial_params_are_the_weights_training_starts_from():
+    model = zoo.create("bert-tiny", task="mlm")
+    state, _ = init_train_state(model, make_optimizer(optax.constant_schedule(1e-3)), jax.random.key(7),
+                                next(SyntheticBatches()), make_mesh(1, 1, 1, devices=jax.devices()[:1]))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(initial_params(model, 7)),
+                 jax.device_get(state.params))
