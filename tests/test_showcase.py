@@ -12,7 +12,7 @@ from train import data
 from train.data.corpus import VOCAB_FILE
 from train.optimizer import make_optimizer
 from train.partitioning import make_mesh
-from train.showcase import FILL_IN, fill_in_guesses, initial_params, show_fill_in
+from train.showcase import FILL_IN, fill_in_guesses, show_fill_in, untrained_params
 from train.step import init_train_state
 
 
@@ -45,7 +45,7 @@ def test_guesses_are_the_softmax_at_the_mask_most_likely_first(capsys):
         np.testing.assert_allclose([p for _, p in guesses[row]], probabilities[best], rtol=1e-5)
     show_fill_in(model, params, tokenizer, sentences, words=["copy", "value"])
     shown = capsys.readouterr().out
-    assert f"{guesses[0][0][0]} {guesses[0][0][1]:.0%}" in shown and "[copy]" in shown
+    assert f"{guesses[0][0][0]} {guesses[0][0][1]:.1%}" in shown and "[copy]" in shown
 
 
 def test_fill_in_refuses_a_sentence_without_one_mask():
@@ -55,9 +55,9 @@ def test_fill_in_refuses_a_sentence_without_one_mask():
         fill_in_guesses(model, params, data.shipped_tokenizer(), ["no mask here."])
 
 
-def test_initial_params_are_the_weights_training_starts_from():
+def test_untrained_params_are_the_weights_training_starts_from():
     model = zoo.create("bert-tiny", task="mlm")
     state, _ = init_train_state(model, make_optimizer(optax.constant_schedule(1e-3)), jax.random.key(7),
                                 next(SyntheticBatches()), make_mesh(1, 1, 1, devices=jax.devices()[:1]))
-    jax.tree.map(np.testing.assert_array_equal, jax.device_get(initial_params(model, 7)),
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(untrained_params(model, 7)),
                  jax.device_get(state.params))

@@ -28,7 +28,7 @@ def main(argv):
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from train.inputs import make_datasets
     from train.loop import create_model, train_and_evaluate
-    from train.showcase import initial_params, show_fill_in
+    from train.showcase import show_fill_in, untrained_params
 
     config = _CONFIG.value
     if config is None:
@@ -43,7 +43,7 @@ def main(argv):
     if jax.process_index() == 0:
         if config.task in ("pretraining", "mlm"):
             show_fill_in(model, state.params, datasets.tokenizer)
-            show_fill_in(model, initial_params(model, config.seed), datasets.tokenizer,
+            show_fill_in(model, untrained_params(model, config.seed), datasets.tokenizer,
                          title="the same sentences before training (the random weights it started from)")
         workdir = os.path.abspath(_WORKDIR.value)
         print(f"\nfinal: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))

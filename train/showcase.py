@@ -53,12 +53,12 @@ def show_fill_in(model, params, tokenizer, sentences=FILL_IN_SENTENCES, words=FI
         raise ValueError(f"{len(words)} masked words for {len(sentences)} sentences; pass words=None to show none")
     print(f"\n{title}:")
     for row, (sentence, guesses) in enumerate(zip(sentences, fill_in_guesses(model, params, tokenizer, sentences))):
-        shown = ", ".join(f"{word} {probability:.0%}" for word, probability in guesses)
+        shown = ", ".join(f"{word} {probability:.1%}" for word, probability in guesses)
         masked = f"  [{words[row]}]" if words else ""
         print(f"  {sentence:<80} -> {shown}{masked}")
 
 
-def initial_params(model, seed: int):
+def untrained_params(model, seed: int):
     """The random weights training starts from with `config.seed` (init draws them from the key, whatever the
     inputs' values and length): the untrained model to compare the trained one with."""
     return jax.jit(lambda key: nn.unbox(model.init(key, *example_inputs(model))["params"]))(jax.random.key(seed))
