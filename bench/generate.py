@@ -1,18 +1,26 @@
-"""Greedy generation speed of GPT-2 small (random weights) on this machine, against its peers in the same run.
+"""Generation speed on this machine against transformers in the same run: GPT-2 small, and translation with a
+transformer-base Marian (random weights both).
 
     python bench/generate.py [--batch 1] [--prompt 32] [--new-tokens 32] [--long-position 512] [--repeats 3]
+                             [--source-batch 8] [--source-length 32] [--skip-gpt] [--skip-translation]
 
-Rows: `zoo.generate` with its KV cache; zoo without a cache (the full forward pass over the fixed-size sequence buffer
-at every step, also one jitted loop); transformers' `generate` (GPT2LMHeadModel, same config, its own cache) with one
-torch thread and with all cores. Then the time per token of cached decoding from position `--prompt` and from
-`--long-position`: with a KV cache a token costs about the same wherever it sits. Times are the best of `--repeats`
-runs after a compiling warm-up.
+GPT rows: `zoo.generate` with its KV cache; zoo without a cache (the full forward pass over the fixed-size sequence
+buffer at every step, also one jitted loop); transformers' `generate` (GPT2LMHeadModel, same config, its own cache)
+with one torch thread and with all cores. Then the time per token of cached decoding from position `--prompt` and
+from `--long-position`: with a KV cache a token costs about the same wherever it sits.
+
+Translation rows: a batch of `--source-batch` right-padded sources of up to `--source-length` tokens into
+`--new-tokens` tokens, greedy and 4-beam, by `zoo.generate` and by transformers' `MarianMTModel.generate` (one
+torch thread and all cores) on the same weights, which zoo reads with `zoo.from_pretrained`.
+
+Times are the best of `--repeats` runs after a compiling warm-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 
 import jax
@@ -100,17 +108,8 @@ def transformers_greedy(args):
     return runs, f"torch {torch.__version__}, transformers {transformers.__version__}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="gpt2", help="a zoo GPT preset")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--prompt", type=int, default=32, help="prompt length (also the short decode position)")
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--long-position", type=int, default=512, help="the long decode position")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-transformers", action="store_true")
-    args = parser.parse_args()
-
+def gpt_rows(args) -> None:
+    """GPT-2 small: zoo with and without a cache, transformers, and the cost of a token by its position."""
     model = zoo.create(args.model, task="causal_lm")
     params = jax.jit(model.init)(jax.random.key(0), jnp.ones((1, 1), jnp.int32))["params"]
     prompt = jax.random.randint(jax.random.key(1), (args.batch, args.prompt), 2, model.config.vocab_size)
@@ -142,6 +141,85 @@ def main() -> None:
     long = decode_time_per_token(model, params, args.batch, args.long_position, args.new_tokens, args.repeats)
     print(f"\ncached decoding, time per token from position {args.prompt}: {1e3 * short:.1f} ms; "
           f"from position {args.long_position}: {1e3 * long:.1f} ms; ratio {long / short:.2f}")
+
+
+def translation_rows(args) -> None:
+    """Translation by a random transformer-base-sized Marian: zoo and transformers, greedy and 4-beam."""
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    vocab = 32000
+    config = transformers.MarianConfig(
+        vocab_size=vocab, d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
+        decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=512,
+        scale_embedding=True, activation_function="swish", pad_token_id=vocab - 1, decoder_start_token_id=vocab - 1,
+        eos_token_id=0, forced_eos_token_id=None)
+    public = transformers.MarianMTModel(config).eval()
+    with tempfile.TemporaryDirectory() as folder:  # the same weights on both sides
+        public.save_pretrained(folder)
+        model, params = zoo.from_pretrained(folder)
+
+    batch, length = args.source_batch, args.source_length
+    source = np.random.default_rng(0).integers(1, vocab - 1, (batch, length), dtype=np.int32)
+    # right-padded, as Marian tokenizers pad: from half the length to all of it
+    real_lengths = np.linspace(length // 2, length, batch).astype(int)
+    source_mask = (np.arange(length)[None] < real_lengths[:, None]).astype(np.int32)
+    source[source_mask == 0] = config.pad_token_id
+    torch_source, torch_mask = torch.as_tensor(source, dtype=torch.long), torch.as_tensor(source_mask)
+    # no EOS: every row and beam runs --new-tokens steps on both sides
+    settings = dict(max_new_tokens=args.new_tokens, eos_token_id=None, pad_token_id=config.pad_token_id)
+    tokens = batch * args.new_tokens
+
+    print(f"\nMarian, transformer-base sized (d_model 512, 6 + 6 layers, 8 heads, ffn 2048, vocabulary {vocab}): "
+          f"{zoo.param_count(model):,} parameters, random weights; {batch} sources of {real_lengths.min()} to "
+          f"{length} tokens, right-padded, into {args.new_tokens} new tokens")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} CPUs); torch {torch.__version__}, "
+          f"transformers {transformers.__version__}")
+    print(f"\n{'':<52} {'first call s':>12} {'best s':>8} {'tokens/s':>9} {'zoo tokens/s / this':>20}")
+    all_threads = torch.get_num_threads()
+    for search, beams in (("greedy", 1), ("4-beam", 4)):
+        def ours():
+            zoo.generate(model, params, source, source_mask, method="greedy" if beams == 1 else "beam",
+                         num_beams=beams, **settings).sequences.block_until_ready()
+
+        def theirs_with(threads):  # one thread and all cores, as for GPT
+            def run():
+                torch.set_num_threads(threads)
+                with torch.no_grad():
+                    out = public.generate(input_ids=torch_source, attention_mask=torch_mask, num_beams=beams,
+                                          do_sample=False, min_new_tokens=args.new_tokens, length_penalty=1.0,
+                                          early_stopping=False, forced_eos_token_id=None, **settings)
+                assert out.shape == (batch, 1 + args.new_tokens), out.shape
+            return run
+
+        rows = [(f"zoo.generate, {search}", *best_time(ours, args.repeats))]
+        for threads in sorted({1, all_threads}):
+            rows.append((f"transformers generate, {search}, {threads} thread{'s' if threads > 1 else ''}",
+                         *best_time(theirs_with(threads), args.repeats)))
+        for name, first, best in rows:
+            print(f"{name:<52} {first:>12.2f} {best:>8.3f} {tokens / best:>9.1f} {best / rows[0][2]:>19.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="gpt2", help="a zoo GPT preset")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--prompt", type=int, default=32, help="prompt length (also the short decode position)")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--long-position", type=int, default=512, help="the long decode position")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-transformers", action="store_true", help="GPT: zoo's rows only")
+    parser.add_argument("--source-batch", type=int, default=8, help="translation: sources in the batch")
+    parser.add_argument("--source-length", type=int, default=32, help="translation: padded source length")
+    parser.add_argument("--skip-gpt", action="store_true")
+    parser.add_argument("--skip-translation", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_gpt:
+        gpt_rows(args)
+    if not args.skip_translation:
+        translation_rows(args)
 
 
 if __name__ == "__main__":

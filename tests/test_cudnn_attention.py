@@ -51,7 +51,8 @@ def test_cudnn_kernel_off_a_gpu_names_the_backend():
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="off a GPU, reaching cuDNN's kernel is an error")
 def test_decoding_takes_the_xla_path_with_the_cudnn_kernel():
     # A decoding step is one query (self- and cross-attention alike): it never reaches cuDNN, so on CPU it runs while
-    # a full forward pass names the missing GPU. Its numbers equal those of the same model with the XLA kernel.
+    # a full forward pass names the missing GPU. Its numbers equal those of the same model with the XLA kernel, for
+    # the first step (given the encoded source) and a later one (reading the source's keys and values cached).
     cudnn = zoo.create("transformer-tiny", task="seq2seq", **CUDNN)
     xla = zoo.create("transformer-tiny", task="seq2seq", **{**CUDNN, "attention_kernel": "xla"})
     src, tgt = jnp.arange(3, 12).reshape(1, 9), jnp.arange(20, 24).reshape(1, 4)
@@ -63,8 +64,9 @@ def test_decoding_takes_the_xla_path_with_the_cudnn_kernel():
     steps = {}
     for name, model in (("cudnn", cudnn), ("xla", xla)):
         decode_step = jitted_apply(model, method="decode", decode=True, mutable=["cache"])
-        out, _ = decode_step({**variables, "cache": cache}, tgt[:, :1], encoded)
-        steps[name] = out.logits
+        first, mutated = decode_step({**variables, "cache": cache}, tgt[:, :1], encoded)
+        second, _ = decode_step({**variables, **mutated}, tgt[:, 1:2], None)
+        steps[name] = (first.logits, second.logits)
     chex.assert_trees_all_equal(steps["cudnn"], steps["xla"])
 
 

@@ -5,6 +5,7 @@ import importlib
 
 import chex
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -148,6 +149,31 @@ def test_beam_search_with_one_beam_equals_greedy(model_name, gpt_params, seq2seq
     beam = zoo.generate(model, params, x, max_new_tokens=6, eos_token_id=eos, pad_token_id=PAD, method="beam",
                         num_beams=1)
     np.testing.assert_array_equal(beam.sequences, greedy.sequences)
+
+
+def dot_general_operands(jaxpr, in_loop=False) -> list:
+    """(operand shapes, whether inside a while loop) of every dot_general of `jaxpr` and of the jaxprs inside it."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append((tuple(tuple(v.aval.shape) for v in eqn.invars), in_loop))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                sub = sub.jaxpr if isinstance(sub, jax.extend.core.ClosedJaxpr) else sub
+                if isinstance(sub, jax.extend.core.Jaxpr):
+                    found += dot_general_operands(sub, in_loop or eqn.primitive.name == "while")
+    return found
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_generate_projects_the_source_into_keys_and_values_once_not_at_every_step(method, seq2seq_params):
+    kernel = seq2seq_params["decoder"]["layers"]["cross_attention"]["key_value"]["kernel"].shape[1:]  # one layer's
+    generate = lambda params: zoo.generate(SEQ2SEQ, params, prompts(), max_new_tokens=4, method=method,
+                                           num_beams=3).sequences
+    jaxpr = jax.make_jaxpr(generate)(seq2seq_params).jaxpr
+    projections_in_loop = [in_loop for operands, in_loop in dot_general_operands(jaxpr) if kernel in operands]
+    # the first decoder call projects the source (once per layer: one scanned layer here); no step of the loop does
+    assert projections_in_loop == [False]
 
 
 @jax.jit

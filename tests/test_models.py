@@ -150,21 +150,29 @@ def test_kv_cache_with_left_padded_prompt_equals_unpadded_forward(key):
     chex.assert_trees_all_close(out.logits[:, 3:], full, atol=1e-5)
 
 
-def test_kv_cache_decoding_equals_full_forward_encoder_decoder(key):
-    model = zoo.create("transformer-tiny", task="seq2seq")
+@pytest.mark.parametrize("overrides", [{}, dict(scan_layers=True, remat="full")], ids=["unrolled", "scan-remat"])
+def test_kv_cache_decoding_with_the_source_keys_and_values_cached_equals_full_forward_encoder_decoder(overrides, key):
+    # Only the first step is given the encoded source, whose keys and values each layer caches; the later steps get
+    # encoded=None. They equal steps that are each given it (and project it again) and the full forward pass.
+    model = zoo.create("transformer-tiny", task="seq2seq", **overrides)
     src, tgt = ids(key), ids(jax.random.key(1), length=7)
     src_mask = jnp.ones_like(src).at[1, 6:].set(0)
     variables = random_params(model, src, tgt)
     full = jitted_apply(model)(variables, src, tgt, attention_mask=src_mask).logits
     encoded = jitted_apply(model, method="encode")(variables, src, src_mask)
-    cache = zoo.init_cache(model, 2, 7, source_length=src.shape[1])
     decode_step = jitted_apply(model, method="decode", decode=True, mutable=["cache"])
-    steps = []
-    for t in range(7):
-        out, mutated = decode_step({**variables, "cache": cache}, tgt[:, t:t + 1], encoded, src_mask)
-        cache = mutated["cache"]
-        steps.append(out.logits)
-    chex.assert_trees_all_close(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+    logits = {}
+    for steps_given in ("first step only", "every step"):
+        cache = zoo.init_cache(model, 2, 7, source_length=src.shape[1])
+        steps = []
+        for t in range(7):
+            source = encoded if t == 0 or steps_given == "every step" else None
+            out, mutated = decode_step({**variables, "cache": cache}, tgt[:, t:t + 1], source, src_mask)
+            cache = mutated["cache"]
+            steps.append(out.logits)
+        logits[steps_given] = jnp.concatenate(steps, axis=1)
+    chex.assert_trees_all_close(logits["first step only"], logits["every step"], atol=1e-6)
+    chex.assert_trees_all_close(logits["first step only"], full, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["bert-tiny", "gpt-tiny"])
@@ -283,3 +291,15 @@ def test_inputs_the_model_has_no_use_for_are_errors(key):
         jax.eval_shape(functools.partial(zoo.create("bert-tiny").init, decode=True), key, x)
     with pytest.raises(ValueError, match="pooling='none'"):
         jax.eval_shape(zoo.create("bert-tiny", task="sequence_classification", pooling="none").init, key, x)
+
+
+def test_decoding_without_the_encoded_source_needs_the_cache_a_call_with_it_filled(key):
+    model = zoo.create("transformer-tiny", task="seq2seq")
+    tgt = ids(key, length=1)
+    decode = functools.partial(model.init, key, tgt, None, method="decode")
+    with pytest.raises(ValueError, match="encoded=None .* needs decode=True"):
+        jax.eval_shape(decode)
+    with pytest.raises(ValueError, match="cross-attention without `encoded` reads .* from the cache"):
+        jax.eval_shape(functools.partial(decode, decode=True))  # no cache holds the source's keys and values
+    with pytest.raises(ValueError, match="pass source_length"):
+        zoo.init_cache(model, 2, 4)

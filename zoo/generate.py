@@ -3,6 +3,8 @@
 `generate` is one `jax.jit` over a `lax.while_loop`: the prompt fills a fixed-size KV cache in one call (prompt
 length + `max_new_tokens` slots), then each iteration feeds one token per row. Nothing is traced per token, and a
 new prompt of the same padded shape reuses the compiled loop. The loop stops as soon as every row has finished.
+An encoder-decoder encodes the source once, and its first decoder call stores every layer's cross-attention keys
+and values of the source in the cache: a step projects only its own token.
 
 Beam search follows the semantics of transformers' `generate`: a hypothesis scores sum(log-probs) /
 generated_length ** length_penalty, finished hypotheses are kept in a bank of `num_beams` per row, and
@@ -192,7 +194,8 @@ def sample_token(logits, key, *, temperature: float = 1.0, top_k: int = 0, top_p
 class _Decoder:
     """The two model shapes behind one interface: `start` fills the cache with the prompt, `step` feeds one token.
 
-    `rows` is per-row state that `step` needs: the next position (GPT) or the encoder output and source mask.
+    `rows` is per-row state that `step` needs: the next position (GPT) or the source mask (the encoder's output is in
+    the cache as each layer's cross-attention keys and values).
     """
 
     def __init__(self, model, variables, settings: GenerationSettings):
@@ -208,7 +211,7 @@ class _Decoder:
             cache = init_cache(model, batch, 1 + self.settings.max_new_tokens, input_ids.shape[1])
             out, mutated = model.apply({**self.variables, "cache": cache}, prompt, encoded, attention_mask,
                                        method="decode", decode=True, mutable=["cache"])
-            return prompt, out.logits[:, -1], mutated["cache"], (encoded, attention_mask)
+            return prompt, out.logits[:, -1], mutated["cache"], attention_mask
         cache = init_cache(model, batch, input_ids.shape[1] + self.settings.max_new_tokens)
         positions = jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0)
         out, mutated = model.apply({**self.variables, "cache": cache}, input_ids, attention_mask=attention_mask,
@@ -221,9 +224,7 @@ class _Decoder:
         model, variables = self.model, {**self.variables, "cache": cache}
         tokens = tokens[:, None]
         if self.seq2seq:
-            encoded, source_mask = rows
-            out, mutated = model.apply(variables, tokens, encoded, source_mask, method="decode", decode=True,
-                                       mutable=["cache"])
+            out, mutated = model.apply(variables, tokens, None, rows, method="decode", decode=True, mutable=["cache"])
             return out.logits[:, -1], mutated["cache"], rows
         out, mutated = model.apply(variables, tokens, position_ids=rows[:, None], decode=True, mutable=["cache"])
         return out.logits[:, -1], mutated["cache"], rows + 1

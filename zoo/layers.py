@@ -73,32 +73,53 @@ def layer_norm(cfg: Config, name: str, axis_name: str = "embed") -> nn.LayerNorm
 
 
 class MultiHeadAttention(nn.Module):
-    """Self-attention (one fused q/k/v projection, `config.attention`'s pattern) or, given `encoded`, cross-attention.
+    """Self-attention (one fused q/k/v projection, `config.attention`'s pattern) or cross-attention over `encoded`.
 
     In decode mode the new keys and values of self-attention join the cached ones, and are then written into the
     cache at `cache_slots` (see `zoo.attention.cache_slots`); `mask` covers the cache followed by the new tokens.
+    Cross-attention in decode mode caches the source's keys and values instead: a call given `encoded` (the first
+    of a generation) projects and stores them, a call with `encoded=None` reads them and projects nothing.
     """
 
     config: Config
+    cross_attention: bool = False
 
     @nn.compact
     def __call__(self, x, mask: AttentionMask, encoded=None, *, deterministic: bool, decode: bool = False,
                  cache_slots=None):
         cfg = self.config
         heads = (cfg.num_heads, cfg.head_dim)
-        if encoded is None:
+        if self.cross_attention:
+            query = dense(cfg, heads, ("embed", "heads", "kv"), name="query")(x)
+            key_value = dense(cfg, (2, *heads), ("embed", None, "heads", "kv"), name="key_value")
+            key, value = self._source_keys_values(key_value, encoded, decode)
+        else:
             qkv = dense(cfg, (3, *heads), ("embed", None, "heads", "kv"), name="qkv")(x)
             query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [batch, length, heads, head_dim]
             if decode:
                 key, value = self._update_cache(key, value, cache_slots)
-        else:
-            query = dense(cfg, heads, ("embed", "heads", "kv"), name="query")(x)
-            kv = dense(cfg, (2, *heads), ("embed", None, "heads", "kv"), name="key_value")(encoded)
-            key, value = kv[:, :, 0], kv[:, :, 1]
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0
         dropout = nn.Dropout(cfg.attention_dropout_rate, deterministic=False) if use_dropout else None
-        out = attend(query, key, value, mask, cfg, dropout=dropout, sparse=encoded is None, decode=decode)
+        out = attend(query, key, value, mask, cfg, dropout=dropout, sparse=not self.cross_attention, decode=decode)
         return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1), name="out")(out)
+
+    def _source_keys_values(self, key_value, encoded, decode):
+        """-> (keys, values) of the source, each [batch, source_length, heads, head_dim]: `key_value` applied to
+        `encoded`, or in decode mode without `encoded`, the ones a first call stored in the cache."""
+        if encoded is None:
+            if not (decode and self.has_variable("cache", "key")):
+                raise ValueError("cross-attention without `encoded` reads the source's keys and values from the "
+                                 "cache: pass decode=True and a cache (zoo.init_cache) that a call given `encoded` "
+                                 "has filled")
+            return self.variable("cache", "key").value, self.variable("cache", "value").value
+        kv = key_value(encoded)
+        key, value = kv[:, :, 0], kv[:, :, 1]
+        if decode:
+            # logical axis names, as parameters carry them, so that the cache shards by the same rules
+            zeros = nn.with_logical_partitioning(jnp.zeros, ("batch", "length", "heads", "kv"))
+            self.variable("cache", "key", zeros, key.shape, key.dtype).value = key
+            self.variable("cache", "value", zeros, value.shape, value.dtype).value = value
+        return key, value
 
     def _update_cache(self, key, value, cache_slots):
         """-> (cached then new keys, cached then new values); the new ones are written into the cache."""
@@ -142,7 +163,8 @@ class TransformerLayer(nn.Module):
         x = self.residual(x, "attention", lambda h: MultiHeadAttention(cfg, name="attention")(
             h, mask, deterministic=deterministic, decode=decode, cache_slots=cache_slots), deterministic)
         if self.cross_attention:
-            x = self.residual(x, "cross_attention", lambda h: MultiHeadAttention(cfg, name="cross_attention")(
+            cross_attention = MultiHeadAttention(cfg, cross_attention=True, name="cross_attention")
+            x = self.residual(x, "cross_attention", lambda h: cross_attention(
                 h, cross_mask, encoded, deterministic=deterministic, decode=decode), deterministic)
         return self.residual(
             x, "mlp", lambda h: FeedForward(cfg, name="mlp")(h, deterministic=deterministic), deterministic)

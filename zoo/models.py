@@ -213,11 +213,21 @@ class EncoderDecoderTransformer(nn.Module):
 
     def decode(self, decoder_input_ids, encoded, attention_mask=None, decoder_attention_mask=None, *,
                deterministic: bool = True, decode: bool = False):
-        """Decoder states (and logits for `seq2seq`) given the encoder's; `attention_mask` is the source's."""
+        """Decoder states (and logits for `seq2seq`) given the encoder's; `attention_mask` is the source's.
+
+        With `decode=True` (a cache from `zoo.init_cache`), the call given `encoded` stores every layer's
+        cross-attention keys and values of the source in the cache; a later call passes `encoded=None` and reads
+        them, so a generation projects the source once, not at every token. Raises ValueError for `encoded=None`
+        without `decode`.
+        """
         cfg = self.config
         check_inputs(cfg, decoder_input_ids, ("decoder_attention_mask", decoder_attention_mask),
                      name="decoder_input_ids", decode=decode)
-        if attention_mask is not None and tuple(attention_mask.shape) != tuple(encoded.shape[:2]):
+        if encoded is None and not decode:
+            raise ValueError("encoded=None reads the source's keys and values from the decoding cache: it needs "
+                             "decode=True")
+        if (attention_mask is not None and encoded is not None
+                and tuple(attention_mask.shape) != tuple(encoded.shape[:2])):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but the encoded source is "
                              f"{tuple(encoded.shape[:2])}")
         batch, length = decoder_input_ids.shape

@@ -61,13 +61,17 @@ def param_count(model) -> int:
     return sum(x.size for x in jax.tree.leaves(shapes["params"]))
 
 
-def init_cache(model, batch_size: int, length: int, source_length: int = 1):
+def init_cache(model, batch_size: int, length: int, source_length: int | None = None):
     """An empty KV cache for decoding up to `length` tokens (the `cache` collection for `decode=True`).
 
-    For an encoder-decoder, the cache belongs to the decoder; `source_length` only shapes the abstract init.
+    For an encoder-decoder, the cache belongs to the decoder and also holds each layer's cross-attention keys and
+    values of a source of `source_length` tokens, which the first decoding call writes. Raises ValueError when an
+    encoder-decoder gets no `source_length`.
     """
     ids = jnp.zeros((batch_size, length), jnp.int32)
     if isinstance(model, EncoderDecoderTransformer):
+        if source_length is None:
+            raise ValueError("an encoder-decoder's cache holds the source's keys and values: pass source_length")
         encoded = jnp.zeros((batch_size, source_length, model.config.hidden_size), model.config.dtype)
         init = lambda: model.init(jax.random.key(0), ids, encoded, method="decode", decode=True)
     else:
