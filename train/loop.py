@@ -74,7 +74,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     mesh = make_mesh(**config.mesh)
     data_sharding = batch_sharding(mesh)
     first = next(train_data)
-    abstract_state, shardings = abstract_train_state(model, tx, first, mesh)
     rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), NamedSharding(mesh, PartitionSpec()))
     ckpt_cfg = config.checkpoint
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=ckpt_cfg.every_steps,
@@ -83,10 +82,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     total, log_every = config.train.steps, config.train.log_every
     start = checkpointer.latest_step()
     if start is None:
-        state, _ = init_train_state(model, tx, jax.random.key(config.seed), first, mesh, params=initial_params)
+        state, shardings = init_train_state(model, tx, jax.random.key(config.seed), first, mesh,
+                                            params=initial_params)
         pending = first  # the batch drawn to shape the model is the first one trained on
         start = 0
     else:
+        abstract_state, shardings = abstract_train_state(model, tx, first, mesh)
         state, rng, data_state = checkpointer.restore(start, abstract_state, abstract_like(rng, rng.sharding))
         if start >= total:
             checkpointer.close()

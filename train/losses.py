@@ -121,7 +121,6 @@ def add_to_window(window: dict | None, metrics: dict) -> dict:
     return metrics if window is None else _add_to_window(window, metrics)
 
 
-
 def summarize(metrics: dict, steps: int = 1) -> dict:
     """Sums to means (host side): `x_loss_sum / x_weight` -> `x_loss`, `x_correct / x_weight` -> `x_accuracy`, so
     metrics summed over several steps (or eval batches) weight each by its tokens; the STEP_MEAN_METRICS, summed over
