@@ -10,19 +10,21 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from zoo import axes
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Flax resolves each logical name to the first rule whose mesh axes this array does not use yet, so activations'
 # `embed` stays unsharded when `batch` already took `fsdp`.
 RULES = (
-    ("batch", ("data", "fsdp")),
-    ("vocab", "tensor"),
-    ("heads", "tensor"),
-    ("mlp", "tensor"),
-    ("embed", "fsdp"),
-    ("kv", None),
-    ("length", None),
-    ("layers", None),
+    (axes.BATCH, ("data", "fsdp")),
+    (axes.VOCAB, "tensor"),
+    (axes.HEADS, "tensor"),
+    (axes.MLP, "tensor"),
+    (axes.EMBED, "fsdp"),
+    (axes.HEAD_DIM, None),
+    (axes.LENGTH, None),
+    (axes.LAYERS, None),
 )
 
 
@@ -54,4 +56,4 @@ def logical_shardings(boxed_tree, mesh: Mesh, rules=RULES):
 
 def batch_sharding(mesh: Mesh, rules=RULES) -> NamedSharding:
     """Rows of a batch split over the data-parallel axes."""
-    return NamedSharding(mesh, PartitionSpec(*nn.logical_to_mesh_axes(("batch",), rules)))
+    return NamedSharding(mesh, PartitionSpec(*nn.logical_to_mesh_axes((axes.BATCH,), rules)))

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from zoo.axes import BATCH, EMBED, LENGTH, VOCAB
 from zoo.config import Config
 from zoo.layers import dense, layer_norm
 
@@ -27,7 +28,7 @@ def token_embedding(cfg: Config, name: str = "token_embedding") -> nn.Embed:
         cfg.embedding_dim,
         dtype=cfg.dtype,
         param_dtype=cfg.param_dtype,
-        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), ("vocab", "embed")),
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), (VOCAB, EMBED)),
         name=name,
     )
 
@@ -51,7 +52,7 @@ class Embeddings(nn.Module):
             x = x + nn.Embed(
                 cfg.max_length, cfg.embedding_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                 embedding_init=nn.with_logical_partitioning(
-                    nn.initializers.normal(cfg.initializer_range), (None, "embed")),
+                    nn.initializers.normal(cfg.initializer_range), (None, EMBED)),
                 name="position_embedding")(position_ids)
         else:
             table = jnp.asarray(sinusoidal_positions(cfg.max_length, cfg.embedding_dim), cfg.dtype)
@@ -62,11 +63,11 @@ class Embeddings(nn.Module):
             x = x + nn.Embed(
                 cfg.type_vocab_size, cfg.embedding_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                 embedding_init=nn.with_logical_partitioning(
-                    nn.initializers.normal(cfg.initializer_range), (None, "embed")),
+                    nn.initializers.normal(cfg.initializer_range), (None, EMBED)),
                 name="token_type_embedding")(token_type_ids)
         if cfg.embedding_norm:
             x = layer_norm(cfg, name="embedding_norm")(x)
         x = nn.Dropout(cfg.dropout_rate, deterministic=deterministic)(x)
         if cfg.embedding_dim != cfg.hidden_size:  # ALBERT: a small vocabulary table, projected up once
-            x = dense(cfg, cfg.hidden_size, (None, "embed"), name="projection")(x)
-        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+            x = dense(cfg, cfg.hidden_size, (None, EMBED), name="projection")(x)
+        return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))

@@ -1,10 +1,16 @@
-"""Task heads over a stack's hidden states: poolers, language-model heads and the fine-tuning heads."""
+"""Task heads over a stack's hidden states: poolers, language-model heads and the fine-tuning heads, and `HEADS`,
+the table of what each task puts on a single stack (BERT, ALBERT, GPT)."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable, Optional
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
+from zoo.axes import BATCH, EMBED, LENGTH, VOCAB
 from zoo.config import Config
 from zoo.layers import ACTIVATIONS, dense, layer_norm
 
@@ -18,7 +24,7 @@ class Pooler(nn.Module):
     def __call__(self, hidden, attention_mask):  # hidden [batch, length, hidden], attention_mask [batch, length]
         cfg = self.config
         if cfg.pooling == "cls":
-            return jnp.tanh(dense(cfg, cfg.hidden_size, ("embed", None), name="dense")(hidden[:, 0]))
+            return jnp.tanh(dense(cfg, cfg.hidden_size, (EMBED, None), name="dense")(hidden[:, 0]))
         real = (attention_mask != 0)[..., None]
         mean = mean_pool(hidden, attention_mask)
         maximum = jnp.max(jnp.where(real, hidden, jnp.finfo(hidden.dtype).min), axis=1)
@@ -44,14 +50,14 @@ class LMHead(nn.Module):
         if cfg.tie_word_embeddings:
             logits = self.tokens.attend(x)
         else:
-            kernel_init = nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), ("embed", "vocab"))
+            kernel_init = nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), (EMBED, VOCAB))
             logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                               kernel_init=kernel_init, name="decoder")(x)
         if self.bias:
             logits = logits + self.param(
-                "bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)), (cfg.vocab_size,),
+                "bias", nn.with_logical_partitioning(nn.initializers.zeros, (VOCAB,)), (cfg.vocab_size,),
                 cfg.param_dtype).astype(logits.dtype)
-        return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+        return nn.with_logical_constraint(logits, (BATCH, LENGTH, VOCAB))
 
 
 class MaskedLMHead(nn.Module):
@@ -63,10 +69,93 @@ class MaskedLMHead(nn.Module):
     @nn.compact
     def __call__(self, hidden):
         cfg = self.config
-        h = dense(cfg, cfg.embedding_dim, ("embed", None), name="dense")(hidden)
+        h = dense(cfg, cfg.embedding_dim, (EMBED, None), name="dense")(hidden)
         h = layer_norm(cfg, name="norm")(ACTIVATIONS[cfg.activation](h))
         return LMHead(cfg, self.tokens, bias=True, name="decoder")(h)
 
 
 def classifier(cfg: Config, num_outputs: int, name: str) -> nn.DenseGeneral:
-    return dense(cfg, num_outputs, ("embed", None), name=name)
+    return dense(cfg, num_outputs, (EMBED, None), name=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadInputs:
+    """What a head may read: the stack's output and the pieces shared with the body."""
+
+    config: Config
+    hidden: jax.Array  # [batch, length, hidden]
+    pooled: Optional[jax.Array]  # [batch, hidden] (2 x hidden for mean_max); None when the head is not `pooled`
+    tokens: nn.Embed  # the input embedding, for tied output projections
+    dropout: nn.Dropout  # the classifier's dropout
+    mlm_positions: Optional[jax.Array]  # [batch, predictions]: the MLM head runs only at these positions
+
+    def masked(self) -> jax.Array:
+        """The hidden states the MLM head scores: all positions, or only `mlm_positions`."""
+        if self.mlm_positions is None:
+            return self.hidden
+        return jnp.take_along_axis(self.hidden, self.mlm_positions[..., None], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """A task's head: the `ModelOutput` fields it fills and how it makes them.
+
+    `pooled`: the head reads the sentence vector, so the model has a pooler (when `config.pooling` is not "none"), as
+    the public architectures with this head have one (BertModel, BertForPreTraining, BertForSequenceClassification;
+    BertForMaskedLM and the token-level heads have none, and so zoo's parameter counts are theirs).
+    `build(HeadInputs) -> {field: array}` creates the head's modules under the model, named as in the checkpoints.
+    `classes_from_config`: its outputs are `config.num_labels` classes (named in config.json's id2label).
+    """
+
+    outputs: tuple[str, ...]
+    build: Callable[[HeadInputs], dict]
+    pooled: bool = False
+    classes_from_config: bool = False
+
+
+def _needs_pooled(h: HeadInputs, task: str) -> jax.Array:
+    if h.pooled is None:
+        raise ValueError(f"task {task!r} needs a pooled output, but this config has pooling='none'")
+    return h.pooled
+
+
+def pretraining_head(h: HeadInputs) -> dict:
+    return {"prediction_logits": MaskedLMHead(h.config, h.tokens, name="mlm_head")(h.masked()),
+            "seq_relationship_logits": classifier(h.config, 2, name="seq_relationship_head")(
+                _needs_pooled(h, "pretraining"))}
+
+
+def mlm_head(h: HeadInputs) -> dict:
+    return {"logits": MaskedLMHead(h.config, h.tokens, name="mlm_head")(h.masked())}
+
+
+def causal_lm_head(h: HeadInputs) -> dict:
+    return {"logits": LMHead(h.config, h.tokens, bias=h.config.lm_head_bias, name="lm_head")(h.hidden)}
+
+
+def sequence_classification_head(h: HeadInputs) -> dict:
+    pooled = _needs_pooled(h, "sequence_classification")
+    return {"logits": classifier(h.config, h.config.num_labels, name="classifier")(h.dropout(pooled))}
+
+
+def token_classification_head(h: HeadInputs) -> dict:
+    return {"logits": classifier(h.config, h.config.num_labels, name="classifier")(h.dropout(h.hidden))}
+
+
+def question_answering_head(h: HeadInputs) -> dict:
+    span = classifier(h.config, 2, name="qa_head")(h.hidden)  # [batch, length, 2]: start and end
+    return {"start_logits": span[..., 0], "end_logits": span[..., 1]}
+
+
+HEADS = {
+    None: Head((), lambda h: {}, pooled=True),  # the bare model: hidden states (and the pooler's, if it has one)
+    "pretraining": Head(("prediction_logits", "seq_relationship_logits"), pretraining_head, pooled=True),
+    "mlm": Head(("logits",), mlm_head),
+    "causal_lm": Head(("logits",), causal_lm_head),
+    "sequence_classification": Head(("logits",), sequence_classification_head, pooled=True,
+                                    classes_from_config=True),
+    "token_classification": Head(("logits",), token_classification_head, classes_from_config=True),
+    "question_answering": Head(("start_logits", "end_logits"), question_answering_head),
+}
+# The heads of a bidirectional encoder (BERT, ALBERT and their kin).
+ENCODER_HEADS = ("pretraining", "mlm", "sequence_classification", "token_classification", "question_answering")

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.attention import attend, cache_length
+from zoo.axes import BATCH, EMBED, HEAD_DIM, HEADS, LAYERS, LENGTH, MLP
 from zoo.config import Config
 from zoo.masks import AttentionMask
 
@@ -59,7 +60,7 @@ def dense(cfg: Config, features: int | Sequence[int], kernel_axes: tuple, *, axi
     return DenseGeneral(features, axis, kernel_axes, cfg, name=name)
 
 
-def layer_norm(cfg: Config, name: str, axis_name: str = "embed") -> nn.LayerNorm:
+def layer_norm(cfg: Config, name: str, axis_name: str = EMBED) -> nn.LayerNorm:
     # Statistics in float32 whatever the compute dtype: bf16 means and variances lose the small differences.
     return nn.LayerNorm(
         epsilon=cfg.layer_norm_eps,
@@ -90,18 +91,18 @@ class MultiHeadAttention(nn.Module):
         cfg = self.config
         heads = (cfg.num_heads, cfg.head_dim)
         if self.cross_attention:
-            query = dense(cfg, heads, ("embed", "heads", "kv"), name="query")(x)
-            key_value = dense(cfg, (2, *heads), ("embed", None, "heads", "kv"), name="key_value")
+            query = dense(cfg, heads, (EMBED, HEADS, HEAD_DIM), name="query")(x)
+            key_value = dense(cfg, (2, *heads), (EMBED, None, HEADS, HEAD_DIM), name="key_value")
             key, value = self._source_keys_values(key_value, encoded, decode)
         else:
-            qkv = dense(cfg, (3, *heads), ("embed", None, "heads", "kv"), name="qkv")(x)
+            qkv = dense(cfg, (3, *heads), (EMBED, None, HEADS, HEAD_DIM), name="qkv")(x)
             query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [batch, length, heads, head_dim]
             if decode:
                 key, value = self._update_cache(key, value, cache_slots)
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0
         dropout = nn.Dropout(cfg.attention_dropout_rate, deterministic=False) if use_dropout else None
         out = attend(query, key, value, mask, cfg, dropout=dropout, sparse=not self.cross_attention, decode=decode)
-        return dense(cfg, cfg.hidden_size, ("heads", "kv", "embed"), axis=(-2, -1), name="out")(out)
+        return dense(cfg, cfg.hidden_size, (HEADS, HEAD_DIM, EMBED), axis=(-2, -1), name="out")(out)
 
     def _source_keys_values(self, key_value, encoded, decode):
         """-> (keys, values) of the source, each [batch, source_length, heads, head_dim]: `key_value` applied to
@@ -116,7 +117,7 @@ class MultiHeadAttention(nn.Module):
         key, value = kv[:, :, 0], kv[:, :, 1]
         if decode:
             # logical axis names, as parameters carry them, so that the cache shards by the same rules
-            zeros = nn.with_logical_partitioning(jnp.zeros, ("batch", "length", "heads", "kv"))
+            zeros = nn.with_logical_partitioning(jnp.zeros, (BATCH, LENGTH, HEADS, HEAD_DIM))
             self.variable("cache", "key", zeros, key.shape, key.dtype).value = key
             self.variable("cache", "value", zeros, value.shape, value.dtype).value = value
         return key, value
@@ -143,10 +144,10 @@ class FeedForward(nn.Module):
     @nn.compact
     def __call__(self, x, *, deterministic: bool):
         cfg = self.config
-        h = dense(cfg, cfg.intermediate_size, ("embed", "mlp"), name="wi")(x)
+        h = dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi")(x)
         h = ACTIVATIONS[cfg.activation](h)
-        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        return dense(cfg, cfg.hidden_size, ("mlp", "embed"), name="wo")(h)
+        h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP))
+        return dense(cfg, cfg.hidden_size, (MLP, EMBED), name="wo")(h)
 
 
 class TransformerLayer(nn.Module):
@@ -159,7 +160,7 @@ class TransformerLayer(nn.Module):
     def __call__(self, x, mask, encoded=None, cross_mask=None, cache_slots=None, deterministic: bool = True,
                  decode: bool = False):
         cfg = self.config
-        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
         x = self.residual(x, "attention", lambda h: MultiHeadAttention(cfg, name="attention")(
             h, mask, deterministic=deterministic, decode=decode, cache_slots=cache_slots), deterministic)
         if self.cross_attention:
@@ -206,7 +207,7 @@ class LayerStack(nn.Module):
                 split_rngs={"params": not shared, "dropout": True},
                 in_axes=(nn.broadcast,) * len(args),
                 length=self.num_layers,
-                metadata_params={nn.PARTITION_NAME: "layers"},
+                metadata_params={nn.PARTITION_NAME: LAYERS},
             )
             x, _ = scanned(layer(cfg, self.cross_attention, name="layers"), x, *args)
             return x

@@ -15,14 +15,9 @@ import jax.numpy as jnp
 from zoo.attention import cache_length, cache_slots
 from zoo.config import Config
 from zoo.embeddings import Embeddings, token_embedding
-from zoo.heads import LMHead, MaskedLMHead, Pooler, classifier
+from zoo.heads import HEADS, HeadInputs, LMHead, Pooler
 from zoo.layers import LayerStack, layer_norm
 from zoo.masks import AttentionMask
-
-ENCODER_TASKS = ("pretraining", "mlm", "sequence_classification", "token_classification", "question_answering")
-# The tasks whose public architectures have a pooler (BertModel, BertForPreTraining, BertForSequenceClassification);
-# BertForMaskedLM, token classification and span QA have none, so neither do zoo's: the parameter counts are theirs.
-POOLED_TASKS = (None, "pretraining", "sequence_classification")
 
 
 @flax.struct.dataclass
@@ -141,32 +136,15 @@ class Transformer(nn.Module):
         return self.head(x, tokens, attention_mask, deterministic, mlm_positions)
 
     def head(self, x, tokens, attention_mask, deterministic, mlm_positions=None):
-        cfg, task = self.config, self.task
-        pooled = Pooler(cfg, name="pooler")(x, attention_mask) if cfg.pooling != "none" and task in POOLED_TASKS \
-            else None
+        cfg = self.config
+        if self.task not in HEADS:
+            raise ValueError(f"unknown task {self.task!r} for a single-stack model; known: {tuple(HEADS)}")
+        head = HEADS[self.task]
+        pooled = Pooler(cfg, name="pooler")(x, attention_mask) if head.pooled and cfg.pooling != "none" else None
         dropout = nn.Dropout(cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate,
                              deterministic=deterministic)
-        out = ModelOutput(last_hidden_state=x, pooled_output=pooled)
-        if task in ("pretraining", "sequence_classification") and pooled is None:
-            raise ValueError(f"task {task!r} needs a pooled output, but this config has pooling='none'")
-        if task is None:
-            return out
-        masked = x if mlm_positions is None else jnp.take_along_axis(x, mlm_positions[..., None], axis=1)
-        if task == "pretraining":
-            return out.replace(prediction_logits=MaskedLMHead(cfg, tokens, name="mlm_head")(masked),
-                               seq_relationship_logits=classifier(cfg, 2, name="seq_relationship_head")(pooled))
-        if task == "mlm":
-            return out.replace(logits=MaskedLMHead(cfg, tokens, name="mlm_head")(masked))
-        if task == "causal_lm":
-            return out.replace(logits=LMHead(cfg, tokens, bias=cfg.lm_head_bias, name="lm_head")(x))
-        if task == "sequence_classification":
-            return out.replace(logits=classifier(cfg, cfg.num_labels, name="classifier")(dropout(pooled)))
-        if task == "token_classification":
-            return out.replace(logits=classifier(cfg, cfg.num_labels, name="classifier")(dropout(x)))
-        if task == "question_answering":
-            span = classifier(cfg, 2, name="qa_head")(x)
-            return out.replace(start_logits=span[..., 0], end_logits=span[..., 1])
-        raise ValueError(f"unknown task {task!r} for a single-stack model; known: {(None, *ENCODER_TASKS, 'causal_lm')}")
+        outputs = head.build(HeadInputs(cfg, x, pooled, tokens, dropout, mlm_positions))
+        return ModelOutput(last_hidden_state=x, pooled_output=pooled, **outputs)
 
 
 class EncoderDecoderTransformer(nn.Module):

@@ -7,32 +7,28 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from zoo import albert, bert, gpt, transformer
 from zoo.config import Config
+from zoo.families import FAMILIES, family
 from zoo.heads import mean_pool
 from zoo.models import EncoderDecoderTransformer
-
-FAMILIES = {"bert": bert, "gpt": gpt, "albert": albert, "transformer": transformer}
 
 
 def list_models() -> list[str]:
     """The preset names, family by family."""
-    return [name for family in FAMILIES.values() for name in family.PRESETS]
+    return [name for f in FAMILIES.values() for name in f.presets]
 
 
 def get_config(name: str, **overrides) -> Config:
     """The preset's config with `overrides` applied; an unknown name or field is a ValueError listing the known."""
-    for family in FAMILIES.values():
-        if name in family.PRESETS:
-            return family.PRESETS[name].replace(**overrides)
+    for f in FAMILIES.values():
+        if name in f.presets:
+            return f.presets[name].replace(**overrides)
     raise ValueError(f"unknown model {name!r}; the presets are: {', '.join(list_models())}")
 
 
-def tasks(family: str) -> tuple:
+def tasks(family_name: str) -> tuple:
     """The tasks a family supports (None is the bare model)."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; the families are: {', '.join(FAMILIES)}")
-    return FAMILIES[family].TASKS
+    return family(family_name).tasks
 
 
 def create(name: str | Config, task: str | None = None, **overrides):
@@ -46,7 +42,7 @@ def create(name: str | Config, task: str | None = None, **overrides):
     if task not in supported:
         raise ValueError(f"task {task!r} is not supported by the {cfg.family} family; it supports: "
                          f"{', '.join(str(t) for t in supported)}")
-    return FAMILIES[cfg.family].MODEL(cfg, task)
+    return family(cfg.family).model(cfg, task)
 
 
 def example_inputs(model, batch_size: int = 1, length: int = 1) -> tuple:

@@ -3,8 +3,8 @@ and `model.safetensors` (or shards listed in `model.safetensors.index.json`).
 
 Loading reads one tensor at a time from the memory-mapped safetensors files (never unpickles) and puts each parameter
 straight onto its target sharding, so a large checkpoint is never whole on one host. Saving writes what
-`transformers` loads with no missing or unexpected keys. Each family module (bert, albert, gpt2, marian) says only what
-differs: how its config.json fields map onto `Config`, and which public tensors make each zoo parameter.
+`transformers` loads with no missing or unexpected keys. Each family's record (zoo/families/) says only what differs
+in its `PublicFormat`: how its config.json fields map onto `Config`, and which public tensors make each zoo parameter.
 """
 
 from __future__ import annotations
@@ -23,17 +23,16 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from zoo.checkpoints import albert, bert, gpt2, marian
-from zoo.checkpoints.mapping import PublicConfig, Tensor, flatten, unflatten
 from zoo.config import Config
+from zoo.families import FAMILIES, PUBLIC_FORMATS, PublicFormat
+from zoo.families.mapping import PublicConfig, Tensor, flatten, unflatten
 from zoo.files import read_json_object
+from zoo.heads import HEADS
 from zoo.registry import create, example_inputs
 
 LOG = logging.getLogger(__name__)
-FAMILIES = {module.MODEL_TYPE: module for module in (bert, albert, gpt2, marian)}
-# zoo family -> the public format it is written in
-ZOO_FAMILIES = {"bert": bert, "albert": albert, "gpt": gpt2, "transformer": marian}
-HEADS = ("pooler", "mlm_head", "seq_relationship_head", "classifier", "qa_head", "lm_head")
+# Top-level modules that belong to a head, not the body: a checkpoint without them still loads (they are initialised).
+HEAD_MODULES = ("pooler", "mlm_head", "seq_relationship_head", "classifier", "qa_head", "lm_head")
 # Fields not written in config.json: how zoo runs a model, not what the model is.
 RUNTIME_FIELDS = ("dtype", "param_dtype", "remat", "scan_layers", "pooling")
 CONFIG = "config.json"
@@ -61,15 +60,15 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
     if not (folder / CONFIG).exists():
         raise FileNotFoundError(f"{folder / CONFIG} not found: a checkpoint folder holds config.json and {WEIGHTS}")
     public = read_json_object(folder / CONFIG)
-    family = _family(public)
+    fmt = _public_format(public)
     if task == AUTO:
-        architecture = (public.get("architectures") or [_base_architecture(family)])[0]
-        if architecture not in family.ARCHITECTURES:
+        architecture = (public.get("architectures") or [fmt.architecture(None)])[0]
+        if architecture not in fmt.architectures:
             raise ValueError(f"architecture {architecture!r} is not supported (pass `task` to load its body); for "
-                             f"model_type {family.MODEL_TYPE!r} zoo reads: {', '.join(family.ARCHITECTURES)}")
-        task = family.ARCHITECTURES[architecture]
+                             f"model_type {fmt.model_type!r} zoo reads: {', '.join(fmt.architectures)}")
+        task = fmt.architectures[architecture]
     reader = PublicConfig(public)
-    cfg = family.config_from_public(reader, task)
+    cfg = fmt.config_from_public(reader, task)
     if reader.unread():
         LOG.warning("config.json fields not used by zoo: %s", ", ".join(reader.unread()))
     if dtype is not None:
@@ -79,11 +78,11 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))["params"]
     abstract = flatten(nn.unbox(shapes))
     placement = _placement(shardings, abstract)
-    spec = flatten(family.tensors(cfg, task))
-    with _Checkpoint(folder, family.PREFIX) as checkpoint:
+    spec = flatten(fmt.tensors(cfg, task))
+    with _Checkpoint(folder, fmt.prefix) as checkpoint:
         params = {path: _read_param(checkpoint, _parts(spec, path, leaf.shape), path, leaf, placement(path))
                   for path, leaf in abstract.items()}
-        _check_unused(family, cfg, checkpoint.unread())
+        _check_unused(fmt, cfg, checkpoint.unread())
     missing = [path for path, value in params.items() if value is None]
     if missing:
         params.update(_initialize_heads(model, missing, spec, abstract, placement, rng))
@@ -98,18 +97,19 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
     fit the model.
     """
     cfg, task = model.config, model.task
-    family = ZOO_FAMILIES.get(cfg.family)
-    if family is None:
-        raise ValueError(f"zoo family {cfg.family!r} has no public format; those with one: {', '.join(ZOO_FAMILIES)}")
-    architecture = next((a for a, t in family.ARCHITECTURES.items() if t == task), None)
+    fmt = FAMILIES[cfg.family].public if cfg.family in FAMILIES else None
+    if fmt is None:
+        with_one = [name for name, f in FAMILIES.items() if f.public is not None]
+        raise ValueError(f"zoo family {cfg.family!r} has no public format; those with one: {', '.join(with_one)}")
+    architecture = fmt.architecture(task)
     if architecture is None:
-        raise ValueError(f"task {task!r} has no {family.MODEL_TYPE} architecture; the tasks with one: "
-                         f"{', '.join(str(t) for t in family.ARCHITECTURES.values())}")
-    public = family.config_to_public(cfg)
-    _check_expressible(family, cfg, public, task)
+        raise ValueError(f"task {task!r} has no {fmt.model_type} architecture; the tasks with one: "
+                         f"{', '.join(str(t) for t in fmt.architectures.values())}")
+    public = fmt.config_to_public(cfg)
+    _check_expressible(fmt, cfg, public, task)
     if "params" in params and len(params) == 1:
         params = params["params"]
-    spec = flatten(family.tensors(cfg, task))
+    spec = flatten(fmt.tensors(cfg, task))
     tensors = {}
     for path, value in flatten(nn.unbox(params)).items():
         parts = _parts(spec, path, value.shape)
@@ -119,28 +119,24 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
     expected = {name for t in spec.values() for name in t.names}
     if expected - set(tensors):
         raise ValueError(f"params lack the tensors {sorted(expected - set(tensors))} of {architecture}")
-    if hasattr(family, "computed"):
-        tensors.update(family.computed(cfg))
+    tensors.update(fmt.computed(cfg))
     if task is None:  # a bare model's tensors carry no prefix
-        tensors = {name.removeprefix(family.PREFIX): t for name, t in tensors.items()}
+        tensors = {name.removeprefix(fmt.prefix): t for name, t in tensors.items()}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _write_tensors(tensors, folder, max_shard_size)
-    public = {"architectures": [architecture], "model_type": family.MODEL_TYPE, **public, "dtype": cfg.param_dtype.name}
-    if task in ("sequence_classification", "token_classification"):
+    public = {"architectures": [architecture], "model_type": fmt.model_type, **public, "dtype": cfg.param_dtype.name}
+    if task in HEADS and HEADS[task].classes_from_config:
         public.update(_labels(cfg.num_labels))
     (folder / CONFIG).write_text(json.dumps(public, indent=2, sort_keys=True) + "\n")
 
 
-def _family(public: dict):
+def _public_format(public: dict) -> PublicFormat:
     model_type = public.get("model_type")
-    if model_type not in FAMILIES:
-        raise ValueError(f"config.json model_type={model_type!r} is not supported; zoo reads: {', '.join(FAMILIES)}")
-    return FAMILIES[model_type]
-
-
-def _base_architecture(family) -> str:
-    return next(a for a, t in family.ARCHITECTURES.items() if t is None)
+    if model_type not in PUBLIC_FORMATS:
+        raise ValueError(f"config.json model_type={model_type!r} is not supported; zoo reads: "
+                         f"{', '.join(PUBLIC_FORMATS)}")
+    return PUBLIC_FORMATS[model_type].public
 
 
 def _parts(spec: dict[str, Tensor], path: str, shape: tuple) -> list[tuple[Tensor, tuple]]:
@@ -296,14 +292,14 @@ def _read_bfloat16(file: Path, name: str) -> np.ndarray:
                      shape=tuple(entry["shape"])) if end > start else np.zeros(entry["shape"], ml_dtypes.bfloat16)
 
 
-def _check_unused(family, cfg: Config, unread: list[str]) -> None:
+def _check_unused(fmt: PublicFormat, cfg: Config, unread: list[str]) -> None:
     """Tensors of other heads of the family are dropped (logged); tensors no architecture has are an error."""
     known = set()
-    for task in set(family.ARCHITECTURES.values()):
-        known |= {name for t in flatten(family.tensors(cfg.replace(pooling="cls"), task)).values() for name in t.names}
-    unknown = [n for n in unread if n not in known and not any(re.fullmatch(p, n) for p in family.IGNORED)]
+    for task in set(fmt.architectures.values()):
+        known |= {name for t in flatten(fmt.tensors(cfg.replace(pooling="cls"), task)).values() for name in t.names}
+    unknown = [n for n in unread if n not in known and not any(re.fullmatch(p, n) for p in fmt.ignored)]
     if unknown:
-        raise ValueError(f"unexpected tensors in the checkpoint, which no {family.MODEL_TYPE} architecture zoo reads "
+        raise ValueError(f"unexpected tensors in the checkpoint, which no {fmt.model_type} architecture zoo reads "
                          f"has: {', '.join(unknown)}")
     dropped = [n for n in unread if n in known]
     if dropped:
@@ -312,7 +308,7 @@ def _check_unused(family, cfg: Config, unread: list[str]) -> None:
 
 def _initialize_heads(model, missing: list[str], spec: dict, abstract: dict, placement, rng) -> dict:
     """Fresh values for the missing parameters, which must all belong to a head; the body must be in the file."""
-    body = [p for p in missing if p.split("/")[0] not in HEADS]
+    body = [p for p in missing if p.split("/")[0] not in HEAD_MODULES]
     if body:
         lines = [f"{name} {t.public_shape(s)}" for p in body for t, s in _parts(spec, p, abstract[p].shape)
                  for name in t.names]
@@ -328,14 +324,14 @@ def _initialize_heads(model, missing: list[str], spec: dict, abstract: dict, pla
     return {path: jax.device_put(value, placement(path)) for path, value in values.items()}
 
 
-def _check_expressible(family, cfg: Config, public: dict, task) -> None:
+def _check_expressible(fmt: PublicFormat, cfg: Config, public: dict, task) -> None:
     """Reads `public` back; a zoo field that comes back different cannot be written in this format."""
-    reread = family.config_from_public(PublicConfig(public), task).replace(num_labels=cfg.num_labels)
-    lost = [f"{f.name}={getattr(cfg, f.name)!r} (the {family.MODEL_TYPE} format has {getattr(reread, f.name)!r})"
+    reread = fmt.config_from_public(PublicConfig(public), task).replace(num_labels=cfg.num_labels)
+    lost = [f"{f.name}={getattr(cfg, f.name)!r} (the {fmt.model_type} format has {getattr(reread, f.name)!r})"
             for f in dataclasses.fields(cfg)
             if f.name not in RUNTIME_FIELDS and getattr(cfg, f.name) != getattr(reread, f.name)]
     if lost:
-        raise ValueError(f"config fields a {family.MODEL_TYPE} config.json cannot express: {'; '.join(lost)}")
+        raise ValueError(f"config fields a {fmt.model_type} config.json cannot express: {'; '.join(lost)}")
 
 
 def _labels(num_labels: int) -> dict:

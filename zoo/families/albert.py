@@ -1,14 +1,36 @@
-"""ALBERT in the layout of `transformers`: BERT's embeddings at `embedding_size`, the projection up
-(`embedding_hidden_mapping_in`), and one shared layer (`albert_layer_groups.0.albert_layers.0`)."""
+"""ALBERT (Lan et al., 2020): BERT with a factorized embedding, one layer shared by all depths, and sentence-order
+prediction in place of next-sentence prediction (same head, other labels).
 
-from zoo.albert import albert
-from zoo.checkpoints import bert
-from zoo.checkpoints.bert import attention, check_two_labels, embeddings, heads, mlm_head
-from zoo.checkpoints.mapping import PublicConfig, embedding, layer_norm, linear
+The public format (that of `transformers`): BERT's embeddings at `embedding_size`, the projection up
+(`embedding_hidden_mapping_in`), and one shared layer (`albert_layer_groups.0.albert_layers.0`).
+"""
+
 from zoo.config import Config
-from zoo.models import POOLED_TASKS
+from zoo.families.bert import attention, check_two_labels, embeddings, heads, mlm_head
+from zoo.families.bert import config_to_public as bert_config_to_public
+from zoo.families.mapping import PublicConfig, embedding, layer_norm, linear
+from zoo.families.record import Family, PublicFormat
+from zoo.heads import ENCODER_HEADS, HEADS
+from zoo.models import Transformer
 
-MODEL_TYPE = "albert"
+
+def albert(**fields) -> Config:
+    return Config(family="albert", norm_position="post", position_embedding="learned", type_vocab_size=2,
+                  embedding_norm=True, pooling="cls", activation="gelu_tanh", layer_norm_eps=1e-12,
+                  embedding_size=128, share_layers=True, dropout_rate=0.0, attention_dropout_rate=0.0,
+                  classifier_dropout_rate=0.1, **fields)
+
+
+PRESETS = {
+    "albert-base-v2": albert(vocab_size=30000, hidden_size=768, num_layers=12, num_heads=12,
+                             intermediate_size=3072, max_length=512),
+    "albert-large-v2": albert(vocab_size=30000, hidden_size=1024, num_layers=24, num_heads=16,
+                              intermediate_size=4096, max_length=512),
+    "albert-tiny": albert(vocab_size=1024, hidden_size=64, num_layers=4, num_heads=4, intermediate_size=128,
+                          max_length=128).replace(embedding_size=32),
+}
+
+# The public format
 PREFIX = "albert."
 ARCHITECTURES = {"AlbertModel": None, "AlbertForPreTraining": "pretraining", "AlbertForMaskedLM": "mlm",
                  "AlbertForSequenceClassification": "sequence_classification",
@@ -43,7 +65,7 @@ def config_from_public(c: PublicConfig, task) -> Config:
 
 def config_to_public(cfg: Config) -> dict:
     """BERT's fields, plus the factorized embedding and the one shared layer; the classifier dropout is renamed."""
-    public = {k: v for k, v in bert.config_to_public(cfg).items()
+    public = {k: v for k, v in bert_config_to_public(cfg).items()
               if k not in ("classifier_dropout", "is_decoder", "add_cross_attention")}
     return {**public, "embedding_size": cfg.embedding_size, "classifier_dropout_prob": cfg.classifier_dropout_rate,
             "num_hidden_groups": 1, "inner_group_num": 1}
@@ -59,6 +81,12 @@ def tensors(cfg: Config, task) -> dict:
                                    "attention_norm": layer_norm(f"{p}attention.LayerNorm"),
                                    "mlp": {"wi": linear(f"{p}ffn"), "wo": linear(f"{p}ffn_output")},
                                    "mlp_norm": layer_norm(f"{p}full_layer_layer_norm")}}}
-    if cfg.pooling == "cls" and task in POOLED_TASKS:
+    if cfg.pooling == "cls" and HEADS[task].pooled:
         tree["pooler"] = {"dense": linear(f"{a}pooler")}
     return {**tree, **heads(cfg, task, mlm_head(cfg, "predictions.", "predictions."), "sop_classifier.classifier")}
+
+
+FAMILY = Family(name="albert", model=Transformer, config=albert, presets=PRESETS, tasks=(None, *ENCODER_HEADS),
+                public=PublicFormat(model_type="albert", prefix=PREFIX, architectures=ARCHITECTURES,
+                                    config_from_public=config_from_public, config_to_public=config_to_public,
+                                    tensors=tensors, ignored=IGNORED))

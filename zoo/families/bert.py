@@ -1,12 +1,33 @@
-"""BERT in the layout of `transformers`: separate query/key/value Linears, post-LN names (`attention.output.LayerNorm`,
-`output.LayerNorm`), heads under `cls.` (and `classifier`, `qa_outputs`). ALBERT reuses the pieces here."""
+"""BERT (Devlin et al., 2019): a bidirectional post-LN encoder pre-trained with masked LM and next-sentence prediction.
 
-from zoo.bert import bert
-from zoo.checkpoints.mapping import PublicConfig, Tensor, embedding, fused_linear, layer_norm, linear, public_activation
+The public format is that of `transformers`: separate query/key/value Linears, post-LN names
+(`attention.output.LayerNorm`, `output.LayerNorm`), heads under `cls.` (and `classifier`, `qa_outputs`). ALBERT,
+RoBERTa and DistilBERT reuse the pieces here.
+"""
+
 from zoo.config import Config
-from zoo.models import POOLED_TASKS
+from zoo.families.mapping import (PublicConfig, Tensor, embedding, fused_linear, layer_norm, linear,
+                                  public_activation)
+from zoo.families.record import Family, PublicFormat
+from zoo.heads import ENCODER_HEADS, HEADS
+from zoo.models import Transformer
 
-MODEL_TYPE = "bert"
+
+def bert(**fields) -> Config:
+    return Config(family="bert", norm_position="post", position_embedding="learned", type_vocab_size=2,
+                  embedding_norm=True, pooling="cls", activation="gelu", layer_norm_eps=1e-12, **fields)
+
+
+PRESETS = {
+    "bert-base-uncased": bert(vocab_size=30522, hidden_size=768, num_layers=12, num_heads=12,
+                              intermediate_size=3072, max_length=512),
+    "bert-large-uncased": bert(vocab_size=30522, hidden_size=1024, num_layers=24, num_heads=16,
+                               intermediate_size=4096, max_length=512),
+    "bert-tiny": bert(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
+                      max_length=128),
+}
+
+# The public format
 PREFIX = "bert."
 ARCHITECTURES = {"BertModel": None, "BertForPreTraining": "pretraining", "BertForMaskedLM": "mlm",
                  "BertForSequenceClassification": "sequence_classification",
@@ -50,7 +71,7 @@ def tensors(cfg: Config, task) -> dict:
     tree = {"token_embedding": embedding(f"{b}embeddings.word_embeddings.weight"),
             "embeddings": embeddings(f"{b}embeddings."),
             "encoder": {f"layers_{i}": layer(f"{b}encoder.layer.{i}.") for i in range(cfg.num_layers)}}
-    if cfg.pooling == "cls" and task in POOLED_TASKS:
+    if cfg.pooling == "cls" and HEADS[task].pooled:
         tree["pooler"] = {"dense": linear(f"{b}pooler.dense")}
     return {**tree, **heads(cfg, task, mlm_head(cfg, "cls.predictions.transform.", "cls.predictions."),
                             "cls.seq_relationship")}
@@ -101,3 +122,9 @@ def heads(cfg: Config, task, mlm: dict, seq_relationship: str) -> dict:
             "sequence_classification": {"classifier": linear("classifier")},
             "token_classification": {"classifier": linear("classifier")},
             "question_answering": {"qa_head": linear("qa_outputs")}}.get(task, {})
+
+
+FAMILY = Family(name="bert", model=Transformer, config=bert, presets=PRESETS, tasks=(None, *ENCODER_HEADS),
+                public=PublicFormat(model_type="bert", prefix=PREFIX, architectures=ARCHITECTURES,
+                                    config_from_public=config_from_public, config_to_public=config_to_public,
+                                    tensors=tensors, ignored=IGNORED))

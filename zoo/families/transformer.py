@@ -1,13 +1,38 @@
-"""Marian (the encoder-decoder Transformer of the OPUS-MT models) in the layout of `transformers`: separate q/k/v
-Linears, one embedding shared by both stacks and the output, static sinusoidal positions (not stored), and a
-`final_logits_bias` added to the logits."""
+"""The Transformer of Vaswani et al. (2017): post-LN encoder and decoder with cross-attention, sinusoidal positions,
+and one embedding shared by source, target and output projection, scaled by sqrt(d_model).
 
-from zoo.checkpoints.mapping import PublicConfig, Tensor, embedding, fused_linear, layer_norm, linear, public_activation
+The public format is Marian's (the OPUS-MT models) in the layout of `transformers`: separate q/k/v Linears, one
+embedding shared by both stacks and the output, static sinusoidal positions (not stored), and a `final_logits_bias`
+added to the logits.
+"""
+
 from zoo.config import Config
 from zoo.embeddings import sinusoidal_positions
-from zoo.transformer import transformer
+from zoo.families.mapping import PublicConfig, Tensor, embedding, fused_linear, layer_norm, linear, public_activation
+from zoo.families.record import Family, PublicFormat
+from zoo.models import EncoderDecoderTransformer
 
-MODEL_TYPE = "marian"
+
+def transformer(**fields) -> Config:
+    return Config(family="transformer", norm_position="post", position_embedding="sinusoidal",
+                  scale_embeddings=True, pooling="none", activation="relu", layer_norm_eps=1e-6,
+                  attention_dropout_rate=0.0, **fields)
+
+
+PRESETS = {
+    # 37k shared BPE vocabulary of the WMT'14 en-de experiments
+    "transformer-base": transformer(vocab_size=37000, hidden_size=512, num_layers=6, num_decoder_layers=6,
+                                    num_heads=8, intermediate_size=2048, max_length=1024, dropout_rate=0.1,
+                                    pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),
+    "transformer-big": transformer(vocab_size=37000, hidden_size=1024, num_layers=6, num_decoder_layers=6,
+                                   num_heads=16, intermediate_size=4096, max_length=1024, dropout_rate=0.3,
+                                   pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),
+    "transformer-tiny": transformer(vocab_size=1024, hidden_size=64, num_layers=2, num_decoder_layers=2,
+                                    num_heads=4, intermediate_size=128, max_length=128, pad_token_id=0,
+                                    eos_token_id=1, decoder_start_token_id=0),
+}
+
+# The public format
 PREFIX = "model."
 ARCHITECTURES = {"MarianModel": None, "MarianMTModel": "seq2seq"}
 IGNORED = (r"(model\.)?(encoder|decoder)\.embed_positions\.weight",  # the sinusoid, which zoo computes
@@ -86,3 +111,10 @@ def attention(p: str, cross_attention: bool = False) -> dict:
     projections = {"query": linear(f"{p}q_proj"), "key_value": fused_linear([f"{p}k_proj", f"{p}v_proj"])} \
         if cross_attention else {"qkv": fused_linear([f"{p}q_proj", f"{p}k_proj", f"{p}v_proj"])}
     return {**projections, "out": linear(f"{p}out_proj", rows=2)}
+
+
+FAMILY = Family(name="transformer", model=EncoderDecoderTransformer, config=transformer, presets=PRESETS,
+                tasks=(None, "seq2seq"),
+                public=PublicFormat(model_type="marian", prefix=PREFIX, architectures=ARCHITECTURES,
+                                    config_from_public=config_from_public, config_to_public=config_to_public,
+                                    tensors=tensors, ignored=IGNORED, computed=computed))

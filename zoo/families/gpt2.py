@@ -1,10 +1,29 @@
-"""GPT-2 in the layout of `transformers`: Conv1D weights stored [in, out] (no transposes), one fused `c_attn`."""
+"""GPT-2 (Radford et al., 2019): a causal pre-LN decoder with a final LayerNorm and an LM head tied to the input.
 
-from zoo.checkpoints.mapping import PublicConfig, Tensor, conv1d, embedding, layer_norm, public_activation
+The public format (that of `transformers`): Conv1D weights stored [in, out] (no transposes), one fused `c_attn`.
+"""
+
 from zoo.config import Config
-from zoo.gpt import gpt
+from zoo.families.mapping import PublicConfig, Tensor, conv1d, embedding, layer_norm, public_activation
+from zoo.families.record import Family, PublicFormat
+from zoo.models import Transformer
 
-MODEL_TYPE = "gpt2"
+
+def gpt(**fields) -> Config:
+    return Config(family="gpt", norm_position="pre", position_embedding="learned", causal=True, final_norm=True,
+                  pooling="none", activation="gelu_tanh", layer_norm_eps=1e-5, **fields)
+
+
+PRESETS = {
+    "gpt2": gpt(vocab_size=50257, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
+                max_length=1024, bos_token_id=50256, eos_token_id=50256),
+    "gpt2-medium": gpt(vocab_size=50257, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096,
+                       max_length=1024, bos_token_id=50256, eos_token_id=50256),
+    "gpt-tiny": gpt(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256,
+                    max_length=128, bos_token_id=1, eos_token_id=1),
+}
+
+# The public format
 PREFIX = "transformer."
 ARCHITECTURES = {"GPT2Model": None, "GPT2LMHeadModel": "causal_lm"}
 IGNORED = (r"(transformer\.)?h\.\d+\.attn\.(masked_)?bias",  # causal-mask buffers of old checkpoints
@@ -57,3 +76,9 @@ def layer(p: str) -> dict:
             "attention": {"qkv": conv1d(f"{p}attn.c_attn"), "out": conv1d(f"{p}attn.c_proj", rows=2)},
             "mlp_norm": layer_norm(f"{p}ln_2"),
             "mlp": {"wi": conv1d(f"{p}mlp.c_fc"), "wo": conv1d(f"{p}mlp.c_proj")}}
+
+
+FAMILY = Family(name="gpt", model=Transformer, config=gpt, presets=PRESETS, tasks=(None, "causal_lm"),
+                public=PublicFormat(model_type="gpt2", prefix=PREFIX, architectures=ARCHITECTURES,
+                                    config_from_public=config_from_public, config_to_public=config_to_public,
+                                    tensors=tensors, ignored=IGNORED))
