@@ -21,6 +21,7 @@ import zoo
 from train.optimizer import make_optimizer, make_schedule
 from train.partitioning import make_mesh
 from train.step import compile_steps, init_train_state
+from train.tasks import TASKS
 
 PRESETS = {"bert": ("bert-base-uncased", "mlm"), "gpt2": ("gpt2", "causal_lm")}
 MLM_PREDICTIONS = 20
@@ -55,8 +56,9 @@ def zoo_step(kind, batch, steps, scan_layers, mlm_max_predictions=0, **overrides
     schedule = make_schedule("constant", peak_value=1e-4, warmup_steps=0, total_steps=10)
     tx = make_optimizer(schedule)
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    state, shardings = init_train_state(model, tx, jax.random.key(0), batch, mesh)
-    train_step, _ = compile_steps(model, tx, schedule, shardings, mesh, mlm_max_predictions=mlm_max_predictions)
+    state, shardings = init_train_state(model, tx, jax.random.key(0), mesh)
+    train_step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=TASKS[task],
+                                  mlm_max_predictions=mlm_max_predictions)
     device_batch = jax.device_put(batch)
     rng = jax.random.PRNGKey(0)
     start = time.perf_counter()

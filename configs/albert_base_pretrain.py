@@ -14,5 +14,5 @@ def get_config():
     c.checkpoint.update(dict(every_steps=5_000, keep=3))
     c.model_overrides.update(dict(dtype="bfloat16"))
     c.data.update(dict(source="tfds", tfds_name="wikipedia/20230601.en", split="train", max_length=512,
-                       tokenizer="", eval_fraction=0.001, eval_batches=20))
+                       tokenizer="", eval_fraction=0.001, eval_batches=20, sentence_pair_objective="sop"))
     return c

@@ -12,5 +12,5 @@ def get_config():
     c.optimizer.update(dict(name="lamb", learning_rate=5e-3))  # ALBERT was trained with LAMB
     c.schedule.update(dict(warmup_steps=100))
     c.checkpoint.update(dict(every_steps=400, keep=2))
-    c.data.update(dict(max_length=64, eval_batches=4))
+    c.data.update(dict(max_length=64, eval_batches=4, sentence_pair_objective="sop"))
     return c

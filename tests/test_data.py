@@ -330,7 +330,7 @@ def test_word_order_records_swap_two_words_of_half_the_sentences_and_split_by_do
 
 def test_word_order_source_gives_classification_batches_and_held_out_eval_batches():
     import zoo
-    from train.inputs import make_datasets
+    from train.tasks import make_datasets
     from train.recipes import base_config
 
     config = base_config()

@@ -44,7 +44,7 @@ def test_restore_train_state_gives_the_last_saved_state_on_the_target_shardings(
     chex.assert_trees_all_equal(jax.device_get(restored.params), jax.device_get(state.params))
     # another step onto another mesh: a fresh state on two devices gives only the layout
     _, tx = make_optimizer_from_config(tiny_config(steps=6))
-    target, _ = init_train_state(zoo.create("bert-tiny", task="mlm"), tx, jax.random.key(1), next(SyntheticBatches()),
+    target, _ = init_train_state(zoo.create("bert-tiny", task="mlm"), tx, jax.random.key(1),
                                  make_mesh(1, 2, 1, devices=jax.devices()[:2]))
     step3, on_two = restore_train_state(f"{workdir}/checkpoints", like=target, step=3)
     assert step3 == 3 and int(on_two.step) == 3

@@ -7,7 +7,6 @@ import pytest
 
 import zoo
 from tests.model_helpers import random_params
-from tests.train_helpers import SyntheticBatches
 from train import data
 from train.data.corpus import VOCAB_FILE
 from train.optimizer import make_optimizer
@@ -58,6 +57,6 @@ def test_fill_in_refuses_a_sentence_without_one_mask():
 def test_untrained_params_are_the_weights_training_starts_from():
     model = zoo.create("bert-tiny", task="mlm")
     state, _ = init_train_state(model, make_optimizer(optax.constant_schedule(1e-3)), jax.random.key(7),
-                                next(SyntheticBatches()), make_mesh(1, 1, 1, devices=jax.devices()[:1]))
+                                make_mesh(1, 1, 1, devices=jax.devices()[:1]))
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(untrained_params(model, 7)),
                  jax.device_get(state.params))

@@ -23,6 +23,8 @@ from train.metrics import read_metrics
 from train.optimizer import make_optimizer, make_schedule, weight_decay_mask
 from train.partitioning import make_mesh
 from train.step import compile_steps, init_train_state
+from train.showcase import untrained_params
+from train.tasks import TASKS, Task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -100,8 +102,9 @@ def make_batch(task, rows=8, length=16, seed=0):
 def run_steps(model, mesh, batch, steps=3, grad_accum_steps=1, batches=None):
     schedule = make_schedule("linear", peak_value=1e-3, warmup_steps=1, total_steps=10)
     tx = make_optimizer(schedule, grad_accum_steps=grad_accum_steps)
-    state, shardings = init_train_state(model, tx, jax.random.key(0), batch, mesh)
-    train_step, _ = compile_steps(model, tx, schedule, shardings, mesh, grad_accum_steps=grad_accum_steps)
+    state, shardings = init_train_state(model, tx, jax.random.key(0), mesh)
+    train_step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=TASKS[model.task],
+                                  grad_accum_steps=grad_accum_steps)
     losses = []
     for i in range(steps):
         state, metrics = train_step(state, batches[i] if batches else batch, jax.random.PRNGKey(1))
@@ -158,13 +161,13 @@ def test_checkpoint_from_8_devices_restores_onto_2(tmp_path):
     model = zoo.create("bert-tiny", task="mlm")
     batch = make_batch("mlm")
     tx = make_optimizer(optax.constant_schedule(1e-3))
-    state, _ = init_train_state(model, tx, jax.random.key(0), batch, make_mesh(2, 2, 2))
+    state, _ = init_train_state(model, tx, jax.random.key(0), make_mesh(2, 2, 2))
     rng = jax.random.PRNGKey(7)
     checkpointer = Checkpointer(str(tmp_path), every_steps=1)
     checkpointer.save(1, state, rng, {"position": 4})
     checkpointer.close()
     mesh2 = make_mesh(1, 2, 1, devices=jax.devices()[:2])
-    target, shardings = init_train_state(model, tx, jax.random.key(1), batch, mesh2)
+    target, shardings = init_train_state(model, tx, jax.random.key(1), mesh2)
     restored, restored_rng, data_state = Checkpointer(str(tmp_path), every_steps=1).restore(
         1, abstract_like(target, shardings), jax.ShapeDtypeStruct((2,), jnp.uint32))
     chex.assert_trees_all_equal(jax.device_get(restored.params), jax.device_get(state.params))
@@ -201,7 +204,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         from train.loop import make_optimizer_from_config
         _, tx = make_optimizer_from_config(config)
         target, shardings = init_train_state(zoo.create("bert-tiny", task="mlm"), tx, jax.random.key(0),
-                                             make_batch("mlm"), make_mesh())
+                                             make_mesh())
         restored, _, _ = Checkpointer(str(tmp_path / "checkpoints"), every_steps=2).restore(
             steps[-1], abstract_like(target, shardings), jax.ShapeDtypeStruct((2,), jnp.uint32))
         assert all(bool(jnp.all(jnp.isfinite(p))) for p in jax.tree.leaves(restored.params))
@@ -280,14 +283,13 @@ def test_a_finished_run_trains_nothing_and_returns_its_final_metrics(tmp_path, c
     chex.assert_trees_all_equal(jax.device_get(again_state.params), jax.device_get(first_state.params))
     assert (tmp_path / "metrics.jsonl").read_text() == rows  # nothing trained, nothing logged
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3"]
-    assert batches.position == 1  # the one batch that shapes the model, and no other
+    assert batches.position == 0  # not a batch drawn: the model's shapes come from its config
 
 
 def test_checkpoints_keep_the_last_k_and_the_best_by_the_eval_metric(tmp_path):
     model = zoo.create("bert-tiny", task="mlm")
     tx = make_optimizer(optax.constant_schedule(1e-3))
-    state, _ = init_train_state(model, tx, jax.random.key(0), make_batch("mlm"),
-                                make_mesh(1, 1, 1, devices=jax.devices()[:1]))
+    state, _ = init_train_state(model, tx, jax.random.key(0), make_mesh(1, 1, 1, devices=jax.devices()[:1]))
     checkpointer = Checkpointer(str(tmp_path), every_steps=1, keep=2, best_metric="eval_loss", best_mode="min")
     for step, eval_loss in zip(range(1, 7), [5.0, 2.0, 3.0, None, 4.0, None]):
         metrics = None if eval_loss is None else {"eval_loss": eval_loss}
@@ -307,8 +309,9 @@ def test_mlm_head_at_masked_positions_only_gives_the_same_loss_and_update():
     tx = make_optimizer(schedule)
     results = []
     for max_predictions in (0, most + 2):
-        state, shardings = init_train_state(model, tx, jax.random.key(0), batch, mesh)
-        step, _ = compile_steps(model, tx, schedule, shardings, mesh, mlm_max_predictions=max_predictions)
+        state, shardings = init_train_state(model, tx, jax.random.key(0), mesh)
+        step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=TASKS["pretraining"],
+                                mlm_max_predictions=max_predictions)
         state, metrics = step(state, batch, jax.random.PRNGKey(0))
         results.append((float(metrics["loss"]), jax.device_get(state.params)))
     assert results[0][0] == pytest.approx(results[1][0], abs=1e-6)
@@ -321,9 +324,43 @@ def test_bfloat16_compute_trains_with_float32_params_and_optimizer_state():
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
     schedule = optax.constant_schedule(1e-3)
     tx = make_optimizer(schedule)
-    state, shardings = init_train_state(model, tx, jax.random.key(0), batch, mesh)
-    step, _ = compile_steps(model, tx, schedule, shardings, mesh)
+    state, shardings = init_train_state(model, tx, jax.random.key(0), mesh)
+    step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=TASKS["causal_lm"])
     state, metrics = step(state, batch, jax.random.PRNGKey(0))
     assert np.isfinite(float(metrics["loss"]))
     floats = [x.dtype for x in jax.tree.leaves((state.params, state.opt_state)) if jnp.issubdtype(x.dtype, jnp.floating)]
     assert set(floats) == {jnp.dtype("float32")}
+
+
+class ParityBatches(SyntheticBatches):
+    """Token rows labelled with whether their first token's id is even; with a key no task reads."""
+
+    def __next__(self):
+        batch = super().__next__()
+        return {**batch, "parity": (batch["input_ids"][:, 0] % 2 == 0).astype(np.int32),
+                "unused": np.full_like(batch["input_ids"], -1)}
+
+
+def test_a_task_added_to_the_table_is_all_the_step_and_the_losses_need(tmp_path, monkeypatch):
+    def parity_loss(outputs, batch, label_smoothing=0.0):
+        assert set(batch) == {"input_ids", "attention_mask", "parity"}  # declared keys only: no "unused"
+        loss_sum, correct, weight = cross_entropy(outputs.logits, batch["parity"])
+        return loss_sum / weight, {"loss_sum": loss_sum, "correct": correct, "weight": weight}
+
+    task = Task("first_token_parity", head="sequence_classification", inputs=("input_ids", "attention_mask"),
+                labels=("parity",), loss=parity_loss, data=None)
+    monkeypatch.setitem(TASKS, task.name, task)
+    config = tiny_config(task=task.name, steps=3, every_steps=3)
+    no_dropout = {"dropout_rate": 0.0, "attention_dropout_rate": 0.0}
+    config.model_overrides.update({"num_labels": 2, **no_dropout})
+    train_and_evaluate(config, str(tmp_path), ParityBatches(task="none"), show_progress=False)
+
+    # The first logged loss is the custom loss of the initial weights on the first batch.
+    model = zoo.create("bert-tiny", task="sequence_classification", num_labels=2, **no_dropout)
+    params = untrained_params(model, config.seed)
+    batch = next(ParityBatches(task="none"))
+    outputs = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"])
+    expected, _ = parity_loss(outputs, {k: batch[k] for k in ("input_ids", "attention_mask", "parity")})
+    first = read_metrics(str(tmp_path))[0]
+    assert first["step"] == 1 and first["loss"] == pytest.approx(float(expected), rel=1e-5)
+    assert 0.0 <= first["accuracy"] <= 1.0

@@ -26,9 +26,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     if _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from train.inputs import make_datasets
     from train.loop import create_model, train_and_evaluate
-    from train.showcase import show_fill_in, untrained_params
+    from train.tasks import get_task, make_datasets
 
     config = _CONFIG.value
     if config is None:
@@ -41,10 +40,9 @@ def main(argv):
     state, metrics = train_and_evaluate(config, _WORKDIR.value, datasets.train, datasets.eval, model=model,
                                         initial_params=initial_params)
     if jax.process_index() == 0:
-        if config.task in ("pretraining", "mlm"):
-            show_fill_in(model, state.params, datasets.tokenizer)
-            show_fill_in(model, untrained_params(model, config.seed), datasets.tokenizer,
-                         title="the same sentences before training (the random weights it started from)")
+        showcase = get_task(config.task).showcase
+        if showcase is not None:
+            showcase(model, state.params, datasets.tokenizer, config)
         workdir = os.path.abspath(_WORKDIR.value)
         print(f"\nfinal: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
         print(f"checkpoints: {workdir}/checkpoints\nmetrics:     {workdir}/metrics.jsonl\n"

@@ -1,4 +1,5 @@
-"""A recipe's `data` section -> the training iterator, the eval batches and the tokenizer."""
+"""A recipe's `data` section -> the training iterator, the eval batches and the tokenizer: one data builder per kind
+of task, named by the task records (train/tasks.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class Datasets:
     tokenizer: object
 
 
-def load_tokenizer(spec: str):
+def tokenizer_from_spec(spec: str):
     """'shipped' (the WordPiece vocabulary trained on the shipped corpus) or a checkpoint folder."""
     if spec == "shipped":
         return data.shipped_tokenizer()
@@ -31,106 +32,125 @@ def load_documents(cfg: ml_collections.ConfigDict):
     if cfg.source == "shipped":
         return data.shipped_documents()
     if cfg.source == "text":
-        return data.read_text_files(cfg.paths.split(","), on_decode_error=cfg.get("on_decode_error", "raise"))
+        return data.read_text_files(cfg.paths.split(","), on_decode_error=cfg.on_decode_error)
     if cfg.source == "jsonl":
-        return data.read_jsonl(cfg.paths.split(","), text_field=cfg.get("text_field", "text"))
+        return data.read_jsonl(cfg.paths.split(","), text_field=cfg.text_field)
     if cfg.source == "tfds":
-        return data.TfdsDocuments(cfg.tfds_name, cfg.split, text_field=cfg.get("text_field", "text"))
+        return data.TfdsDocuments(cfg.tfds_name, cfg.split, text_field=cfg.text_field)
     raise ValueError(f"data.source={cfg.source!r} is not one of shipped, text, jsonl, tfds (or dates / tfds "
                      f"records for seq2seq, word_order / tfds records for classification)")
 
 
-def make_datasets(config: ml_collections.ConfigDict, model) -> Datasets:
-    """Batches for `config.task` on `model`, from `config.data`; every error here comes before training starts."""
-    cfg, task = config.data, config.task
-    spec = cfg.get("tokenizer", "shipped") or config.get("init_from", "")
+def load_tokenizer(config: ml_collections.ConfigDict, model):
+    """The tokenizer of `config.data.tokenizer` (or of the `init_from` checkpoint when that is empty), checked to fit
+    the model's vocabulary."""
+    spec = config.data.tokenizer or config.init_from
     if not spec:
         raise ValueError("config.data.tokenizer is empty: name a checkpoint folder with the tokenizer's files "
                          "(or 'shipped' for the shipped WordPiece vocabulary)")
-    tokenizer = load_tokenizer(spec)
+    tokenizer = tokenizer_from_spec(spec)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
                          f"{model.config.vocab_size}")
-    batch_size, seed = config.train.batch_size, config.seed
-    eval_batches = cfg.get("eval_batches", 0)
+    return tokenizer
 
-    if task in ("pretraining", "mlm", "causal_lm"):
-        documents = load_documents(cfg)
-        held_out = int(len(documents) * cfg.get("eval_fraction", 0.0)) if eval_batches else 0
-        train_docs, eval_docs = documents[:len(documents) - held_out], documents[len(documents) - held_out:]
 
-        def batches(docs, **options):
-            if task == "causal_lm":
-                return data.causal_lm_batches(docs, tokenizer, batch_size=batch_size, max_length=cfg.max_length,
-                                              seed=seed, **options)
-            objective = "sop" if model.config.family == "albert" else "nsp"
-            return data.bert_pretraining_batches(
-                docs, tokenizer, batch_size=batch_size, max_length=cfg.max_length, seed=seed, objective=objective,
-                whole_word_masking=cfg.get("whole_word_masking", False), mask_rate=cfg.get("mask_rate", 0.15),
-                max_predictions=cfg.get("max_predictions", 0) or None, **options)
+def _eval(config: ml_collections.ConfigDict, make_batches, examples) -> Callable[[], Iterator] | None:
+    """A fresh single pass over the first `data.eval_batches` eval batches, or None without eval data."""
+    if examples is None or not config.data.eval_batches:
+        return None
+    return lambda: _take(make_batches(examples, num_epochs=1, shuffle=False), config.data.eval_batches)
 
-        train = batches(train_docs)
-        evaluate = (lambda: _take(batches(eval_docs, num_epochs=1, shuffle=False), eval_batches)) if held_out else None
-        return Datasets(train, evaluate, tokenizer)
 
-    if task == "seq2seq":
-        if cfg.source == "dates":
-            pairs = data.date_translation_pairs(cfg.get("num_examples", 20000), seed=seed)
-            eval_pairs = data.date_translation_pairs(cfg.get("num_eval_examples", 512), seed=seed + 1)
-        elif cfg.source == "tfds":
-            pairs = data.TfdsPairs(cfg.tfds_name, cfg.split, source_field=cfg.source_field,
-                                   target_field=cfg.target_field)
-            eval_pairs = data.TfdsPairs(cfg.tfds_name, cfg.eval_split, source_field=cfg.source_field,
-                                        target_field=cfg.target_field) if cfg.get("eval_split") else None
-        else:
-            raise ValueError(f"seq2seq data.source={cfg.source!r} is not one of dates, tfds")
+def _held_out_split(config: ml_collections.ConfigDict, documents):
+    """(train documents, eval documents or None): the last `data.eval_fraction` of them are held out."""
+    held_out = int(len(documents) * config.data.eval_fraction) if config.data.eval_batches else 0
+    return documents[:len(documents) - held_out], (documents[len(documents) - held_out:] if held_out else None)
 
-        def pair_batches(p, **options):
-            return data.seq2seq_batches(p, tokenizer, batch_size=batch_size, max_source_length=cfg.max_length,
-                                        max_target_length=cfg.get("max_target_length", cfg.max_length), seed=seed,
-                                        **options)
 
-        evaluate = (lambda: _take(pair_batches(eval_pairs, num_epochs=1, shuffle=False), eval_batches)) \
-            if eval_pairs is not None and eval_batches else None
-        return Datasets(pair_batches(pairs), evaluate, tokenizer)
+def sentence_pair_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
+    """BERT's MLM + next-sentence (or ALBERT's sentence-order: `data.sentence_pair_objective`) rows of documents."""
+    cfg = config.data
+    train_docs, eval_docs = _held_out_split(config, load_documents(cfg))
 
-    if task == "sequence_classification":
-        if cfg.source == "word_order":  # the shipped task: offline, two labels (1 = the words in their order)
-            records = data.word_order_records("train", seed=seed)
-            eval_records = data.word_order_records("validation", seed=seed)
-        elif cfg.source == "tfds":
-            fields = tuple(cfg.fields)
-            records = data.TfdsRecords(cfg.tfds_name, cfg.split, fields=fields)
-            eval_records = data.TfdsRecords(cfg.tfds_name, cfg.eval_split, fields=fields) \
-                if cfg.get("eval_split") else None
-        else:
-            raise ValueError(f"sequence_classification data.source={cfg.source!r} is not one of tfds (e.g. "
-                             f"glue/sst2), word_order (the shipped task)")
+    def batches(docs, **options):
+        return data.bert_pretraining_batches(
+            docs, tokenizer, batch_size=config.train.batch_size, max_length=cfg.max_length, seed=config.seed,
+            objective=cfg.sentence_pair_objective, whole_word_masking=cfg.whole_word_masking,
+            mask_rate=cfg.mask_rate, max_predictions=cfg.max_predictions or None, **options)
 
-        def record_batches(r, **options):
-            return data.classification_batches(r, tokenizer, batch_size=batch_size, max_length=cfg.max_length,
-                                               seed=seed, **options)
+    return Datasets(batches(train_docs), _eval(config, batches, eval_docs), tokenizer)
 
-        evaluate = (lambda: _take(record_batches(eval_records, num_epochs=1, shuffle=False), eval_batches)) \
-            if eval_records is not None and eval_batches else None
-        return Datasets(record_batches(records), evaluate, tokenizer)
 
-    if task == "question_answering":
-        def squad(split):
-            return SquadRecords(data.TfdsRecords(cfg.tfds_name, split, fields=("question", "context", "answers")))
+def causal_lm_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
+    """GPT's packed next-token rows of documents."""
+    train_docs, eval_docs = _held_out_split(config, load_documents(config.data))
 
-        if cfg.source != "tfds":
-            raise ValueError(f"question_answering data.source={cfg.source!r}: use tfds (e.g. squad/v1.1)")
+    def batches(docs, **options):
+        return data.causal_lm_batches(docs, tokenizer, batch_size=config.train.batch_size,
+                                      max_length=config.data.max_length, seed=config.seed, **options)
 
-        def qa_batches(records, **options):
-            return data.question_answering_batches(records, tokenizer, batch_size=batch_size,
-                                                   max_length=cfg.max_length, seed=seed, **options)
+    return Datasets(batches(train_docs), _eval(config, batches, eval_docs), tokenizer)
 
-        evaluate = (lambda: _take(qa_batches(squad(cfg.eval_split), num_epochs=1, shuffle=False), eval_batches)) \
-            if cfg.get("eval_split") and eval_batches else None
-        return Datasets(qa_batches(squad(cfg.split)), evaluate, tokenizer)
 
-    raise ValueError(f"no data recipe for task {task!r}")
+def seq2seq_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
+    """Source/target pairs: the shipped date translation (`source="dates"`) or a tfds translation set."""
+    cfg = config.data
+    if cfg.source == "dates":
+        pairs = data.date_translation_pairs(cfg.num_examples, seed=config.seed)
+        eval_pairs = data.date_translation_pairs(cfg.num_eval_examples, seed=config.seed + 1)
+    elif cfg.source == "tfds":
+        pairs = data.TfdsPairs(cfg.tfds_name, cfg.split, source_field=cfg.source_field, target_field=cfg.target_field)
+        eval_pairs = data.TfdsPairs(cfg.tfds_name, cfg.eval_split, source_field=cfg.source_field,
+                                    target_field=cfg.target_field) if cfg.eval_split else None
+    else:
+        raise ValueError(f"seq2seq data.source={cfg.source!r} is not one of dates, tfds")
+
+    def batches(p, **options):
+        return data.seq2seq_batches(p, tokenizer, batch_size=config.train.batch_size,
+                                    max_source_length=cfg.max_length,
+                                    max_target_length=cfg.max_target_length or cfg.max_length, seed=config.seed,
+                                    **options)
+
+    return Datasets(batches(pairs), _eval(config, batches, eval_pairs), tokenizer)
+
+
+def classification_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
+    """Labelled sentences (or pairs): the shipped word-order task (`source="word_order"`) or a tfds set."""
+    cfg = config.data
+    if cfg.source == "word_order":  # the shipped task: offline, two labels (1 = the words in their order)
+        records = data.word_order_records("train", seed=config.seed)
+        eval_records = data.word_order_records("validation", seed=config.seed)
+    elif cfg.source == "tfds":
+        fields = tuple(cfg.fields)
+        records = data.TfdsRecords(cfg.tfds_name, cfg.split, fields=fields)
+        eval_records = data.TfdsRecords(cfg.tfds_name, cfg.eval_split, fields=fields) if cfg.eval_split else None
+    else:
+        raise ValueError(f"sequence_classification data.source={cfg.source!r} is not one of tfds (e.g. "
+                         f"glue/sst2), word_order (the shipped task)")
+
+    def batches(r, **options):
+        return data.classification_batches(r, tokenizer, batch_size=config.train.batch_size,
+                                           max_length=cfg.max_length, seed=config.seed, **options)
+
+    return Datasets(batches(records), _eval(config, batches, eval_records), tokenizer)
+
+
+def question_answering_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
+    """SQuAD-style span records from tfds (e.g. squad/v1.1), the first reference answer of each."""
+    cfg = config.data
+    if cfg.source != "tfds":
+        raise ValueError(f"question_answering data.source={cfg.source!r}: use tfds (e.g. squad/v1.1)")
+
+    def squad(split):
+        return SquadRecords(data.TfdsRecords(cfg.tfds_name, split, fields=("question", "context", "answers")))
+
+    def batches(records, **options):
+        return data.question_answering_batches(records, tokenizer, batch_size=config.train.batch_size,
+                                               max_length=cfg.max_length, seed=config.seed, **options)
+
+    return Datasets(batches(squad(cfg.split)), _eval(config, batches, squad(cfg.eval_split) if cfg.eval_split else None),
+                    tokenizer)
 
 
 class SquadRecords:

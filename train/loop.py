@@ -21,6 +21,7 @@ from train.metrics import MetricWriter, plot_loss_curve, read_metrics
 from train.optimizer import make_optimizer, make_schedule
 from train.partitioning import batch_sharding, make_mesh
 from train.step import abstract_train_state, compile_steps, init_train_state
+from train.tasks import get_task
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -31,19 +32,19 @@ def create_model(config: ml_collections.ConfigDict):
     """(model, pretrained params or None) of a recipe: `config.model` (a preset), `config.task` and
     `config.model_overrides`; with `config.init_from` the model and its weights come from that checkpoint folder
     (a new task head is initialised)."""
-    overrides = dict(config.get("model_overrides", {}) or {})
-    if config.get("init_from"):
-        return zoo.from_pretrained(config.init_from, task=config.task, **overrides)
-    return zoo.create(config.model, task=config.task, **overrides), None
+    overrides, head = dict(config.model_overrides), get_task(config.task).head
+    if config.init_from:
+        return zoo.from_pretrained(config.init_from, task=head, **overrides)
+    return zoo.create(config.model, task=head, **overrides), None
 
 
 def make_optimizer_from_config(config: ml_collections.ConfigDict):
     """(schedule, optax transformation) of a recipe's `schedule` and `optimizer` sections."""
     opt, sched = config.optimizer, config.schedule
     schedule = make_schedule(sched.name, peak_value=opt.learning_rate, warmup_steps=sched.warmup_steps,
-                             total_steps=config.train.steps, end_value=sched.get("end_value", 0.0))
+                             total_steps=config.train.steps, end_value=sched.end_value)
     tx = make_optimizer(schedule, name=opt.name, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                        clip_norm=opt.clip_norm, grad_accum_steps=opt.get("grad_accum_steps", 1))
+                        clip_norm=opt.clip_norm, grad_accum_steps=opt.grad_accum_steps)
     return schedule, tx
 
 
@@ -73,21 +74,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     schedule, tx = make_optimizer_from_config(config)
     mesh = make_mesh(**config.mesh)
     data_sharding = batch_sharding(mesh)
-    first = next(train_data)
     rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), NamedSharding(mesh, PartitionSpec()))
     ckpt_cfg = config.checkpoint
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=ckpt_cfg.every_steps,
-                                keep=ckpt_cfg.keep, best_metric=ckpt_cfg.get("best_metric") or None,
-                                best_mode=ckpt_cfg.get("best_mode", "min"))
+                                keep=ckpt_cfg.keep, best_metric=ckpt_cfg.best_metric or None,
+                                best_mode=ckpt_cfg.best_mode)
     total, log_every = config.train.steps, config.train.log_every
     start = checkpointer.latest_step()
     if start is None:
-        state, shardings = init_train_state(model, tx, jax.random.key(config.seed), first, mesh,
-                                            params=initial_params)
-        pending = first  # the batch drawn to shape the model is the first one trained on
+        state, shardings = init_train_state(model, tx, jax.random.key(config.seed), mesh, params=initial_params)
         start = 0
     else:
-        abstract_state, shardings = abstract_train_state(model, tx, first, mesh)
+        abstract_state, shardings = abstract_train_state(model, tx, mesh)
         state, rng, data_state = checkpointer.restore(start, abstract_state, abstract_like(rng, rng.sharding))
         if start >= total:
             checkpointer.close()
@@ -95,15 +93,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
                   f"train.steps={total}; returning that run's final state and metrics", flush=True)
             return state, final_metrics(workdir, start)
         train_data.set_state(data_state)
-        pending = None
         print(f"resumed from {checkpointer.directory} at step {start}", flush=True)
 
-    train_step, eval_step = compile_steps(model, tx, schedule, shardings, mesh,
-                                          label_smoothing=config.get("loss", {}).get("label_smoothing", 0.0),
-                                          mlm_max_predictions=config.get("loss", {}).get("mlm_max_predictions", 0),
-                                          grad_accum_steps=config.optimizer.get("grad_accum_steps", 1))
+    train_step, eval_step = compile_steps(model, tx, schedule, shardings, mesh, task=get_task(config.task),
+                                          label_smoothing=config.loss.label_smoothing,
+                                          mlm_max_predictions=config.loss.mlm_max_predictions,
+                                          grad_accum_steps=config.optimizer.grad_accum_steps)
     writer = MetricWriter(workdir, on_write=on_metrics)
-    eval_every = config.train.get("eval_every", 0)
+    eval_every = config.train.eval_every
     last_train, last_eval = {}, {}
     window, window_steps = None, 0  # the train metrics summed on the device since the last log
     data_state = train_data.get_state()
@@ -112,8 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     tokens, clock = 0, time.perf_counter()
     try:
         for step in range(start, total):
-            local = pending if pending is not None else next(train_data)
-            pending = None
+            local = next(train_data)
             data_state = train_data.get_state()  # the position after this batch: where a resume continues
             batch = global_batch(local, data_sharding)
             state, metrics = train_step(state, batch, rng)

@@ -55,41 +55,50 @@ def next_token_targets(batch):
     return labels
 
 
-def task_loss(task: str, outputs, batch, label_smoothing: float = 0.0):
-    """The training loss of `task` on model `outputs` and the `batch` that produced them: (loss, metrics).
+# The loss of each task: (model outputs, the batch's keys the task declares, label smoothing) -> (mean loss, metric
+# sums). The task records (train/tasks.py) name them.
 
-    Batch labels: pretraining `mlm_labels` + `next_sentence_labels`; mlm `mlm_labels`; causal_lm `labels` already
-    shifted (the next token, -100 where there is none), or none to derive them from the inputs;
-    seq2seq `labels` (decoder targets); sequence/token classification `labels`; question answering `start_positions`
-    and `end_positions`.
-    """
-    ls = label_smoothing
-    if task in ("mlm", "pretraining"):
-        logits = outputs.prediction_logits if task == "pretraining" else outputs.logits
-        labels = batch["mlm_labels"]
-        if "mlm_positions" in batch:  # logits only at these positions (see with_mlm_positions)
-            labels = jnp.take_along_axis(labels, batch["mlm_positions"], axis=1)
-        mlm = cross_entropy(logits, labels, label_smoothing=ls)
-        metrics = _metrics("mlm_", *mlm)
-        loss = _mean(mlm[0], mlm[2])
-        if task == "pretraining":
-            sentence = cross_entropy(outputs.seq_relationship_logits, batch["next_sentence_labels"])
-            metrics.update(_metrics("sentence_", *sentence))
-            loss = loss + _mean(sentence[0], sentence[2])
-        return loss, metrics
-    if task == "causal_lm":
-        labels = batch["labels"] if "labels" in batch else next_token_targets(batch)
-        lm = cross_entropy(outputs.logits, labels, label_smoothing=ls)
-        return _mean(lm[0], lm[2]), _metrics("", *lm)
-    if task in ("seq2seq", "sequence_classification", "token_classification"):
-        ce = cross_entropy(outputs.logits, batch["labels"], label_smoothing=ls)
-        return _mean(ce[0], ce[2]), _metrics("", *ce)
-    if task == "question_answering":
-        start = cross_entropy(outputs.start_logits, batch["start_positions"])
-        end = cross_entropy(outputs.end_logits, batch["end_positions"])
-        metrics = {**_metrics("start_", *start), **_metrics("end_", *end)}
-        return (_mean(start[0], start[2]) + _mean(end[0], end[2])) / 2, metrics
-    raise ValueError(f"no loss for task {task!r}")
+def _masked_lm(logits, batch, label_smoothing: float):
+    labels = batch["mlm_labels"]
+    if "mlm_positions" in batch:  # logits only at these positions (see with_mlm_positions)
+        labels = jnp.take_along_axis(labels, batch["mlm_positions"], axis=1)
+    return cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def masked_lm_loss(outputs, batch, label_smoothing: float = 0.0):
+    """BERT's masked LM on `mlm_labels` (-100 where nothing is masked)."""
+    mlm = _masked_lm(outputs.logits, batch, label_smoothing)
+    return _mean(mlm[0], mlm[2]), _metrics("mlm_", *mlm)
+
+
+def pretraining_loss(outputs, batch, label_smoothing: float = 0.0):
+    """Masked LM plus the sentence-pair task (BERT's next sentence, ALBERT's sentence order): the two means added."""
+    mlm = _masked_lm(outputs.prediction_logits, batch, label_smoothing)
+    sentence = cross_entropy(outputs.seq_relationship_logits, batch["next_sentence_labels"])
+    return (_mean(mlm[0], mlm[2]) + _mean(sentence[0], sentence[2]),
+            {**_metrics("mlm_", *mlm), **_metrics("sentence_", *sentence)})
+
+
+def causal_lm_loss(outputs, batch, label_smoothing: float = 0.0):
+    """Next-token prediction: `labels` already shifted (-100 where there is no next token), or, without them, the
+    targets derived from the inputs (`next_token_targets`)."""
+    labels = batch["labels"] if "labels" in batch else next_token_targets(batch)
+    lm = cross_entropy(outputs.logits, labels, label_smoothing=label_smoothing)
+    return _mean(lm[0], lm[2]), _metrics("", *lm)
+
+
+def label_loss(outputs, batch, label_smoothing: float = 0.0):
+    """Cross-entropy of `logits` against `labels`: seq2seq targets, sequence or token classes."""
+    ce = cross_entropy(outputs.logits, batch["labels"], label_smoothing=label_smoothing)
+    return _mean(ce[0], ce[2]), _metrics("", *ce)
+
+
+def span_loss(outputs, batch, label_smoothing: float = 0.0):
+    """Span QA: the mean of the start and end position cross-entropies (no smoothing, as in BERT's SQuAD recipe)."""
+    start = cross_entropy(outputs.start_logits, batch["start_positions"])
+    end = cross_entropy(outputs.end_logits, batch["end_positions"])
+    return (_mean(start[0], start[2]) + _mean(end[0], end[2])) / 2, {**_metrics("start_", *start),
+                                                                      **_metrics("end_", *end)}
 
 
 def with_mlm_positions(batch: dict, max_predictions: int) -> dict:
@@ -136,7 +145,7 @@ def summarize(metrics: dict, steps: int = 1) -> dict:
             out[key] = float(value) / steps
         elif not key.endswith(("correct", "weight")):
             out[key] = float(value)
-    if "loss" not in out:  # the objective task_loss trains: component means added, span QA's two halved
+    if "loss" not in out:  # the objective the task's loss trains: component means added, span QA's two halved
         parts = [v for k, v in out.items() if k.endswith("loss")]
         out["loss"] = sum(parts) / (2 if "start_loss" in out else 1)
     return out

@@ -11,26 +11,49 @@ RECIPES_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
 def base_config() -> ml_collections.ConfigDict:
+    """Every key a recipe may set, with its default ("" or 0 where there is none, so that the command line can set
+    it): the code reads `config.x` directly, and a key that is not here is an error at the command line, not a
+    silently ignored override."""
     c = ml_collections.ConfigDict()
     c.model = "bert-tiny"  # a preset of zoo.list_models()
-    c.task = "pretraining"
+    c.task = "pretraining"  # a task of train.tasks.TASKS
     c.model_overrides = ml_collections.ConfigDict()  # any zoo.Config field
     c.init_from = ""  # a folder with config.json + model.safetensors to start from (fine-tuning)
     c.seed = 0
 
-    c.train = ml_collections.ConfigDict(dict(steps=1000, batch_size=32, log_every=50, eval_every=0))
+    c.train = ml_collections.ConfigDict(dict(steps=1000, batch_size=32, log_every=50,
+                                             eval_every=0))  # 0: no eval during training
     c.optimizer = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-4, b1=0.9, b2=0.999, eps=1e-6,
                                                  weight_decay=0.01, clip_norm=1.0, grad_accum_steps=1))
     c.schedule = ml_collections.ConfigDict(dict(name="linear", warmup_steps=100, end_value=0.0))
     # mlm_max_predictions > 0: the MLM head runs at that many masked positions per row, not all (BERT's recipe);
     # set data.max_predictions to the same number so no masked token is dropped.
     c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, mlm_max_predictions=0))
-    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3, best_metric="", best_mode="min"))
+    c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3,
+                                                  best_metric="",  # e.g. "eval_accuracy": also keep the best
+                                                  best_mode="min"))
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    c.data = ml_collections.ConfigDict(dict(source="shipped", tokenizer="shipped", max_length=128, paths="",
-                                            tfds_name="", split="train", eval_split="", eval_fraction=0.05,
-                                            eval_batches=0, whole_word_masking=False, mask_rate=0.15,
-                                            max_predictions=0))
+    c.data = ml_collections.ConfigDict(dict(
+        # where examples come from: shipped | text | jsonl | tfds (documents); dates | tfds (seq2seq pairs);
+        # word_order | tfds (classification records); tfds (question answering)
+        source="shipped",
+        tokenizer="shipped",  # "shipped" (the corpus's WordPiece vocabulary), or a folder; "" = init_from's
+        max_length=128,  # tokens per row (the source's, for seq2seq)
+        max_target_length=0,  # seq2seq targets; 0 = max_length
+        paths="",  # text / jsonl: comma-separated files
+        text_field="text",  # jsonl / tfds documents: the field holding the text
+        on_decode_error="raise",  # text files that are not UTF-8: raise | skip (with a warning)
+        tfds_name="", split="train",
+        eval_split="",  # tfds: the held-out split ("" = no eval data)
+        eval_fraction=0.05,  # documents: the last fraction held out for eval
+        eval_batches=0,  # eval batches per evaluation; 0 = no eval data
+        source_field="", target_field="",  # tfds translation pairs: the two languages' fields
+        fields=(),  # tfds classification records: e.g. ("sentence", "label")
+        num_examples=20000, num_eval_examples=512,  # the generated date-translation task
+        sentence_pair_objective="nsp",  # sentence-pair pre-training: nsp (BERT) | sop (ALBERT)
+        whole_word_masking=False, mask_rate=0.15,
+        max_predictions=0,  # masked tokens per row at most (0 = no cap)
+    ))
     return c
 
 

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from zoo.heads import HEADS
 from zoo.registry import example_inputs
 
 # Sentences of the shipped corpus's held-out documents (the last `data.eval_fraction` of them, which pre-training
@@ -34,7 +35,8 @@ def fill_in_guesses(model, params, tokenizer, sentences=FILL_IN_SENTENCES, top: 
         positions.append(int(masked[0]))
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
     out = jax.jit(model.apply)({"params": jax.device_get(params)}, **inputs)
-    logits = np.asarray(out.prediction_logits if model.task == "pretraining" else out.logits, np.float64)
+    # The masked-LM heads (pretraining, mlm) put the MLM logits first among their outputs.
+    logits = np.asarray(getattr(out, HEADS[model.task].outputs[0]), np.float64)
     guesses = []
     for row, position in enumerate(positions):
         at_mask = logits[row, position]
@@ -62,3 +64,11 @@ def untrained_params(model, seed: int):
     """The random weights training starts from with `config.seed` (init draws them from the key, whatever the
     inputs' values and length): the untrained model to compare the trained one with."""
     return jax.jit(lambda key: nn.unbox(model.init(key, *example_inputs(model))["params"]))(jax.random.key(seed))
+
+
+def fill_in_before_and_after(model, params, tokenizer, config):
+    """The masked-LM tasks' showcase: the trained model's guesses, then the untrained model's for the same
+    sentences, so the difference is visible."""
+    show_fill_in(model, params, tokenizer)
+    show_fill_in(model, untrained_params(model, config.seed), tokenizer,
+                 title="the same sentences before training (the random weights it started from)")

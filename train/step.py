@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -12,8 +11,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from train.losses import task_loss, with_mlm_positions
+from train.losses import with_mlm_positions
 from train.partitioning import RULES, batch_sharding, logical_shardings
+from train.tasks import Task, loss_inputs, model_inputs
+from zoo.registry import example_inputs
 
 
 @flax.struct.dataclass
@@ -23,67 +24,60 @@ class TrainState:
     opt_state: Any
 
 
-def model_inputs(model: nn.Module, batch: dict) -> dict:
-    """The entries of `batch` that the model's __call__ takes (labels and the like stay behind)."""
-    accepted = inspect.signature(type(model).__call__).parameters
-    return {k: v for k, v in batch.items() if k in accepted}
-
-
-def _state_init(model: nn.Module, tx: optax.GradientTransformation, example_batch: dict):
-    one_row = {k: v[:1] for k, v in model_inputs(model, example_batch).items()}
-
-    def init(key):
-        params = model.init(key, **one_row)["params"]
+def _state_init(model: nn.Module, tx: optax.GradientTransformation):
+    def init(key):  # the parameters' shapes do not depend on the inputs' length or values
+        params = model.init(key, *example_inputs(model))["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
     return init
 
 
-def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, example_batch: dict, mesh: Mesh,
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh,
                          rules=RULES) -> tuple[TrainState, Any]:
     """(the state as ShapeDtypeStructs placed on their shardings, those shardings), computing nothing: the target a
     checkpoint restores onto."""
-    boxed = jax.eval_shape(_state_init(model, tx, example_batch), jax.random.key(0))
+    boxed = jax.eval_shape(_state_init(model, tx), jax.random.key(0))
     shardings = logical_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                             nn.unbox(boxed), shardings)
     return abstract, shardings
 
 
-def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, example_batch: dict,
-                     mesh: Mesh, rules=RULES, params: Any = None) -> tuple[TrainState, Any]:
+def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, mesh: Mesh, rules=RULES,
+                     params: Any = None) -> tuple[TrainState, Any]:
     """The initial state, created directly in its sharding (no host ever holds it whole), and that sharding.
 
     With `params` (pretrained weights, for fine-tuning) the state starts from them and no random init is computed.
     """
-    _, shardings = abstract_train_state(model, tx, example_batch, mesh, rules)
+    _, shardings = abstract_train_state(model, tx, mesh, rules)
     if params is not None:
         params = jax.device_put(params, shardings.params)
         opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
         return TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), shardings.step), params=params,
                           opt_state=opt_state), shardings
-    init = _state_init(model, tx, example_batch)
-    # Not traced under the mesh: DenseGeneral initialises a flat kernel and its logical constraint would not fit it.
+    init = _state_init(model, tx)
+    # Traced outside the mesh, so init's activation constraints are no-ops: out_shardings alone place the state.
     state = jax.jit(lambda k: nn.unbox(init(k)), out_shardings=shardings)(key)
     return state, shardings
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: Callable, *,
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: Callable, *, task: Task,
                     label_smoothing: float = 0.0, grad_accum_steps: int = 1, mlm_max_predictions: int = 0):
     """train_step(state, batch, rng) -> (state, metrics): pure, no host syncs; dropout keyed by fold_in(rng, step).
 
-    `mlm_max_predictions` > 0 runs the MLM head at that many masked positions per row instead of every position.
+    The model gets the batch keys `task.inputs` names, the loss those and `task.labels`. `mlm_max_predictions` > 0
+    runs a masked-LM head at that many masked positions per row instead of every position.
     """
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         dropout_rng = jax.random.fold_in(rng, state.step)
-        if mlm_max_predictions and model.task in ("mlm", "pretraining"):
+        if mlm_max_predictions and task.masked_lm:
             batch = with_mlm_positions(batch, mlm_max_predictions)
 
         def loss_fn(params):
-            outputs = model.apply({"params": params}, **model_inputs(model, batch), deterministic=False,
+            outputs = model.apply({"params": params}, **model_inputs(task, batch), deterministic=False,
                                   rngs={"dropout": dropout_rng})
-            return task_loss(model.task, outputs, batch, label_smoothing)
+            return task.loss(outputs, loss_inputs(task, batch), label_smoothing)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -95,28 +89,28 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
     return train_step
 
 
-def make_eval_step(model: nn.Module):
+def make_eval_step(model: nn.Module, task: Task):
     """eval_step(params, batch) -> metrics (sums, see train.losses), dropout off."""
 
     def eval_step(params, batch: dict):
-        outputs = model.apply({"params": params}, **model_inputs(model, batch))
-        loss, metrics = task_loss(model.task, outputs, batch)
+        outputs = model.apply({"params": params}, **model_inputs(task, batch))
+        loss, metrics = task.loss(outputs, loss_inputs(task, batch))
         return metrics
 
     return eval_step
 
 
-def compile_steps(model, tx, schedule, shardings, mesh: Mesh, rules=RULES, **step_kwargs):
+def compile_steps(model, tx, schedule, shardings, mesh: Mesh, rules=RULES, *, task: Task, **step_kwargs):
     """The train step jitted with explicit shardings and the state donated, and the eval step beside it.
 
     Tracing happens under the mesh and the rules so the models' activation constraints resolve.
     """
     replicated = NamedSharding(mesh, PartitionSpec())
     data = batch_sharding(mesh, rules)
-    train_step = jax.jit(make_train_step(model, tx, schedule, **step_kwargs),
+    train_step = jax.jit(make_train_step(model, tx, schedule, task=task, **step_kwargs),
                          in_shardings=(shardings, data, replicated), out_shardings=(shardings, replicated),
                          donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model), in_shardings=(shardings.params, data), out_shardings=replicated)
+    eval_step = jax.jit(make_eval_step(model, task), in_shardings=(shardings.params, data), out_shardings=replicated)
 
     def under_mesh(fn):
         def call(*args):
