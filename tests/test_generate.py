@@ -1,6 +1,7 @@
 """zoo.generate on tiny random models: against a no-cache argmax loop, against itself across batching, beams and
 keys, and the contract of EOS, padding and compilation."""
 
+import dataclasses
 import importlib
 
 import chex
@@ -104,13 +105,18 @@ def test_the_loop_stops_once_every_row_has_ended(gpt_params, monkeypatch):
     eos = (int(free[0, 1]), int(free[1, 2]))  # two EOS ids: row 0 ends by its 2nd new token, row 1 by its 3rd
     last = max(np.flatnonzero(np.isin(row, eos))[0] for row in free)
     steps = []
-    step = generate_module._Decoder.step
+    start_decoder_only = generate_module.start_decoder_only
 
-    def counted_step(self, tokens, cache, rows):  # runs once per loop iteration of the compiled loop
-        jax.debug.callback(lambda: steps.append(1))
-        return step(self, tokens, cache, rows)
+    def counted_start(*args):  # its tokens_to_logits runs once per loop iteration of the compiled loop
+        start = start_decoder_only(*args)
 
-    monkeypatch.setattr(generate_module._Decoder, "step", counted_step)
+        def tokens_to_logits(ids, cache):
+            jax.debug.callback(lambda: steps.append(1))
+            return start.tokens_to_logits(ids, cache)
+
+        return dataclasses.replace(start, tokens_to_logits=tokens_to_logits)
+
+    monkeypatch.setattr(generate_module, "start_decoder_only", counted_start)
     out = zoo.generate(GPT, gpt_params, x, max_new_tokens=9, eos_token_id=eos, pad_token_id=PAD - 1)
     np.testing.assert_array_equal(np.asarray(out.sequences)[:, 5:], truncate_at_eos(free, eos, PAD - 1))
     assert last <= 2 and len(steps) == last  # the prompt pass gives the first new token; one step per token after
@@ -251,6 +257,38 @@ def test_bad_requests_are_value_errors(gpt_params):
         zoo.generate(GPT, gpt_params, x, max_new_tokens=124)
     with pytest.raises(ValueError, match="causal_lm Transformer or a seq2seq"):
         zoo.generate(zoo.create("gpt-tiny"), gpt_params, x, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("settings, field", [
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(method="sample", temperature=0.0), "temperature"),
+    (dict(method="sample", top_k=-1), "top_k"),
+    (dict(method="sample", top_p=0.0), "top_p"),
+    (dict(method="sample", top_p=1.5), "top_p"),
+    (dict(method="beam", num_beams=0), "num_beams"),
+    (dict(early_stopping="sometimes"), "early_stopping"),
+])
+def test_bad_settings_name_the_field_before_anything_is_traced(settings, field, gpt_params, monkeypatch):
+    def traced(*args, **kwargs):
+        raise AssertionError("generate traced a bad request")
+
+    monkeypatch.setattr(generate_module, "_generate_jit", traced)
+    with pytest.raises(ValueError, match=field):
+        zoo.generate(GPT, gpt_params, prompts(), **{"max_new_tokens": 2, "key": jax.random.key(0), **settings})
+
+
+@pytest.mark.parametrize("model", [GPT, SEQ2SEQ, zoo.create("transformer-tiny", task="seq2seq")],
+                         ids=["gpt", "seq2seq_scanned", "seq2seq_unrolled"])
+def test_cache_layout_declares_the_axis_that_grows_with_the_batch(model):
+    from flax import traverse_util
+
+    one, two = (traverse_util.flatten_dict(jax.eval_shape(lambda b=b: zoo.registry.init_cache(model, b, 6, 5)))
+                for b in (1, 2))
+    for path, variable in one.items():
+        shape, doubled = jax.tree.leaves(variable)[0].shape, jax.tree.leaves(two[path])[0].shape
+        grows = [axis - len(shape) for axis, (a, b) in enumerate(zip(shape, doubled)) if a != b]
+        declared = generate_module.cache_batch_axis(path, len(shape))
+        assert grows == ([] if declared is None else [declared]), path
 
 
 # Parity with transformers' generate on the same random weights, converted by zoo.from_pretrained.

@@ -244,3 +244,101 @@ def test_real_bert_base_uncased_vocabulary_when_installed(transformers):
         expected = reference(text, "second part")["input_ids"]
         assert from_json.encode_pair(text, "second part")[0] == expected, text
         assert from_vocab.encode_pair(text, "second part")[0] == expected, text
+
+
+# RoBERTa: GPT-2's byte-level BPE with <s> A </s></s> B </s>. A vocabulary written here: roberta-base's special ids,
+# every byte of the byte-level alphabet (so no text needs <unk>), a few merges, and <mask> last as in roberta-base.
+ROBERTA_MERGES = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("Ġ", "q"), ("u", "i"), ("Ġq", "ui"), ("c", "k"),
+                  ("Ġqui", "ck"), ("Ġ", "b"), ("r", "o"), ("Ġb", "ro"), ("w", "n"), ("Ġbro", "wn"), ("Ġ", "f"),
+                  ("o", "x"), ("Ġf", "ox"), ("i", "n"), ("e", "r"), ("Ġ", "a"), ("Ġa", "n"), ("Ġ", "d"), ("o", "g"),
+                  ("Ġd", "og"), ("Ġ", "w"), ("o", "r"), ("Ġw", "or"), ("Ġ", "s"), ("Ġs", "e")]
+
+
+def write_roberta_files(folder, config_file="tokenizer_config.json", config=None):
+    """vocab.json and merges.txt of a tiny RoBERTa vocabulary, and the config file that says roberta."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for token in sorted(ByteLevel.alphabet()) + [a + b for a, b in ROBERTA_MERGES]:
+        vocab.setdefault(token, len(vocab))
+    vocab["<mask>"] = len(vocab)
+    folder.mkdir(exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in ROBERTA_MERGES))
+    if config_file:
+        (folder / config_file).write_text(json.dumps(config or {"tokenizer_class": "RobertaTokenizer"}))
+    return vocab
+
+
+@pytest.fixture(scope="module")
+def roberta_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("roberta")
+    write_roberta_files(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def roberta_reference(transformers, roberta_folder):
+    from tokenizers import AddedToken
+
+    # roberta-base's <mask> takes the space before it (lstrip in its tokenizer.json); transformers builds it so only
+    # when told, from vocab.json and merges.txt alone
+    mask = AddedToken("<mask>", lstrip=True, rstrip=False, special=True, normalized=False)
+    return transformers.RobertaTokenizerFast.from_pretrained(str(roberta_folder), mask_token=mask)
+
+
+ROBERTA_TEXTS = SENTENCES + ["the quick <mask> fox", "<s>the dog</s>", " the  brown   fox "]
+
+
+def test_roberta_ids_equal_transformers_roberta_tokenizer(roberta_folder, roberta_reference):
+    ours = zt.from_pretrained(roberta_folder)
+    reference = roberta_reference
+    assert (ours.cls_id, ours.pad_id, ours.sep_id, ours.unk_id, ours.mask_id) == (0, 1, 2, 3, len(ours) - 1)
+    assert (ours.cls_id, ours.pad_id, ours.sep_id, ours.unk_id, ours.mask_id) == (
+        reference.cls_token_id, reference.pad_token_id, reference.sep_token_id, reference.unk_token_id,
+        reference.mask_token_id)
+    for text in ROBERTA_TEXTS:
+        assert ours.encode(text) == reference(text)["input_ids"], text
+        assert ours.encode_pair(text, "the fox")[0] == reference(text, "the fox")["input_ids"], text
+        assert ours.decode(ours.encode(text), skip_special_tokens=False) == reference.decode(
+            reference(text)["input_ids"], skip_special_tokens=False), text
+
+
+def test_roberta_templates_are_s_a_s_and_s_a_s_s_b_s(roberta_folder):
+    ours = zt.from_pretrained(roberta_folder)
+    a, b = ours.encode("the fox", add_special_tokens=False), ours.encode("the dog", add_special_tokens=False)
+    assert ours.encode("the fox") == [0, *a, 2]
+    assert ours.encode_pair("the fox", "the dog")[0] == [0, *a, 2, 2, *b, 2]
+    assert not ours.has_token_types
+
+
+def test_roberta_batch_pads_with_pad_and_masks_as_transformers(roberta_folder, roberta_reference):
+    ours = zt.from_pretrained(roberta_folder)
+    firsts, seconds = ROBERTA_TEXTS[:6], ROBERTA_TEXTS[6:12]
+    for ours_batch, reference in (
+            (ours.encode_batch(firsts, padding="longest"), roberta_reference(firsts, padding="longest")),
+            (ours.encode_batch(list(zip(firsts, seconds)), padding="longest"),
+             roberta_reference(firsts, seconds, padding="longest")),
+            (ours.encode_batch(firsts, max_length=300),
+             roberta_reference(firsts, padding="max_length", max_length=300))):
+        assert set(ours_batch) == {"input_ids", "attention_mask"}  # RoBERTa takes no token types
+        np.testing.assert_array_equal(ours_batch["input_ids"], reference["input_ids"])
+        np.testing.assert_array_equal(ours_batch["attention_mask"], reference["attention_mask"])
+        assert np.all(ours_batch["input_ids"][ours_batch["attention_mask"] == 0] == 1)  # <pad>
+
+
+def test_from_pretrained_reads_roberta_from_config_json_and_gpt2_otherwise(tmp_path):
+    write_roberta_files(tmp_path / "model_type", "config.json", {"model_type": "roberta"})
+    assert zt.from_pretrained(tmp_path / "model_type").encode("the fox")[0] == 0  # <s> first
+    write_roberta_files(tmp_path / "unnamed", config_file=None)
+    gpt2_like = zt.from_pretrained(tmp_path / "unnamed")
+    assert gpt2_like.encode("the fox") == gpt2_like.encode("the fox", add_special_tokens=False)
+
+
+def test_saved_roberta_tokenizer_loads_back_with_the_same_ids_and_no_token_types(roberta_folder, tmp_path):
+    ours = zt.from_pretrained(roberta_folder)
+    ours.save(tmp_path)
+    again = zt.from_pretrained(tmp_path)  # tokenizer.json now
+    assert again.special_tokens == ours.special_tokens and not again.has_token_types
+    for text in ROBERTA_TEXTS:
+        assert again.encode_pair(text, "the fox") == ours.encode_pair(text, "the fox"), text

@@ -8,13 +8,27 @@ mismatch, raised before anything is restored or written.
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as preservation
+
+
+def _remove_unfinished_saves(directory: str) -> None:
+    """Deletes the temporary directories of saves that a killed process left behind, before the manager starts.
+
+    Orbax's own clean-up (`cleanup_tmp_directories`) runs in the background and is awaited only by the manager's next
+    save, so a second manager on the same directory (a restore, then the run) would race the first one's clean-up
+    over the same files. Deleting them here, synchronously, leaves orbax nothing to race over.
+    """
+    if jax.process_index() != 0 or not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if ".orbax-checkpoint-tmp" in name:  # how orbax names a step directory until its save commits
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
 
 class Checkpointer:
@@ -37,6 +51,7 @@ class Checkpointer:
             cleanup_tmp_directories=True,  # a save killed half-way leaves only a temporary directory behind
         )
         self.directory = os.path.abspath(directory)
+        _remove_unfinished_saves(self.directory)
         handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
@@ -44,8 +59,10 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state, rng, data_state: dict, metrics: dict | None = None, force: bool = False) -> bool:
-        """Starts an async save if `step` is due (or `force`); returns whether it did."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave({"train_state": state, "rng": rng}),
+        """Starts an async save if `step` is due (or `force`); returns whether it did. `rng` is a typed key
+        (`jax.random.key`), saved as its key data: the uint32[2] that a raw key of older checkpoints also was."""
+        saved = {"train_state": state, "rng": jax.random.key_data(rng)}
+        args = ocp.args.Composite(state=ocp.args.StandardSave(saved),
                                   data=ocp.args.JsonSave(data_state))
         return self.manager.save(step, args=args, metrics=metrics, force=force)
 
@@ -53,13 +70,18 @@ class Checkpointer:
         """(state, rng, data_state) of `step`, placed on the shardings that `abstract_state` carries.
 
         `abstract_state` is a tree of jax.ShapeDtypeStruct with shardings, so a checkpoint written on one mesh
-        restores onto another. Raises ValueError naming missing, unexpected or mis-shaped entries.
+        restores onto another; `abstract_rng` the ShapeDtypeStruct of the run's typed key (`jax.random.key`, of
+        JAX's default implementation), which comes back typed. Raises ValueError naming missing, unexpected or
+        mis-shaped entries.
         """
-        target = {"train_state": abstract_state, "rng": abstract_rng}
+        rng_data = jax.eval_shape(jax.random.key_data, abstract_rng)
+        target = {"train_state": abstract_state,
+                  "rng": jax.ShapeDtypeStruct(rng_data.shape, rng_data.dtype, sharding=abstract_rng.sharding)}
         self._check_fits(step, target)
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-        return restored.state["train_state"], restored.state["rng"], dict(restored.data)
+        rng = jax.random.wrap_key_data(restored.state["rng"])
+        return restored.state["train_state"], rng, dict(restored.data)
 
     def _check_fits(self, step: int, target) -> None:
         saved = self.manager.item_metadata(step).state
@@ -105,7 +127,7 @@ def restore_train_state(directory: str, like, step: int | None = None) -> tuple[
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
         shardings = jax.tree.map(lambda x: x.sharding, like)
-        saved_rng = jax.ShapeDtypeStruct((2,), jnp.uint32)  # the loop saves a raw PRNGKey next to the state
+        saved_rng = jax.eval_shape(lambda: jax.random.key(0))  # the loop saves its typed key next to the state
         state, _, _ = checkpointer.restore(step, abstract_like(like, shardings), saved_rng)
     finally:
         checkpointer.close()

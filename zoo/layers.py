@@ -221,8 +221,3 @@ def stack_layer_params(stack_params: dict, num_layers: int) -> dict:
     """{layers_0: p0, ..., layers_N-1: pN-1} -> {layers: p with a leading layer axis}: unrolled to `scan_layers`."""
     layers = [stack_params[f"layers_{i}"] for i in range(num_layers)]
     return {"layers": jax.tree.map(lambda *xs: jnp.stack(xs), *layers)}
-
-
-def unstack_layer_params(stack_params: dict, num_layers: int) -> dict:
-    """The inverse of `stack_layer_params`: `scan_layers` params to one subtree per layer."""
-    return {f"layers_{i}": jax.tree.map(lambda x: x[i], stack_params["layers"]) for i in range(num_layers)}

@@ -13,7 +13,6 @@ file that is not UTF-8 with a warning instead.
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import lzma
 import os
@@ -22,7 +21,7 @@ import re
 import zlib
 from typing import Callable, Iterable, Optional, Sequence, Union
 
-from zoo.files import decode_utf8
+from zoo.files import decode_utf8, parse_json
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
@@ -149,10 +148,7 @@ def read_jsonl(paths: Union[PathLike, Iterable[PathLike]], *, text_field: str = 
         for line_number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_number}: not valid JSON ({e})") from None
+            record = parse_json(line, f"{path}:{line_number}")
             if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
                 raise ValueError(f"{path}:{line_number}: no string field {text_field!r}")
             sentences = split_sentences(record[text_field])
@@ -192,7 +188,7 @@ class TfdsDocuments:
     def __getitem__(self, index: int) -> Document:
         text = self.to_text(self.source[int(index)])
         if isinstance(text, bytes):
-            text = text.decode("utf-8")
+            text = decode_utf8(text, f"tfds {self.name}[{self.split}] record {index}")
         return split_sentences(str(text))
 
 
@@ -208,7 +204,7 @@ class TfdsRecords:
         except ImportError:
             raise ImportError("TfdsRecords needs tensorflow-datasets: pip install 'zoo[data]'") from None
         self.source = tfds.data_source(name, split=split, data_dir=data_dir)
-        self.fields = tuple(fields)
+        self.name, self.split, self.fields = name, split, tuple(fields)
         check_not_empty(self.source, f"tfds {name}[{split}]")
 
     def __len__(self) -> int:
@@ -216,7 +212,8 @@ class TfdsRecords:
 
     def __getitem__(self, index: int) -> tuple:
         record = self.source[int(index)]
-        return tuple(_plain(record[field]) for field in self.fields)
+        return tuple(_plain(record[field], f"tfds {self.name}[{self.split}] record {index} field {field!r}")
+                     for field in self.fields)
 
 
 class TfdsPairs(TfdsRecords):
@@ -228,10 +225,11 @@ class TfdsPairs(TfdsRecords):
         super().__init__(name, split, fields=(source_field, target_field), data_dir=data_dir)
 
 
-def _plain(value):
+def _plain(value, where: str):
+    """A record's field as str (text, UTF-8 decoded; `where` names it in the error) or a Python number."""
     if isinstance(value, bytes):
-        return value.decode("utf-8")
+        return decode_utf8(value, where)
     if hasattr(value, "item"):  # NumPy scalars
         value = value.item()
-        return value.decode("utf-8") if isinstance(value, bytes) else value
+        return decode_utf8(value, where) if isinstance(value, bytes) else value
     return value
