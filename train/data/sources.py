@@ -21,6 +21,8 @@ import re
 import zlib
 from typing import Callable, Iterable, Optional, Sequence, Union
 
+import numpy as np
+
 from zoo.files import decode_utf8, parse_json
 
 log = logging.getLogger(__name__)
@@ -229,7 +231,7 @@ def _plain(value, where: str):
     """A record's field as str (text, UTF-8 decoded; `where` names it in the error) or a Python number."""
     if isinstance(value, bytes):
         return decode_utf8(value, where)
-    if hasattr(value, "item"):  # NumPy scalars
+    if isinstance(value, np.generic):  # NumPy scalars: np.int64 labels, np.bytes_ text
         value = value.item()
         return decode_utf8(value, where) if isinstance(value, bytes) else value
     return value
