@@ -231,7 +231,7 @@ def _plain(value, where: str):
     """A record's field as str (text, UTF-8 decoded; `where` names it in the error) or a Python number."""
     if isinstance(value, bytes):
         return decode_utf8(value, where)
-    if isinstance(value, np.generic):  # NumPy scalars: np.int64 labels, np.bytes_ text
+    if isinstance(value, (np.generic, np.ndarray)):  # NumPy scalars and 0-d arrays: labels, bytes text
         value = value.item()
         return decode_utf8(value, where) if isinstance(value, bytes) else value
     return value
