@@ -18,11 +18,12 @@ def bert(**fields) -> Config:
                   embedding_norm=True, pooling="cls", activation="gelu", layer_norm_eps=1e-12, **fields)
 
 
+# The sizes of Devlin et al.'s two models, which RoBERTa and XLM-RoBERTa keep.
+BASE = dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072)
+LARGE = dict(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
 PRESETS = {
-    "bert-base-uncased": bert(vocab_size=30522, hidden_size=768, num_layers=12, num_heads=12,
-                              intermediate_size=3072, max_length=512),
-    "bert-large-uncased": bert(vocab_size=30522, hidden_size=1024, num_layers=24, num_heads=16,
-                               intermediate_size=4096, max_length=512),
+    "bert-base-uncased": bert(vocab_size=30522, max_length=512, **BASE),
+    "bert-large-uncased": bert(vocab_size=30522, max_length=512, **LARGE),
     "bert-tiny": bert(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
                       max_length=128),
 }

@@ -12,7 +12,7 @@ import functools
 from typing import Callable
 
 from zoo.config import Config
-from zoo.families.bert import DEFAULTS, body, config_to_public, heads, mlm_head
+from zoo.families.bert import BASE, DEFAULTS, LARGE, body, config_to_public, heads, mlm_head
 from zoo.families.bert import config_from_public as bert_config_from_public
 from zoo.families.mapping import PublicConfig, linear
 from zoo.families.record import Family, PublicFormat
@@ -26,10 +26,8 @@ def roberta(**fields) -> Config:
 
 
 PRESETS = {  # max_length 514: 512 tokens after the padding index (1) and position 0
-    "roberta-base": roberta(vocab_size=50265, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
-                            max_length=514),
-    "roberta-large": roberta(vocab_size=50265, hidden_size=1024, num_layers=24, num_heads=16,
-                             intermediate_size=4096, max_length=514),
+    "roberta-base": roberta(vocab_size=50265, max_length=514, **BASE),
+    "roberta-large": roberta(vocab_size=50265, max_length=514, **LARGE),
     "roberta-tiny": roberta(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
                             max_length=130),
 }

@@ -4,6 +4,7 @@ The public format is RoBERTa's, under model_type `xlm-roberta` and the `XLMRober
 """
 
 from zoo.config import Config
+from zoo.families.bert import BASE
 from zoo.families.record import Family
 from zoo.families.roberta import public_format, roberta
 from zoo.models import Transformer
@@ -13,10 +14,7 @@ def xlm_roberta(**fields) -> Config:
     return roberta(**fields).replace(family="xlm-roberta")
 
 
-PRESETS = {
-    "xlm-roberta-base": xlm_roberta(vocab_size=250002, hidden_size=768, num_layers=12, num_heads=12,
-                                    intermediate_size=3072, max_length=514),
-}
+PRESETS = {"xlm-roberta-base": xlm_roberta(vocab_size=250002, max_length=514, **BASE)}
 
 PUBLIC = public_format("xlm-roberta", "XLMRoberta", xlm_roberta, 30522)
 FAMILY = Family(name="xlm-roberta", model=Transformer, config=xlm_roberta, presets=PRESETS,
