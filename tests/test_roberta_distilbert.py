@@ -35,6 +35,15 @@ def test_roberta_input_longer_than_its_positions_past_the_padding_index_is_a_val
     assert zoo.get_config("roberta-base").max_tokens == 512
 
 
+def test_extended_roberta_positions_keep_the_rows_up_to_the_padding_index_and_tile_the_rest():
+    model = zoo.create("roberta-tiny", max_length=6)  # rows 0 and 1 (the padding index), then 4 token positions
+    table = np.arange(6, dtype=np.float32)[:, None] * np.ones((1, 64), np.float32)
+    long, params = zoo.extend_positions(model, {"embeddings": {"position_embedding": {"embedding": table}}}, 12)
+    assert long.config.max_tokens == 10
+    np.testing.assert_array_equal(params["embeddings"]["position_embedding"]["embedding"][:, 0],
+                                  [0, 1, 2, 3, 4, 5, 2, 3, 4, 5, 2, 3])
+
+
 def test_roberta_lm_head_is_gelu_whatever_hidden_act_says_so_another_is_a_named_error(tmp_path):
     saved(tmp_path, "roberta-tiny", task="mlm")
     edit_config(tmp_path, hidden_act="relu")
