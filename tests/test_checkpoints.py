@@ -32,6 +32,14 @@ PUBLIC_CONFIGS = {
                                             intermediate_size=37, num_labels=3, **TINY),
     "albert": lambda: transformers.AlbertConfig(hidden_size=32, embedding_size=16, num_hidden_layers=3,
                                                 num_attention_heads=4, intermediate_size=37, num_labels=3, **TINY),
+    "roberta": lambda: transformers.RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                  intermediate_size=37, num_labels=3, type_vocab_size=1,
+                                                  layer_norm_eps=1e-5, **TINY),
+    "xlm-roberta": lambda: transformers.XLMRobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                         intermediate_size=37, num_labels=3, type_vocab_size=1,
+                                                         layer_norm_eps=1e-5, **TINY),
+    "distilbert": lambda: transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, num_labels=3,
+                                                        **TINY),
     "gpt2": lambda: transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=99, n_positions=64,
                                             bos_token_id=1, eos_token_id=2),
     "marian": lambda: transformers.MarianConfig(
@@ -48,6 +56,16 @@ ARCHITECTURES = {
     "AlbertForMaskedLM": ("albert", "mlm"), "AlbertForSequenceClassification": ("albert", "sequence_classification"),
     "AlbertForTokenClassification": ("albert", "token_classification"),
     "AlbertForQuestionAnswering": ("albert", "question_answering"),
+    "RobertaModel": ("roberta", None), "RobertaForMaskedLM": ("roberta", "mlm"),
+    "RobertaForSequenceClassification": ("roberta", "sequence_classification"),
+    "RobertaForTokenClassification": ("roberta", "token_classification"),
+    "RobertaForQuestionAnswering": ("roberta", "question_answering"),
+    "XLMRobertaModel": ("xlm-roberta", None), "XLMRobertaForMaskedLM": ("xlm-roberta", "mlm"),
+    "XLMRobertaForSequenceClassification": ("xlm-roberta", "sequence_classification"),
+    "DistilBertModel": ("distilbert", None), "DistilBertForMaskedLM": ("distilbert", "mlm"),
+    "DistilBertForSequenceClassification": ("distilbert", "sequence_classification"),
+    "DistilBertForTokenClassification": ("distilbert", "token_classification"),
+    "DistilBertForQuestionAnswering": ("distilbert", "question_answering"),
     "GPT2Model": ("gpt2", None), "GPT2LMHeadModel": ("gpt2", "causal_lm"),
     "MarianModel": ("marian", None), "MarianMTModel": ("marian", "seq2seq"),
 }
@@ -79,12 +97,13 @@ def zoo_params(model):
 
 
 def batch(model_type: str, seed=0):
-    """Two rows, the second padded; token types for BERT/ALBERT; decoder inputs (padded too) for Marian."""
+    """Two rows, the second padded (with RoBERTa's pad id 1, which its positions count past); token types for
+    BERT/ALBERT; decoder inputs (padded too) for Marian."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(3, 99, (2, 7))
     mask = np.ones_like(ids)
     mask[1, 4:] = 0
-    ids[1, 4:] = 0
+    ids[1, 4:] = 1 if model_type in ("roberta", "xlm-roberta") else 0
     inputs = {"input_ids": ids, "attention_mask": mask}
     if model_type in ("bert", "albert"):
         inputs["token_type_ids"] = (np.arange(7)[None] >= 3).astype(ids.dtype).repeat(2, 0)
@@ -204,7 +223,8 @@ def test_saved_params_load_in_transformers_with_no_missing_keys_and_equal_output
     print(architecture, "zoo -> torch max |diff|", diffs)
 
 
-@pytest.mark.parametrize("architecture", ["GPT2LMHeadModel", "BertForMaskedLM", "AlbertForPreTraining"])
+@pytest.mark.parametrize("architecture", ["GPT2LMHeadModel", "BertForMaskedLM", "AlbertForPreTraining",
+                                          "RobertaForMaskedLM", "DistilBertForMaskedLM"])
 def test_untied_output_projection_round_trips(architecture, tmp_path):
     model_type, task = ARCHITECTURES[architecture]
     reference = public_model(architecture, tie_word_embeddings=False)
@@ -273,6 +293,8 @@ def test_unknown_tensor_is_named(tmp_path):
     ("bert-tiny", "position_embedding_type", "relative_key"),
     ("bert-tiny", "hidden_act", "tanh"),
     ("albert-tiny", "num_hidden_groups", 2),
+    ("roberta-tiny", "is_decoder", True),
+    ("distilbert-tiny", "activation", "tanh"),
     ("gpt-tiny", "scale_attn_by_inverse_layer_idx", True),
     ("transformer-tiny", "normalize_before", True),
     ("transformer-tiny", "decoder_ffn_dim", 64),

@@ -14,7 +14,7 @@ from zoo.layers import stack_layer_params
 from tests.model_helpers import decode_in_chunks, jitted_apply, random_params
 from zoo.registry import example_inputs
 
-TINY = ["bert-tiny", "albert-tiny", "gpt-tiny", "transformer-tiny"]
+TINY = ["bert-tiny", "albert-tiny", "gpt-tiny", "transformer-tiny", "roberta-tiny", "distilbert-tiny"]
 EXPECTED_FIELDS = {
     None: {"last_hidden_state"},
     "pretraining": {"prediction_logits", "seq_relationship_logits"},

@@ -2,7 +2,9 @@ import pytest
 
 import zoo
 
-# Published parameter counts (encoder with pooler for BERT/ALBERT; GPT-2 with its tied LM head counted once).
+# Published parameter counts (encoder with pooler for BERT/ALBERT/RoBERTa; GPT-2 with its tied LM head counted once).
+# RoBERTa's, XLM-RoBERTa's and DistilBERT's are transformers' num_parameters() of RobertaModel, XLMRobertaModel and
+# DistilBertModel (no pooler) built on the meta device from the public configs.
 PUBLISHED = {
     "bert-base-uncased": 109_482_240,
     "bert-large-uncased": 335_141_888,
@@ -10,6 +12,10 @@ PUBLISHED = {
     "gpt2-medium": 354_823_168,
     "albert-base-v2": 11_683_584,
     "albert-large-v2": 17_683_968,
+    "roberta-base": 124_645_632,
+    "roberta-large": 355_359_744,
+    "xlm-roberta-base": 278_043_648,
+    "distilbert-base-uncased": 66_362_880,
 }
 
 
@@ -26,6 +32,13 @@ PUBLISHED_WITH_HEAD = {
     ("bert-base-uncased", "token_classification"): 108_893_186,  # BertForTokenClassification, 2 labels
     ("bert-base-uncased", "question_answering"): 108_893_186,  # BertForQuestionAnswering
     ("albert-base-v2", "mlm"): 11_221_680,  # AlbertForMaskedLM
+    ("roberta-base", "mlm"): 124_697_433,  # RobertaForMaskedLM
+    ("roberta-base", "sequence_classification"): 124_647_170,  # RobertaForSequenceClassification: classifier.dense
+    ("roberta-base", "token_classification"): 124_056_578,  # RobertaForTokenClassification
+    ("xlm-roberta-base", "mlm"): 278_295_186,  # XLMRobertaForMaskedLM
+    ("distilbert-base-uncased", "mlm"): 66_985_530,  # DistilBertForMaskedLM
+    ("distilbert-base-uncased", "sequence_classification"): 66_955_010,  # pre_classifier + classifier
+    ("distilbert-base-uncased", "question_answering"): 66_364_418,  # DistilBertForQuestionAnswering
 }
 
 
@@ -47,7 +60,8 @@ def test_transformer_base_parameter_count_follows_from_its_shape():
 def test_every_issue_preset_is_listed():
     names = zoo.list_models()
     for name in ["bert-base-uncased", "bert-large-uncased", "gpt2", "gpt2-medium", "albert-base-v2",
-                 "albert-large-v2", "transformer-base", "transformer-big"]:
+                 "albert-large-v2", "transformer-base", "transformer-big", "roberta-base", "roberta-large",
+                 "xlm-roberta-base", "distilbert-base-uncased"]:
         assert name in names
 
 

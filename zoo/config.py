@@ -18,6 +18,7 @@ ATTENTIONS = ("dense", "sliding_window", "block_sparse")
 ATTENTION_KERNELS = ("xla", "cudnn")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swish")
 POOLINGS = ("cls", "mean", "max", "mean_max", "none")
+POOLER_ACTIVATIONS = ("tanh", "relu")
 REMAT_POLICIES = ("none", "full", "dots")
 
 
@@ -29,7 +30,7 @@ class Config:
       ValueError: from `__post_init__`, naming the field and the numbers, when the switches do not fit together.
     """
 
-    family: str = "bert"  # which family file this config belongs to: bert | gpt | albert | transformer
+    family: str = "bert"  # which family file this config belongs to: bert | gpt | albert | transformer | ...
     vocab_size: int = 30522
     hidden_size: int = 768
     num_layers: int = 12
@@ -42,6 +43,9 @@ class Config:
     num_labels: int = 2  # classification and token-tagging heads
 
     position_embedding: str = "learned"
+    # RoBERTa's positions (fairseq's): only real tokens are counted, from past the padding index, so a pad token sits at
+    # position pad_token_id and the real ones at pad_token_id + 1, + 2, ...; RoBERTa's 514 positions hold 512 tokens.
+    padding_offset_positions: bool = False
     norm_position: str = "post"  # post-LN as in BERT and Vaswani et al.; pre-LN as in GPT-2
     embedding_norm: bool = False  # LayerNorm over the summed embeddings (BERT, ALBERT)
     final_norm: bool = False  # LayerNorm after the last layer (pre-LN models)
@@ -62,6 +66,8 @@ class Config:
     share_layers: bool = False  # ALBERT: one set of layer weights applied num_layers times
     activation: str = "gelu"
     pooling: str = "cls"  # sentence representation: [CLS] with tanh dense, mask-aware mean / max / both, or none
+    pooler_activation: str = "tanh"  # after the [CLS] dense: tanh (BERT, RoBERTa) or relu (DistilBERT's pre_classifier)
+    bare_model_pooler: bool = True  # the bare model pools (BertModel); DistilBertModel has none, only its classifier
     tie_word_embeddings: bool = True  # output projection shares the input embedding matrix
     lm_head_bias: bool = False  # a bias on the tied output projection (MLM heads always have one)
 
@@ -93,6 +99,7 @@ class Config:
         _check_choice("attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("pooler_activation", self.pooler_activation, POOLER_ACTIVATIONS)
         _check_choice("remat", self.remat, REMAT_POLICIES)
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length",
                      "embedding_dim", "num_labels"):
@@ -119,6 +126,23 @@ class Config:
             self._check_cudnn()
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size}")
+        # Only the [CLS] dense has an activation: the mask-aware poolings have none to change.
+        if self.pooler_activation != "tanh" and self.pooling != "cls":
+            raise ValueError(f"pooler_activation={self.pooler_activation!r} is that of the [CLS] dense: it needs "
+                             f"pooling='cls', not {self.pooling!r}")
+        if self.padding_offset_positions:
+            self._check_padding_offset_positions()
+
+    def _check_padding_offset_positions(self) -> None:
+        """RoBERTa's positions are read from the padding of the ids, into a learned table that must hold a token."""
+        # A cache or a decoder would need the positions of earlier calls, which RoBERTa's encoder never has.
+        if self.position_embedding != "learned" or self.causal or self.is_encoder_decoder:
+            raise ValueError("padding_offset_positions=True (RoBERTa's positions) fits a bidirectional single-stack "
+                             f"model with learned positions, not position_embedding={self.position_embedding!r}, "
+                             f"causal={self.causal}, num_decoder_layers={self.num_decoder_layers}")
+        if self.max_tokens < 1:
+            raise ValueError(f"padding_offset_positions=True puts the first token at position pad_token_id + 1 = "
+                             f"{self.pad_token_id + 1}, past the max_length={self.max_length} positions")
 
     def _check_cudnn(self) -> None:
         """What cuDNN's fused attention cannot do, named before anything is traced."""
@@ -145,6 +169,11 @@ class Config:
     def embedding_dim(self) -> int:
         """Width of the token embeddings: `embedding_size`, or `hidden_size` when that is None."""
         return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest input: `max_length`, less the positions up to the padding index with padding_offset_positions."""
+        return self.max_length - (self.pad_token_id + 1 if self.padding_offset_positions else 0)
 
     @property
     def head_dim(self) -> int:

@@ -22,6 +22,14 @@ def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=-1).astype(np.float32)
 
 
+def padding_offset_position_ids(input_ids, pad_token_id: int):
+    """RoBERTa's positions, as transformers' `create_position_ids_from_input_ids` (fairseq's `make_positions`) numbers
+    them: real tokens count from pad_token_id + 1, pad tokens (found in the ids, not the mask) sit at pad_token_id.
+    [batch, length] -> [batch, length]"""
+    real = (input_ids != pad_token_id).astype(jnp.int32)
+    return jnp.cumsum(real, axis=1) * real + pad_token_id
+
+
 def token_embedding(cfg: Config, name: str = "token_embedding") -> nn.Embed:
     return nn.Embed(
         cfg.vocab_size,

@@ -14,9 +14,12 @@ from zoo.axes import BATCH, EMBED, LENGTH, VOCAB
 from zoo.config import Config
 from zoo.layers import ACTIVATIONS, dense, layer_norm
 
+POOLER_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+
 
 class Pooler(nn.Module):
-    """A sentence vector: [CLS] through a tanh dense (BERT), or the mask-aware mean, max, or both concatenated."""
+    """A sentence vector: [CLS] through a dense and tanh (BERT; DistilBERT's ReLU: `pooler_activation`), or the
+    mask-aware mean, max, or both concatenated."""
 
     config: Config
 
@@ -24,7 +27,8 @@ class Pooler(nn.Module):
     def __call__(self, hidden, attention_mask):  # hidden [batch, length, hidden], attention_mask [batch, length]
         cfg = self.config
         if cfg.pooling == "cls":
-            return jnp.tanh(dense(cfg, cfg.hidden_size, (EMBED, None), name="dense")(hidden[:, 0]))
+            first = dense(cfg, cfg.hidden_size, (EMBED, None), name="dense")(hidden[:, 0])
+            return POOLER_ACTIVATIONS[cfg.pooler_activation](first)
         real = (attention_mask != 0)[..., None]
         mean = mean_pool(hidden, attention_mask)
         maximum = jnp.max(jnp.where(real, hidden, jnp.finfo(hidden.dtype).min), axis=1)
@@ -157,5 +161,13 @@ HEADS = {
     "token_classification": Head(("logits",), token_classification_head, classes_from_config=True),
     "question_answering": Head(("start_logits", "end_logits"), question_answering_head),
 }
+
+
+def has_pooler(cfg: Config, task) -> bool:
+    """Whether the model of `task` pools: its head is `pooled`, the config pools, and for the bare model
+    `bare_model_pooler` (DistilBertModel has no pooler). Raises KeyError for a task not in HEADS."""
+    return HEADS[task].pooled and cfg.pooling != "none" and (task is not None or cfg.bare_model_pooler)
+
+
 # The heads of a bidirectional encoder (BERT, ALBERT and their kin).
 ENCODER_HEADS = ("pretraining", "mlm", "sequence_classification", "token_classification", "question_answering")

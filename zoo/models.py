@@ -14,8 +14,8 @@ import jax.numpy as jnp
 
 from zoo.attention import cache_length, cache_slots
 from zoo.config import Config
-from zoo.embeddings import Embeddings, token_embedding
-from zoo.heads import HEADS, HeadInputs, LMHead, Pooler
+from zoo.embeddings import Embeddings, padding_offset_position_ids, token_embedding
+from zoo.heads import HEADS, HeadInputs, LMHead, Pooler, has_pooler
 from zoo.layers import LayerStack, layer_norm
 from zoo.masks import AttentionMask
 
@@ -40,9 +40,10 @@ def check_inputs(cfg: Config, input_ids, *masks, name: str = "input_ids", decode
         raise ValueError(f"{name} must be [batch, length], got shape {input_ids.shape}")
     if not jnp.issubdtype(input_ids.dtype, jnp.integer):
         raise ValueError(f"{name} must hold integer token ids, got dtype {input_ids.dtype}")
-    if input_ids.shape[1] > cfg.max_length and not decode:
-        raise ValueError(f"{name} has length {input_ids.shape[1]}, longer than the model's max_length "
-                         f"{cfg.max_length} positions")
+    if input_ids.shape[1] > cfg.max_tokens and not decode:
+        held = (f"{cfg.max_tokens} tokens (max_length {cfg.max_length} positions, numbered from past pad_token_id "
+                f"{cfg.pad_token_id})" if cfg.padding_offset_positions else f"max_length {cfg.max_length} positions")
+        raise ValueError(f"{name} has length {input_ids.shape[1]}, longer than the model's {held}")
     for mask_name, mask in masks:
         if mask is not None and tuple(mask.shape) != tuple(input_ids.shape):
             raise ValueError(f"{mask_name} has shape {tuple(mask.shape)} but {name} has shape "
@@ -120,6 +121,8 @@ class Transformer(nn.Module):
             # No attention_mask means no key mask at all, which lets cuDNN's kernel skip its padding check.
             mask = AttentionMask.from_padding(attention_mask, causal=cfg.causal, segment_ids=segment_ids)
             default_positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+            if cfg.padding_offset_positions:
+                default_positions = padding_offset_position_ids(input_ids, cfg.pad_token_id)
         if attention_mask is None:
             attention_mask = jnp.ones((batch, length), jnp.int32)
         if decode:
@@ -140,7 +143,7 @@ class Transformer(nn.Module):
         if self.task not in HEADS:
             raise ValueError(f"unknown task {self.task!r} for a single-stack model; known: {tuple(HEADS)}")
         head = HEADS[self.task]
-        pooled = Pooler(cfg, name="pooler")(x, attention_mask) if head.pooled and cfg.pooling != "none" else None
+        pooled = Pooler(cfg, name="pooler")(x, attention_mask) if has_pooler(cfg, self.task) else None
         dropout = nn.Dropout(cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate,
                              deterministic=deterministic)
         outputs = head.build(HeadInputs(cfg, x, pooled, tokens, dropout, mlm_positions))

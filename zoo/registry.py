@@ -80,8 +80,9 @@ def extend_positions(model, params: dict, max_length: int):
     """(model, params) that accept sequences of up to `max_length` tokens, for long documents with sparse attention.
 
     A learned position table is tiled: Longformer initialised its 4,096 positions by copying RoBERTa's 512 over and
-    over (Beltagy et al. 2020, section 5), which keeps each position's local neighbourhood as it was trained.
-    Sinusoidal positions need no weights. `params` are plain arrays, as `zoo.from_pretrained` returns them.
+    over (Beltagy et al. 2020, section 5), which keeps each position's local neighbourhood as it was trained;
+    RoBERTa's rows up to its padding index, which no real token reads, stay first and are not copied. Sinusoidal
+    positions need no weights. `params` are plain arrays, as `zoo.from_pretrained` returns them.
     Raises ValueError when `max_length` is not longer than the model's.
     """
     cfg = model.config
@@ -91,13 +92,17 @@ def extend_positions(model, params: dict, max_length: int):
     if cfg.position_embedding != "learned":
         return extended, params
 
+    offset = cfg.max_length - cfg.max_tokens  # positions no real token has: RoBERTa's up to the padding index
+
     def tiled(tree):
         if not isinstance(tree, dict):
             return tree
         if "position_embedding" in tree:
             table = tree["position_embedding"]["embedding"]
-            repeats = -(-max_length // table.shape[0])
-            tree = {**tree, "position_embedding": {"embedding": jnp.tile(table, (repeats, 1))[:max_length]}}
+            rows = table[offset:]
+            repeats = -(-(max_length - offset) // rows.shape[0])
+            table = jnp.concatenate([table[:offset], jnp.tile(rows, (repeats, 1))[:max_length - offset]])
+            tree = {**tree, "position_embedding": {"embedding": table}}
         return {name: tiled(subtree) for name, subtree in tree.items()}
 
     return extended, tiled(params)

@@ -10,7 +10,7 @@ from zoo.families.bert import attention, check_two_labels, embeddings, heads, ml
 from zoo.families.bert import config_to_public as bert_config_to_public
 from zoo.families.mapping import PublicConfig, embedding, layer_norm, linear
 from zoo.families.record import Family, PublicFormat
-from zoo.heads import ENCODER_HEADS, HEADS
+from zoo.heads import ENCODER_HEADS, has_pooler
 from zoo.models import Transformer
 
 
@@ -81,7 +81,7 @@ def tensors(cfg: Config, task) -> dict:
                                    "attention_norm": layer_norm(f"{p}attention.LayerNorm"),
                                    "mlp": {"wi": linear(f"{p}ffn"), "wo": linear(f"{p}ffn_output")},
                                    "mlp_norm": layer_norm(f"{p}full_layer_layer_norm")}}}
-    if cfg.pooling == "cls" and HEADS[task].pooled:
+    if cfg.pooling == "cls" and has_pooler(cfg, task):
         tree["pooler"] = {"dense": linear(f"{a}pooler")}
     return {**tree, **heads(cfg, task, mlm_head(cfg, "predictions.", "predictions."), "sop_classifier.classifier")}
 

@@ -9,7 +9,7 @@ from zoo.config import Config
 from zoo.families.mapping import (PublicConfig, Tensor, embedding, fused_linear, layer_norm, linear,
                                   public_activation)
 from zoo.families.record import Family, PublicFormat
-from zoo.heads import ENCODER_HEADS, HEADS
+from zoo.heads import ENCODER_HEADS, has_pooler
 from zoo.models import Transformer
 
 
@@ -18,11 +18,12 @@ def bert(**fields) -> Config:
                   embedding_norm=True, pooling="cls", activation="gelu", layer_norm_eps=1e-12, **fields)
 
 
+# The sizes of Devlin et al.'s two models, which RoBERTa and XLM-RoBERTa keep.
+BASE = dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072)
+LARGE = dict(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096)
 PRESETS = {
-    "bert-base-uncased": bert(vocab_size=30522, hidden_size=768, num_layers=12, num_heads=12,
-                              intermediate_size=3072, max_length=512),
-    "bert-large-uncased": bert(vocab_size=30522, hidden_size=1024, num_layers=24, num_heads=16,
-                               intermediate_size=4096, max_length=512),
+    "bert-base-uncased": bert(vocab_size=30522, max_length=512, **BASE),
+    "bert-large-uncased": bert(vocab_size=30522, max_length=512, **LARGE),
     "bert-tiny": bert(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
                       max_length=128),
 }
@@ -34,23 +35,29 @@ ARCHITECTURES = {"BertModel": None, "BertForPreTraining": "pretraining", "BertFo
                  "BertForTokenClassification": "token_classification", "BertForQuestionAnswering": "question_answering"}
 IGNORED = (r"(bert\.)?embeddings\.position_ids",  # a buffer of old checkpoints
            r"cls\.predictions\.decoder\.(weight|bias)")  # copies of the word embeddings and cls.predictions.bias
+# Defaults of transformers' config class for the fields whose default differs between BERT and its kin (RoBERTa).
+DEFAULTS = {"vocab_size": 30522, "pad_token_id": 0, "bos_token_id": None, "eos_token_id": None}
 
 
-def config_from_public(c: PublicConfig, task) -> Config:
+def config_from_public(c: PublicConfig, task, base: Config | None = None, defaults: dict = DEFAULTS) -> Config:
+    """BERT's config.json fields onto `base` (the family's switches; `bert()` when None)."""
     c.require("position_embedding_type", "absolute")
     c.require("is_decoder", False)
     c.require("add_cross_attention", False)
     check_two_labels(c, task, ("question_answering",))
-    return bert().replace(
-        vocab_size=c.get("vocab_size", 30522), hidden_size=c.get("hidden_size", 768), embedding_size=None,
-        num_layers=c.get("num_hidden_layers", 12), num_heads=c.get("num_attention_heads", 12),
+    pad_token_id = c.get("pad_token_id", defaults["pad_token_id"])
+    return (base or bert()).replace(
+        vocab_size=c.get("vocab_size", defaults["vocab_size"]), hidden_size=c.get("hidden_size", 768),
+        embedding_size=None, num_layers=c.get("num_hidden_layers", 12), num_heads=c.get("num_attention_heads", 12),
         intermediate_size=c.get("intermediate_size", 3072), max_length=c.get("max_position_embeddings", 512),
         type_vocab_size=c.get("type_vocab_size", 2), activation=c.activation("hidden_act", "gelu"),
         dropout_rate=c.get("hidden_dropout_prob", 0.1),
         attention_dropout_rate=c.get("attention_probs_dropout_prob", 0.1),
         classifier_dropout_rate=c.get("classifier_dropout"), layer_norm_eps=c.get("layer_norm_eps", 1e-12),
         initializer_range=c.get("initializer_range", 0.02), tie_word_embeddings=c.get("tie_word_embeddings", True),
-        pad_token_id=c.get("pad_token_id") or 0, bos_token_id=c.get("bos_token_id"), eos_token_id=c.get("eos_token_id"))
+        pad_token_id=defaults["pad_token_id"] if pad_token_id is None else pad_token_id,
+        bos_token_id=c.get("bos_token_id", defaults["bos_token_id"]),
+        eos_token_id=c.get("eos_token_id", defaults["eos_token_id"]))
 
 
 def config_to_public(cfg: Config) -> dict:
@@ -67,14 +74,18 @@ def config_to_public(cfg: Config) -> dict:
 
 
 def tensors(cfg: Config, task) -> dict:
-    b = PREFIX
+    mlm = mlm_head(cfg, "cls.predictions.transform.", "cls.predictions.")
+    return {**body(cfg, task, PREFIX), **heads(cfg, task, mlm, "cls.seq_relationship")}
+
+
+def body(cfg: Config, task, b: str) -> dict:
+    """Embeddings, layers and pooler under the prefix `b` (`bert.`; RoBERTa's `roberta.`)."""
     tree = {"token_embedding": embedding(f"{b}embeddings.word_embeddings.weight"),
             "embeddings": embeddings(f"{b}embeddings."),
             "encoder": {f"layers_{i}": layer(f"{b}encoder.layer.{i}.") for i in range(cfg.num_layers)}}
-    if cfg.pooling == "cls" and HEADS[task].pooled:
+    if cfg.pooling == "cls" and has_pooler(cfg, task):
         tree["pooler"] = {"dense": linear(f"{b}pooler.dense")}
-    return {**tree, **heads(cfg, task, mlm_head(cfg, "cls.predictions.transform.", "cls.predictions."),
-                            "cls.seq_relationship")}
+    return tree
 
 
 def layer(p: str) -> dict:
@@ -94,18 +105,16 @@ def attention(p: str, out: str) -> dict:
     return {"qkv": fused_linear([f"{p}query", f"{p}key", f"{p}value"]), "out": linear(out, rows=2)}
 
 
-def mlm_head(cfg: Config, transform: str, predictions: str) -> dict:
-    """Dense, activation and LayerNorm (`transform`), then the decoder tied to the word embeddings, and its bias.
+def mlm_head(cfg: Config, transform: str, predictions: str, norm: str = "LayerNorm") -> dict:
+    """Dense, activation and LayerNorm (`transform`, `norm`), then the decoder tied to the word embeddings, its bias.
 
     Untied, transformers 5 ties neither the decoder's weight nor its bias: the forward pass adds `decoder.bias`, and
     `predictions.bias` is kept (written as a copy) only so that the file has every key.
     """
-    if cfg.tie_word_embeddings:
-        return {"dense": linear(f"{transform}dense"), "norm": layer_norm(f"{transform}LayerNorm"),
-                "decoder": {"bias": Tensor((f"{predictions}bias",))}}
-    decoder = {"bias": Tensor((f"{predictions}decoder.bias",), aliases=(f"{predictions}bias",)),
-               "decoder": {"kernel": Tensor((f"{predictions}decoder.weight",), 1, transpose=True)}}
-    return {"dense": linear(f"{transform}dense"), "norm": layer_norm(f"{transform}LayerNorm"), "decoder": decoder}
+    decoder = {"bias": Tensor((f"{predictions}bias",))} if cfg.tie_word_embeddings else {
+        "bias": Tensor((f"{predictions}decoder.bias",), aliases=(f"{predictions}bias",)),
+        "decoder": {"kernel": Tensor((f"{predictions}decoder.weight",), 1, transpose=True)}}
+    return {"dense": linear(f"{transform}dense"), "norm": layer_norm(f"{transform}{norm}"), "decoder": decoder}
 
 
 def check_two_labels(c: PublicConfig, task, tasks: tuple) -> None:
@@ -115,10 +124,12 @@ def check_two_labels(c: PublicConfig, task, tasks: tuple) -> None:
         raise ValueError(f"config.json num_labels={c.num_labels()}: zoo's {task} head has 2 outputs")
 
 
-def heads(cfg: Config, task, mlm: dict, seq_relationship: str) -> dict:
-    """The head of `task`; the names of the fine-tuning heads are the same in BERT and ALBERT."""
-    return {"pretraining": {"mlm_head": mlm, "seq_relationship_head": linear(seq_relationship)},
-            "mlm": {"mlm_head": mlm},
+def heads(cfg: Config, task, mlm: dict, seq_relationship: str | None = None) -> dict:
+    """The head of `task`; the names of the fine-tuning heads are the same in BERT, ALBERT, RoBERTa and DistilBERT.
+    `seq_relationship`: the pre-training head's second classifier, when the family has that task."""
+    if task == "pretraining":
+        return {"mlm_head": mlm, "seq_relationship_head": linear(seq_relationship)}
+    return {"mlm": {"mlm_head": mlm},
             "sequence_classification": {"classifier": linear("classifier")},
             "token_classification": {"classifier": linear("classifier")},
             "question_answering": {"qa_head": linear("qa_outputs")}}.get(task, {})
