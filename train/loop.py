@@ -74,7 +74,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     schedule, tx = make_optimizer_from_config(config)
     mesh = make_mesh(**config.mesh)
     data_sharding = batch_sharding(mesh)
-    rng = jax.device_put(jax.random.key(config.seed + 1), NamedSharding(mesh, PartitionSpec()))
+    # Made by a jitted function on every process: device_put cannot place a typed key on other hosts' devices.
+    rng = jax.jit(lambda: jax.random.key(config.seed + 1), out_shardings=NamedSharding(mesh, PartitionSpec()))()
     ckpt_cfg = config.checkpoint
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), every_steps=ckpt_cfg.every_steps,
                                 keep=ckpt_cfg.keep, best_metric=ckpt_cfg.best_metric or None,
