@@ -2,12 +2,17 @@
 </s>. (Parity of every architecture both ways is in test_checkpoints.py, generation in test_generate.py.)"""
 
 import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import zoo
 from tests.model_helpers import jitted_apply, random_params
+from train.optimizer import make_optimizer, make_schedule
+from train.partitioning import make_mesh
+from train.step import compile_steps, init_train_state
+from train.tasks import TASKS, model_inputs
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -77,3 +82,22 @@ def test_decoder_inputs_are_required_only_of_a_config_that_cannot_derive_them(ke
     model = zoo.create("transformer-tiny", decoder_start_token_id=None)
     with pytest.raises(ValueError, match="decoder_start_token_id"):
         model.init(key, jnp.full((1, 4), 5))
+
+
+def test_seq2seq_classification_task_trains_bart_on_the_source_alone():
+    task = TASKS["seq2seq_classification"]
+    model = zoo.create("bart-tiny", task=task.head, dropout_rate=0.0)
+    ids = jnp.array([[5, 6, 2, 1], [7, 8, 9, 2]] * 4)
+    batch = {"input_ids": ids, "attention_mask": (ids != 1).astype(jnp.int32), "labels": jnp.array([0, 1] * 4),
+             "token_type_ids": jnp.zeros_like(ids)}  # a key the task does not pass on
+    assert set(model_inputs(task, batch)) == {"input_ids", "attention_mask"}
+    schedule = make_schedule("linear", peak_value=1e-3, warmup_steps=1, total_steps=10)
+    tx = make_optimizer(schedule)
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    state, shardings = init_train_state(model, tx, jax.random.key(0), mesh)
+    train_step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=task)
+    params = jax.device_get(state.params)
+    logits = model.apply({"params": params}, ids, attention_mask=batch["attention_mask"]).logits
+    expected = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), batch["labels"]])
+    state, metrics = train_step(state, batch, jax.random.key(1))
+    np.testing.assert_allclose(float(metrics["loss"]), float(expected), atol=1e-5)
