@@ -12,7 +12,8 @@ from tests.model_helpers import jitted_apply, random_params
 from train.optimizer import make_optimizer, make_schedule
 from train.partitioning import make_mesh
 from train.step import compile_steps, init_train_state
-from train.tasks import TASKS, model_inputs
+from tests.train_helpers import tiny_config
+from train.tasks import TASKS, make_datasets, model_inputs
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -84,6 +85,33 @@ def test_decoder_inputs_are_required_only_of_a_config_that_cannot_derive_them(ke
         model.init(key, jnp.full((1, 4), 5))
 
 
+def one_step(model, task, batch):
+    """(params before, metrics of one train step on `batch`) on one device."""
+    schedule = make_schedule("linear", peak_value=1e-3, warmup_steps=1, total_steps=10)
+    tx = make_optimizer(schedule)
+    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    state, shardings = init_train_state(model, tx, jax.random.key(0), mesh)
+    train_step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=task)
+    params = jax.device_get(state.params)
+    return params, train_step(state, batch, jax.random.key(1))[1]
+
+
+def test_text_infilling_task_gives_bart_denoising_batches_and_trains(tmp_path):
+    config = tiny_config("bart-tiny", "text_infilling")
+    config.data.update({"source": "shipped", "tokenizer": "shipped", "max_length": 32})
+    task = TASKS[config.task]
+    model = zoo.create(config.model, task=task.head, dropout_rate=0.0)
+    batch = next(make_datasets(config, model).train)
+    assert set(model_inputs(task, batch)) == {"input_ids", "attention_mask", "decoder_input_ids",
+                                              "decoder_attention_mask"}
+    params, metrics = one_step(model, task, batch)
+    logits = model.apply({"params": params}, **model_inputs(task, batch)).logits
+    labels = batch["labels"]
+    log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits), jnp.maximum(labels, 0)[..., None], -1)[..., 0]
+    expected = -jnp.sum(jnp.where(labels >= 0, log_probs, 0)) / jnp.sum(labels >= 0)
+    np.testing.assert_allclose(float(metrics["loss"]), float(expected), atol=1e-5)
+
+
 def test_seq2seq_classification_task_trains_bart_on_the_source_alone():
     task = TASKS["seq2seq_classification"]
     model = zoo.create("bart-tiny", task=task.head, dropout_rate=0.0)
@@ -91,13 +119,7 @@ def test_seq2seq_classification_task_trains_bart_on_the_source_alone():
     batch = {"input_ids": ids, "attention_mask": (ids != 1).astype(jnp.int32), "labels": jnp.array([0, 1] * 4),
              "token_type_ids": jnp.zeros_like(ids)}  # a key the task does not pass on
     assert set(model_inputs(task, batch)) == {"input_ids", "attention_mask"}
-    schedule = make_schedule("linear", peak_value=1e-3, warmup_steps=1, total_steps=10)
-    tx = make_optimizer(schedule)
-    mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    state, shardings = init_train_state(model, tx, jax.random.key(0), mesh)
-    train_step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=task)
-    params = jax.device_get(state.params)
+    params, metrics = one_step(model, task, batch)
     logits = model.apply({"params": params}, ids, attention_mask=batch["attention_mask"]).logits
     expected = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), batch["labels"]])
-    state, metrics = train_step(state, batch, jax.random.key(1))
     np.testing.assert_allclose(float(metrics["loss"]), float(expected), atol=1e-5)
