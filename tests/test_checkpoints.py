@@ -46,6 +46,9 @@ PUBLIC_CONFIGS = {
         d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
         encoder_ffn_dim=37, decoder_ffn_dim=37, scale_embedding=True, activation_function="swish", pad_token_id=0,
         eos_token_id=1, decoder_start_token_id=0, **TINY),
+    "bart": lambda: transformers.BartConfig(
+        d_model=32, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=37, decoder_ffn_dim=37, num_labels=3, **TINY),
 }
 ARCHITECTURES = {
     "BertModel": ("bert", None), "BertForPreTraining": ("bert", "pretraining"), "BertForMaskedLM": ("bert", "mlm"),
@@ -68,6 +71,8 @@ ARCHITECTURES = {
     "DistilBertForQuestionAnswering": ("distilbert", "question_answering"),
     "GPT2Model": ("gpt2", None), "GPT2LMHeadModel": ("gpt2", "causal_lm"),
     "MarianModel": ("marian", None), "MarianMTModel": ("marian", "seq2seq"),
+    "BartModel": ("bart", None), "BartForConditionalGeneration": ("bart", "seq2seq"),
+    "BartForSequenceClassification": ("bart", "sequence_classification"),
 }
 
 
@@ -98,7 +103,8 @@ def zoo_params(model):
 
 def batch(model_type: str, seed=0):
     """Two rows, the second padded (with RoBERTa's pad id 1, which its positions count past); token types for
-    BERT/ALBERT; decoder inputs (padded too) for Marian."""
+    BERT/ALBERT; decoder inputs (padded too) for Marian; for BART </s> ends each row (its pad id is 1) and the decoder
+    inputs are as long as the source (its classifier reads the decoder state at the source's last </s>)."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(3, 99, (2, 7))
     mask = np.ones_like(ids)
@@ -110,6 +116,10 @@ def batch(model_type: str, seed=0):
     if model_type == "marian":
         inputs["decoder_input_ids"] = rng.integers(3, 99, (2, 5))
         inputs["decoder_attention_mask"] = np.array([[1] * 5, [1, 1, 1, 0, 0]])
+    if model_type == "bart":
+        ids[0, 6], ids[1, 3], ids[1, 4:] = 2, 2, 1
+        inputs["decoder_input_ids"] = rng.integers(3, 99, (2, 7))
+        inputs["decoder_attention_mask"] = np.array([[1] * 7, [1] * 5 + [0] * 2])
     return inputs
 
 

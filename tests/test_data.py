@@ -10,7 +10,8 @@ import pytest
 from train.data import (IGNORE_INDEX, TfdsDocuments, TfdsPairs, TfdsRecords, albert_pretraining_batches,
                         bert_pretraining_batches, causal_lm_batches, classification_batches, date_translation_pairs,
                         make_sentence_pairs, mask_tokens, maskable_positions, pack_documents, read_jsonl,
-                        read_text_files, seq2seq_batches, shipped_documents, shipped_tokenizer, word_order_records)
+                        read_text_files, seq2seq_batches, shipped_documents, shipped_tokenizer, text_infilling,
+                        text_infilling_batches, word_order_records)
 from train.data.corpus import CORPUS_FILE
 
 MASK, PAD, CLS, SEP = 4, 0, 3, 1
@@ -216,7 +217,7 @@ def assert_same_batches(first, second):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-@pytest.mark.parametrize("recipe", ["bert", "albert", "gpt", "seq2seq"])
+@pytest.mark.parametrize("recipe", ["bert", "albert", "gpt", "seq2seq", "text_infilling"])
 def test_resumed_iterator_continues_with_exactly_the_next_batch(recipe, tokenizer, documents):
     small = [d[:6] for d in documents[:12]]  # a few epochs within the batches taken, so epoch changes are resumed too
     make = {
@@ -226,6 +227,7 @@ def test_resumed_iterator_continues_with_exactly_the_next_batch(recipe, tokenize
         "gpt": lambda: causal_lm_batches(small, tokenizer, batch_size=4, max_length=48, seed=3),
         "seq2seq": lambda: seq2seq_batches(date_translation_pairs(20), tokenizer, batch_size=4,
                                            max_source_length=24, seed=3),
+        "text_infilling": lambda: text_infilling_batches(small, tokenizer, batch_size=4, max_length=48, seed=3),
     }[recipe]
     uninterrupted = make()
     expected = take(uninterrupted, 30)
@@ -437,3 +439,38 @@ def test_span_qa_record_whose_answer_is_not_in_its_context_is_an_error():
     with pytest.raises(ValueError, match="record 0: the answer 'a tuple' is not at character 3 of its context"):
         next(question_answering_batches([("q?", "returns a list", 3, "a tuple")], shipped_tokenizer(), batch_size=1,
                                         max_length=32))
+
+
+def test_text_infilling_masks_30_percent_in_poisson_3_spans_each_one_mask_token():
+    from train.data.pretraining import infilling_span_lengths
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([infilling_span_lengths(10_000, rng)[1:] for _ in range(20)])  # [0]: perhaps cut
+    assert abs(lengths.mean() - 3.0) < 0.05 and abs(lengths.var() - 3.0) < 0.1  # Poisson(3): mean = variance = 3
+    assert abs(np.mean(lengths == 0) - np.exp(-3.0)) < 0.01  # a span of length 0 inserts a mask token
+    tokens = np.arange(10, 110)  # increasing, so each kept token says where it came from
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        noised = text_infilling(tokens, rng, mask_id=MASK)
+        kept = noised[noised != MASK]
+        assert np.all(np.diff(kept) > 0) and set(kept) <= set(tokens)  # kept tokens in order, none changed
+        assert len(tokens) - len(kept) == 30  # round(30% of 100) tokens masked
+        masked = np.setdiff1d(tokens, kept)
+        runs = np.sum(np.diff(masked) != 1) + 1 if len(masked) else 0  # maximal runs of masked tokens
+        assert (noised == MASK).sum() >= runs  # every masked run lies under at least one mask token
+
+
+def test_text_infilling_batches_restore_the_original_text(tokenizer, documents):
+    batches = text_infilling_batches(documents[:40], tokenizer, batch_size=8, max_length=32, seed=0)
+    batch = next(batches)
+    assert set(batch) == {"input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "labels"}
+    for row in range(8):
+        target = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX]
+        source = batch["input_ids"][row][batch["attention_mask"][row] == 1]
+        assert target[0] == CLS and target[-1] == SEP and source[0] == CLS and source[-1] == SEP
+        assert MASK in source and MASK not in target
+        kept = list(source[source != MASK])
+        it = iter(target)
+        assert all(token in it for token in kept)  # the source's kept tokens are the target's, in order
+        decoder = batch["decoder_input_ids"][row][batch["decoder_attention_mask"][row] == 1]
+        np.testing.assert_array_equal(decoder, [SEP, *target[:-1]])  # BART's decoder starts from </s>

@@ -351,9 +351,20 @@ def marian_pair(hf, tmp_path_factory):
                                 decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, vocab_size=99,
                                 max_position_embeddings=64, scale_embedding=True, pad_token_id=98, eos_token_id=1,
                                 decoder_start_token_id=98, activation_function="swish")
-    # A random post-LN decoder repeats one token when cross-attention or the feed-forward outweighs the rest.
-    jitter = lambda name, p: 0.0 if p.ndim < 2 else 0.1 if "encoder_attn" in name else 0.3 if "fc" in name else 1.0
-    return public_model(hf, "MarianMTModel", config, tmp_path_factory.mktemp("marian"), jitter)
+    return public_model(hf, "MarianMTModel", config, tmp_path_factory.mktemp("marian"), post_ln_jitter)
+
+
+def post_ln_jitter(name, p):
+    """A random post-LN decoder repeats one token when cross-attention or the feed-forward outweighs the rest."""
+    return 0.0 if p.ndim < 2 else 0.1 if "encoder_attn" in name else 0.3 if "fc" in name else 1.0
+
+
+@pytest.fixture(scope="module")
+def bart_pair(hf, tmp_path_factory):
+    config = hf[1].BartConfig(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                              decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37, vocab_size=99,
+                              max_position_embeddings=64)  # BART's pad 1, </s> 2 and decoder start </s>
+    return public_model(hf, "BartForConditionalGeneration", config, tmp_path_factory.mktemp("bart"), post_ln_jitter)
 
 
 def eos_candidate(sequences, start, rarest=False):
@@ -408,3 +419,15 @@ def test_marian_generation_equals_transformers(search, opus_mt, hf, marian_pair)
     assert_generation_equals_transformers(hf, marian_pair, ids, mask, search, pad=98, decoder_start_token_id=98,
                                           eos_from=lambda sequences: eos_candidate(sequences, 2, rarest=True),
                                           suppress_frequent=opus_mt)
+
+
+@pytest.mark.parametrize("search", HF_SEARCHES, ids=["greedy", "beam4", "beam4-early-penalty"])
+def test_bart_generation_equals_transformers(search, hf, bart_pair):
+    # BART's forced <s> and </s> are switched off on both sides (hf_generate); its decoder starts from </s> (2)
+    ids, mask = padded_batch(2, 7, [7, 5, 3], pad=1, left=False)
+    public, model, params = bart_pair
+    assert model.config.decoder_start_token_id == 2
+    free = np.asarray(zoo.generate(model, params, ids, mask, max_new_tokens=10, eos_token_id=None).sequences)
+    assert len(np.unique(free[:, 1:])) > 5 and len({tuple(row) for row in free}) == 3  # the outputs vary
+    assert_generation_equals_transformers(hf, bart_pair, ids, mask, search, pad=1, decoder_start_token_id=2,
+                                          eos_from=lambda sequences: eos_candidate(sequences, 2, rarest=True))

@@ -14,7 +14,7 @@ from zoo.layers import stack_layer_params
 from tests.model_helpers import decode_in_chunks, jitted_apply, random_params
 from zoo.registry import example_inputs
 
-TINY = ["bert-tiny", "albert-tiny", "gpt-tiny", "transformer-tiny", "roberta-tiny", "distilbert-tiny"]
+TINY = ["bert-tiny", "albert-tiny", "gpt-tiny", "transformer-tiny", "roberta-tiny", "distilbert-tiny", "bart-tiny"]
 EXPECTED_FIELDS = {
     None: {"last_hidden_state"},
     "pretraining": {"prediction_logits", "seq_relationship_logits"},
@@ -150,11 +150,13 @@ def test_kv_cache_with_left_padded_prompt_equals_unpadded_forward(key):
     chex.assert_trees_all_close(out.logits[:, 3:], full, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["transformer-tiny", "bart-tiny"])  # BART: learned positions past its offset
 @pytest.mark.parametrize("overrides", [{}, dict(scan_layers=True, remat="full")], ids=["unrolled", "scan-remat"])
-def test_kv_cache_decoding_with_the_source_keys_and_values_cached_equals_full_forward_encoder_decoder(overrides, key):
+def test_kv_cache_decoding_with_the_source_keys_and_values_cached_equals_full_forward_encoder_decoder(overrides, name,
+                                                                                                       key):
     # Only the first step is given the encoded source, whose keys and values each layer caches; the later steps get
     # encoded=None. They equal steps that are each given it (and project it again) and the full forward pass.
-    model = zoo.create("transformer-tiny", task="seq2seq", **overrides)
+    model = zoo.create(name, task="seq2seq", **overrides)
     src, tgt = ids(key), ids(jax.random.key(1), length=7)
     src_mask = jnp.ones_like(src).at[1, 6:].set(0)
     variables = random_params(model, src, tgt)

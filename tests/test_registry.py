@@ -16,6 +16,8 @@ PUBLISHED = {
     "roberta-large": 355_359_744,
     "xlm-roberta-base": 278_043_648,
     "distilbert-base-uncased": 66_362_880,
+    "bart-base": 139_420_416,  # BartModel on the meta device, from BartConfig with bart-base's sizes
+    "bart-large": 406_291_456,  # BartModel from the default BartConfig (bart-large's)
 }
 
 
@@ -39,6 +41,11 @@ PUBLISHED_WITH_HEAD = {
     ("distilbert-base-uncased", "mlm"): 66_985_530,  # DistilBertForMaskedLM
     ("distilbert-base-uncased", "sequence_classification"): 66_955_010,  # pre_classifier + classifier
     ("distilbert-base-uncased", "question_answering"): 66_364_418,  # DistilBertForQuestionAnswering
+    # BartForConditionalGeneration's 139_420_416 plus final_logits_bias (50_265), a buffer in transformers, a zoo param
+    ("bart-base", "seq2seq"): 139_470_681,
+    ("bart-base", "sequence_classification"): 140_012_546,  # BartForSequenceClassification, 2 labels
+    ("bart-large", "seq2seq"): 406_341_721,
+    ("bart-large", "sequence_classification"): 407_343_106,
 }
 
 
@@ -61,7 +68,7 @@ def test_every_issue_preset_is_listed():
     names = zoo.list_models()
     for name in ["bert-base-uncased", "bert-large-uncased", "gpt2", "gpt2-medium", "albert-base-v2",
                  "albert-large-v2", "transformer-base", "transformer-big", "roberta-base", "roberta-large",
-                 "xlm-roberta-base", "distilbert-base-uncased"]:
+                 "xlm-roberta-base", "distilbert-base-uncased", "bart-base", "bart-large"]:
         assert name in names
 
 

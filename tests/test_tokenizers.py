@@ -304,6 +304,23 @@ def test_roberta_ids_equal_transformers_roberta_tokenizer(roberta_folder, robert
             reference(text)["input_ids"], skip_special_tokens=False), text
 
 
+@pytest.mark.parametrize("config_file, config", [("config.json", {"model_type": "bart"}),
+                                                 ("tokenizer_config.json", {"tokenizer_class": "BartTokenizer"})])
+def test_bart_folder_loads_roberta_bpe_with_the_ids_of_transformers_bart_tokenizer(config_file, config, transformers,
+                                                                                    tmp_path):
+    from tokenizers import AddedToken
+
+    write_roberta_files(tmp_path, config_file, config)
+    ours = zt.from_pretrained(tmp_path)
+    mask = AddedToken("<mask>", lstrip=True, rstrip=False, special=True, normalized=False)  # as bart-base's
+    reference = transformers.BartTokenizerFast.from_pretrained(str(tmp_path), mask_token=mask)
+    assert (ours.cls_id, ours.pad_id, ours.sep_id, ours.mask_id) == (
+        reference.bos_token_id, reference.pad_token_id, reference.eos_token_id, reference.mask_token_id)
+    for text in ROBERTA_TEXTS:
+        assert ours.encode(text) == reference(text)["input_ids"], text
+        assert ours.encode_pair(text, "the fox")[0] == reference(text, "the fox")["input_ids"], text
+
+
 def test_roberta_templates_are_s_a_s_and_s_a_s_s_b_s(roberta_folder):
     ours = zt.from_pretrained(roberta_folder)
     a, b = ours.encode("the fox", add_special_tokens=False), ours.encode("the dog", add_special_tokens=False)

@@ -84,11 +84,21 @@ def sentence_pair_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets
 
 def causal_lm_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
     """GPT's packed next-token rows of documents."""
+    return _document_data(config, tokenizer, data.causal_lm_batches)
+
+
+def text_infilling_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
+    """BART's denoising rows of documents: the source infilled, the original the target."""
+    return _document_data(config, tokenizer, data.text_infilling_batches)
+
+
+def _document_data(config: ml_collections.ConfigDict, tokenizer, make_batches) -> Datasets:
+    """Rows of `data.max_length` tokens that `make_batches(documents, tokenizer, ...)` makes of the documents."""
     train_docs, eval_docs = _held_out_split(config, load_documents(config.data))
 
     def batches(docs, **options):
-        return data.causal_lm_batches(docs, tokenizer, batch_size=config.train.batch_size,
-                                      max_length=config.data.max_length, seed=config.seed, **options)
+        return make_batches(docs, tokenizer, batch_size=config.train.batch_size, max_length=config.data.max_length,
+                            seed=config.seed, **options)
 
     return Datasets(batches(train_docs), _eval(config, batches, eval_docs), tokenizer)
 

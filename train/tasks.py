@@ -61,6 +61,11 @@ TASKS = {t.name: t for t in (
          data=inputs.seq2seq_data),
     Task("sequence_classification", head="sequence_classification", inputs=STACK_INPUTS, labels=("labels",),
          loss=losses.label_loss, data=inputs.classification_data),
+    Task("text_infilling", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",), loss=losses.label_loss,
+         data=inputs.text_infilling_data),  # BART's pre-training
+    # An encoder-decoder's classifier (BART's): the model derives the decoder inputs, input_ids shifted right
+    Task("seq2seq_classification", head="sequence_classification", inputs=("input_ids", "attention_mask"),
+         labels=("labels",), loss=losses.label_loss, data=inputs.classification_data),
     Task("token_classification", head="token_classification", inputs=STACK_INPUTS, labels=("labels",),
          loss=losses.label_loss, data=inputs.classification_data),
     Task("question_answering", head="question_answering", inputs=STACK_INPUTS,

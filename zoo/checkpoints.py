@@ -32,7 +32,8 @@ from zoo.registry import create, example_inputs
 
 LOG = logging.getLogger(__name__)
 # Top-level modules that belong to a head, not the body: a checkpoint without them still loads (they are initialised).
-HEAD_MODULES = ("pooler", "mlm_head", "seq_relationship_head", "classifier", "qa_head", "lm_head")
+HEAD_MODULES = ("pooler", "mlm_head", "seq_relationship_head", "classifier", "qa_head", "lm_head",
+                "classification_head")
 # Fields not written in config.json: how zoo runs a model, not what the model is.
 RUNTIME_FIELDS = ("dtype", "param_dtype", "remat", "scan_layers", "pooling")
 CONFIG = "config.json"

@@ -46,6 +46,9 @@ class Config:
     # RoBERTa's positions (fairseq's): only real tokens are counted, from past the padding index, so a pad token sits at
     # position pad_token_id and the real ones at pad_token_id + 1, + 2, ...; RoBERTa's 514 positions hold 512 tokens.
     padding_offset_positions: bool = False
+    # BART's learned positions (BartLearnedPositionalEmbedding): position p reads row p + position_offset of the table,
+    # whose first rows no token uses; BART's 1026 rows hold 1024 tokens. Any stack, decoders and caches included.
+    position_offset: int = 0
     norm_position: str = "post"  # post-LN as in BERT and Vaswani et al.; pre-LN as in GPT-2
     embedding_norm: bool = False  # LayerNorm over the summed embeddings (BERT, ALBERT)
     final_norm: bool = False  # LayerNorm after the last layer (pre-LN models)
@@ -132,6 +135,8 @@ class Config:
                              f"pooling='cls', not {self.pooling!r}")
         if self.padding_offset_positions:
             self._check_padding_offset_positions()
+        if self.position_offset:
+            self._check_position_offset()
 
     def _check_padding_offset_positions(self) -> None:
         """RoBERTa's positions are read from the padding of the ids, into a learned table that must hold a token."""
@@ -143,6 +148,16 @@ class Config:
         if self.max_tokens < 1:
             raise ValueError(f"padding_offset_positions=True puts the first token at position pad_token_id + 1 = "
                              f"{self.pad_token_id + 1}, past the max_length={self.max_length} positions")
+
+    def _check_position_offset(self) -> None:
+        """BART's offset moves positions down a learned table, which must still hold a token past the offset rows."""
+        if self.position_offset < 0 or self.position_embedding != "learned" or self.padding_offset_positions:
+            raise ValueError(f"position_offset={self.position_offset} (BART's positions) needs position_offset >= 0, "
+                             f"position_embedding='learned' (not {self.position_embedding!r}) and "
+                             f"padding_offset_positions=False (not {self.padding_offset_positions})")
+        if self.max_tokens < 1:
+            raise ValueError(f"position_offset={self.position_offset} leaves no position of the max_length="
+                             f"{self.max_length} rows for a token")
 
     def _check_cudnn(self) -> None:
         """What cuDNN's fused attention cannot do, named before anything is traced."""
@@ -172,8 +187,9 @@ class Config:
 
     @property
     def max_tokens(self) -> int:
-        """The longest input: `max_length`, less the positions up to the padding index with padding_offset_positions."""
-        return self.max_length - (self.pad_token_id + 1 if self.padding_offset_positions else 0)
+        """The longest input: `max_length`, less the positions up to the padding index with padding_offset_positions
+        and the `position_offset` rows."""
+        return self.max_length - (self.pad_token_id + 1 if self.padding_offset_positions else 0) - self.position_offset
 
     @property
     def head_dim(self) -> int:

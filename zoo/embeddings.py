@@ -61,7 +61,7 @@ class Embeddings(nn.Module):
                 cfg.max_length, cfg.embedding_dim, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                 embedding_init=nn.with_logical_partitioning(
                     nn.initializers.normal(cfg.initializer_range), (None, EMBED)),
-                name="position_embedding")(position_ids)
+                name="position_embedding")(position_ids + cfg.position_offset)
         else:
             table = jnp.asarray(sinusoidal_positions(cfg.max_length, cfg.embedding_dim), cfg.dtype)
             x = x + table[position_ids]

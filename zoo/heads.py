@@ -82,6 +82,25 @@ def classifier(cfg: Config, num_outputs: int, name: str) -> nn.DenseGeneral:
     return dense(cfg, num_outputs, (EMBED, None), name=name)
 
 
+class LastEosClassifier(nn.Module):
+    """An encoder-decoder's sentence head (BART's classification head): the decoder state at each row's last EOS of
+    `input_ids` (the last position when a row has none), through dropout, a dense and tanh, dropout, then the classes.
+    """
+
+    config: Config
+
+    @nn.compact
+    def __call__(self, hidden, input_ids, *, deterministic: bool):  # hidden [batch, length, hidden]
+        cfg = self.config
+        length = input_ids.shape[1]
+        last_eos = length - 1 - jnp.argmax((input_ids == cfg.eos_token_id)[:, ::-1], axis=1)  # [batch]
+        x = jnp.take_along_axis(hidden, last_eos[:, None, None], axis=1)[:, 0]
+        dropout = nn.Dropout(cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate,
+                             deterministic=deterministic)
+        x = jnp.tanh(dense(cfg, cfg.hidden_size, (EMBED, None), name="dense")(dropout(x)))
+        return classifier(cfg, cfg.num_labels, name="out_proj")(dropout(x))
+
+
 @dataclasses.dataclass(frozen=True)
 class HeadInputs:
     """What a head may read: the stack's output and the pieces shared with the body."""

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from zoo.attention import cache_length, cache_slots
 from zoo.config import Config
 from zoo.embeddings import Embeddings, padding_offset_position_ids, token_embedding
-from zoo.heads import HEADS, HeadInputs, LMHead, Pooler, has_pooler
+from zoo.heads import HEADS, HeadInputs, LastEosClassifier, LMHead, Pooler, has_pooler
 from zoo.layers import LayerStack, layer_norm
 from zoo.masks import AttentionMask
 
@@ -150,11 +150,20 @@ class Transformer(nn.Module):
         return ModelOutput(last_hidden_state=x, pooled_output=pooled, **outputs)
 
 
+def shift_tokens_right(input_ids, decoder_start_token_id: int):
+    """BART's decoder inputs made from its inputs: decoder_start_token_id, then input_ids less their last token."""
+    start = jnp.full((input_ids.shape[0], 1), decoder_start_token_id, input_ids.dtype)
+    return jnp.concatenate([start, input_ids[:, :-1]], axis=1)
+
+
 class EncoderDecoderTransformer(nn.Module):
     """Vaswani et al.'s encoder-decoder with one token embedding shared by both stacks and the output projection.
 
     `__call__(input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None)` runs both stacks;
-    `encode` and `decode` run one each (generation encodes once, then decodes token by token with `decode=True`).
+    `decoder_input_ids=None` means BART's: `shift_tokens_right(input_ids)`, with no decoder padding mask (a ValueError
+    when the config has no decoder_start_token_id). `encode` and `decode` run one each (generation encodes once, then
+    decodes token by token with `decode=True`). `sequence_classification` classifies the decoder state at each row's
+    last EOS (BartForSequenceClassification).
     """
 
     config: Config
@@ -173,12 +182,25 @@ class EncoderDecoderTransformer(nn.Module):
             self.decoder_norm = layer_norm(cfg, name="decoder_norm")
         if self.task == "seq2seq":
             self.lm_head = LMHead(cfg, self.tokens, bias=cfg.lm_head_bias)
+        if self.task == "sequence_classification":
+            self.classification_head = LastEosClassifier(cfg)
 
-    def __call__(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None, *,
+    def __call__(self, input_ids, decoder_input_ids=None, attention_mask=None, decoder_attention_mask=None, *,
                  deterministic: bool = True):
+        if decoder_input_ids is None:
+            if self.config.decoder_start_token_id is None:
+                raise ValueError("decoder_input_ids=None shifts input_ids right after decoder_start_token_id, which "
+                                 "this config does not have")
+            decoder_input_ids = shift_tokens_right(input_ids, self.config.decoder_start_token_id)
         encoded = self.encode(input_ids, attention_mask, deterministic=deterministic)
         out = self.decode(decoder_input_ids, encoded, attention_mask, decoder_attention_mask,
                           deterministic=deterministic)
+        if self.task == "sequence_classification":
+            if decoder_input_ids.shape != input_ids.shape:
+                raise ValueError(f"sequence_classification reads the decoder state at the EOS of input_ids: "
+                                 f"decoder_input_ids {decoder_input_ids.shape} must have its shape {input_ids.shape}")
+            out = out.replace(logits=self.classification_head(out.last_hidden_state, input_ids,
+                                                              deterministic=deterministic))
         return out.replace(encoder_last_hidden_state=encoded)
 
     def encode(self, input_ids, attention_mask=None, *, deterministic: bool = True):
@@ -225,6 +247,6 @@ class EncoderDecoderTransformer(nn.Module):
         x = self.decoder(x, mask, encoded, cross_mask, write_slots, deterministic=deterministic, decode=decode)
         if cfg.final_norm:
             x = self.decoder_norm(x)
-        if self.task is None:
+        if self.task != "seq2seq":
             return ModelOutput(last_hidden_state=x)
         return ModelOutput(last_hidden_state=x, logits=self.lm_head(x))

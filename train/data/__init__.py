@@ -3,7 +3,8 @@
 - `train.data.sources`: documents from the shipped corpus, text files, JSONL, tensorflow-datasets.
 - `train.data.pretraining`: `mask_tokens`, `make_sentence_pairs` (NSP/SOP), `pack_documents`, `make_seq2seq_example`.
 - `train.data.loader`: `Batches` (get_state/set_state) and `bert_pretraining_batches`, `albert_pretraining_batches`,
-  `causal_lm_batches`, `seq2seq_batches`, `classification_batches` and `question_answering_batches` (fine-tuning).
+  `causal_lm_batches`, `seq2seq_batches`, `text_infilling_batches` (BART), `classification_batches` and
+  `question_answering_batches` (fine-tuning).
 - `train.data.corpus`: the corpus, WordPiece vocabulary, date-translation and word-order tasks shipped with zoo.
 """
 
@@ -11,9 +12,9 @@ from train.data.corpus import date_translation_pairs, shipped_documents, shipped
 from train.data.loader import (Batches, CausalLMRecipe, ClassificationRecipe, Seq2SeqRecipe, SentencePairRecipe,
                                SpanQARecipe, TokenizedDocuments, albert_pretraining_batches, bert_pretraining_batches,
                                causal_lm_batches, classification_batches, question_answering_batches,
-                               seq2seq_batches)
+                               seq2seq_batches, text_infilling_batches)
 from train.data.pretraining import (IGNORE_INDEX, make_sentence_pairs, make_seq2seq_example, mask_tokens,
-                                    maskable_positions, pack_documents, pack_rows)
+                                    maskable_positions, pack_documents, pack_rows, text_infilling)
 from train.data.sources import (TfdsDocuments, TfdsPairs, TfdsRecords, parse_documents, read_jsonl, read_text_files,
                                 split_sentences)
 
@@ -23,4 +24,4 @@ __all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", 
            "date_translation_pairs", "make_sentence_pairs", "make_seq2seq_example", "mask_tokens",
            "maskable_positions", "pack_documents", "pack_rows", "parse_documents", "question_answering_batches",
            "read_jsonl", "read_text_files", "seq2seq_batches", "SpanQARecipe", "shipped_documents", "shipped_tokenizer",
-           "split_sentences", "word_order_records"]
+           "split_sentences", "text_infilling", "text_infilling_batches", "word_order_records"]

@@ -32,7 +32,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from train.data.pretraining import (IGNORE_INDEX, make_sentence_pairs, make_seq2seq_example, mask_tokens,
-                                    maskable_positions, pack_rows)
+                                    maskable_positions, pack_rows, text_infilling)
 from train.data.sources import check_not_empty
 
 Batch = dict[str, np.ndarray]
@@ -170,6 +170,36 @@ class Seq2SeqRecipe:
                                        pad_id=self.pad_id, decoder_start_id=self.decoder_start_id,
                                        source_eos_id=self.source_eos_id)
         return [example]
+
+    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
+        return stack(examples)
+
+
+class TextInfillingRecipe:
+    """BART's denoising rows: each document cut into pieces of max_length - 2 tokens; the source is <s> piece </s>
+    after `text_infilling`, the target (labels) <s> piece </s>, the decoder inputs the target after </s>, as BART's."""
+
+    def __init__(self, tokenizer, max_length: int, *, mask_ratio: float = 0.3, poisson_lambda: float = 3.0):
+        if tokenizer.mask_id is None or tokenizer.cls_id is None:
+            raise ValueError("text infilling needs a tokenizer with a mask token and a start token (<s> or [CLS])")
+        if max_length < 3:
+            raise ValueError(f"max_length={max_length} is too small: <s>, a token and </s> need 3")
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.noise = dict(mask_id=tokenizer.mask_id, mask_ratio=mask_ratio, poisson_lambda=poisson_lambda)
+        self.eos_id = end_of_text_id(tokenizer)
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+
+    def examples(self, documents: TokenizedDocuments, index: int, rng: np.random.Generator) -> list[dict]:
+        sentences = documents[index]
+        if not sentences:
+            return []
+        tokens = np.concatenate(sentences).astype(np.int32)
+        size = self.max_length - 2
+        return [make_seq2seq_example([self.tokenizer.cls_id, *text_infilling(piece, rng, **self.noise)],
+                                     [self.tokenizer.cls_id, *piece], max_source_length=self.max_length,
+                                     max_target_length=self.max_length, eos_id=self.eos_id, pad_id=self.pad_id,
+                                     decoder_start_id=self.eos_id)
+                for piece in (tokens[i:i + size] for i in range(0, len(tokens), size))]
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
         return stack(examples)
@@ -384,6 +414,13 @@ def seq2seq_batches(pairs: Sequence[tuple[str, str]], tokenizer, *, batch_size: 
     target_tokenizer = target_tokenizer or getattr(tokenizer, "target", tokenizer)
     recipe = Seq2SeqRecipe(source_tokenizer, max_source_length, max_target_length, target_tokenizer=target_tokenizer)
     return Batches(pairs, recipe, batch_size=batch_size, seed=seed, **options)
+
+
+def text_infilling_batches(documents: Sequence, tokenizer, *, batch_size: int, max_length: int = 128, seed: int = 0,
+                           mask_ratio: float = 0.3, poisson_lambda: float = 3.0, **options) -> Batches:
+    """BART's denoising batches (see `TextInfillingRecipe`): encoder-decoder inputs and the original as `labels`."""
+    recipe = TextInfillingRecipe(tokenizer, max_length, mask_ratio=mask_ratio, poisson_lambda=poisson_lambda)
+    return Batches(documents, recipe, batch_size=batch_size, seed=seed, **options)
 
 
 def classification_batches(records: Sequence, tokenizer, *, batch_size: int, max_length: int = 128, seed: int = 0,

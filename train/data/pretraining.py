@@ -7,6 +7,7 @@
 - `pack_documents`: GPT's causal LM rows, documents joined with EOS and packed with segment ids and per-document
   positions so no token attends across documents.
 - `make_seq2seq_example`: source/target pairs; decoder inputs are the targets shifted right.
+- `text_infilling`: BART's noise (Poisson(3) spans over 30% of the tokens, each replaced by one mask token).
 
 Label convention: every label array holds the target id where there is one and `IGNORE_INDEX` (-100, as in
 `transformers`) where nothing is predicted.
@@ -250,3 +251,31 @@ def make_seq2seq_example(source: Sequence[int], target: Sequence[int], *, max_so
     example["decoder_attention_mask"][:len(tgt)] = 1
     example["labels"][:len(tgt)] = tgt
     return example
+
+
+def infilling_span_lengths(num_to_mask: int, rng: np.random.Generator, poisson_lambda: float = 3.0) -> np.ndarray:
+    """BART's span lengths: drawn from Poisson(poisson_lambda) until they cover `num_to_mask` tokens, the last one cut
+    so that they cover exactly that many; in random order. Lengths of 0 are kept: each inserts a mask token."""
+    lengths: list[int] = []
+    while sum(lengths) < num_to_mask:
+        lengths.append(int(rng.poisson(poisson_lambda)))
+    if lengths:
+        lengths[-1] -= sum(lengths) - num_to_mask
+    return rng.permutation(np.asarray(lengths, np.int64))
+
+
+def text_infilling(tokens: Sequence[int], rng: np.random.Generator, *, mask_id: int, mask_ratio: float = 0.3,
+                   poisson_lambda: float = 3.0) -> np.ndarray:
+    """BART's text infilling (Lewis et al. 2019) of one sequence: spans covering round(mask_ratio * len(tokens))
+    tokens, of lengths from `infilling_span_lengths`, each replaced by a single `mask_id`. The spans do not overlap
+    and sit uniformly at random among the kept tokens; the model learns to restore the original, its target.
+    [length] -> [length - masked + spans]"""
+    tokens = np.asarray(tokens)
+    lengths = infilling_span_lengths(int(round(mask_ratio * len(tokens))), rng, poisson_lambda)
+    items = len(tokens) - int(lengths.sum()) + len(lengths)  # kept tokens and spans, in their order
+    is_span = np.zeros(items, bool)
+    is_span[rng.choice(items, len(lengths), replace=False)] = True
+    covered = np.ones(items, np.int64)
+    covered[is_span] = lengths
+    first = np.cumsum(covered) - covered  # the first original token each item stands for
+    return np.where(is_span, mask_id, tokens[np.minimum(first, len(tokens) - 1)]).astype(tokens.dtype)

@@ -54,28 +54,39 @@ def config_from_public(c: PublicConfig, task) -> Config:
     for name in ("extra_pos_embeddings", "classif_dropout", "classifier_dropout", "num_hidden_layers"):
         c.get(name)  # BART-era fields of old files: a sequence-classification head and an alias of encoder_layers
     return transformer().replace(
-        vocab_size=vocab_size, hidden_size=c.get("d_model", 1024), embedding_size=None,
-        num_layers=c.get("encoder_layers", 12),
+        vocab_size=vocab_size, embedding_size=None, **shared_fields_from_public(c), lm_head_bias=True,
+        pad_token_id=c.get("pad_token_id", 58100), bos_token_id=c.get("bos_token_id"),
+        eos_token_id=c.get("eos_token_id", 0), decoder_start_token_id=c.get("decoder_start_token_id", 58100))
+
+
+def shared_fields_from_public(c: PublicConfig) -> dict:
+    """The Config fields of the config.json fields Marian and BART share (BartConfig's layout and defaults)."""
+    return dict(
+        hidden_size=c.get("d_model", 1024), num_layers=c.get("encoder_layers", 12),
         num_decoder_layers=c.get("decoder_layers", 12),
         num_heads=c.same("encoder_attention_heads", "decoder_attention_heads", default=16),
         intermediate_size=c.same("encoder_ffn_dim", "decoder_ffn_dim", default=4096),
         max_length=c.get("max_position_embeddings", 1024), activation=c.activation("activation_function", "gelu"),
         dropout_rate=c.get("dropout", 0.1), attention_dropout_rate=c.get("attention_dropout", 0.0),
         layer_norm_eps=LAYER_NORM_EPS, scale_embeddings=c.get("scale_embedding", False),
-        initializer_range=c.get("init_std", 0.02), lm_head_bias=True, pad_token_id=c.get("pad_token_id", 58100),
-        bos_token_id=c.get("bos_token_id"),
-        eos_token_id=c.get("eos_token_id", 0), decoder_start_token_id=c.get("decoder_start_token_id", 58100))
+        initializer_range=c.get("init_std", 0.02))
 
 
 def config_to_public(cfg: Config) -> dict:
-    return {"vocab_size": cfg.vocab_size, "decoder_vocab_size": cfg.vocab_size, "d_model": cfg.hidden_size,
+    return {**shared_fields_to_public(cfg), "decoder_vocab_size": cfg.vocab_size,
+            "max_position_embeddings": cfg.max_length, "share_encoder_decoder_embeddings": True}
+
+
+def shared_fields_to_public(cfg: Config) -> dict:
+    """The config.json fields Marian and BART share (all but max_position_embeddings, which BART offsets)."""
+    return {"vocab_size": cfg.vocab_size, "d_model": cfg.hidden_size,
             "encoder_layers": cfg.num_layers, "decoder_layers": cfg.num_decoder_layers,
             "encoder_attention_heads": cfg.num_heads, "decoder_attention_heads": cfg.num_heads,
             "encoder_ffn_dim": cfg.intermediate_size, "decoder_ffn_dim": cfg.intermediate_size,
-            "max_position_embeddings": cfg.max_length, "activation_function": public_activation(cfg.activation),
+            "activation_function": public_activation(cfg.activation),
             "dropout": cfg.dropout_rate, "attention_dropout": cfg.attention_dropout_rate, "activation_dropout": 0.0,
             "scale_embedding": cfg.scale_embeddings, "init_std": cfg.initializer_range,
-            "tie_word_embeddings": cfg.tie_word_embeddings, "share_encoder_decoder_embeddings": True,
+            "tie_word_embeddings": cfg.tie_word_embeddings,
             "pad_token_id": cfg.pad_token_id, "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
             "forced_eos_token_id": cfg.eos_token_id, "decoder_start_token_id": cfg.decoder_start_token_id,
             "is_encoder_decoder": True}

@@ -15,10 +15,12 @@ from zoo.tokenizers.sentencepiece import SentencePieceTokenizer, marian
 BYTE_LEVEL_BPE_OF_MODEL: dict[str, Callable[..., RustTokenizer]] = {
     "gpt2": byte_level_bpe,
     "roberta": roberta_byte_level_bpe,
+    "bart": roberta_byte_level_bpe,  # BART's vocabulary and templates are RoBERTa's
 }
 MODEL_OF_TOKENIZER_CLASS = {
     "GPT2Tokenizer": "gpt2", "GPT2TokenizerFast": "gpt2",
     "RobertaTokenizer": "roberta", "RobertaTokenizerFast": "roberta",
+    "BartTokenizer": "bart", "BartTokenizerFast": "bart",
 }
 
 
