@@ -147,8 +147,14 @@ class Transformer(nn.Module):
         return ModelOutput(last_hidden_state=x, pooled_output=pooled, **outputs)
 
 
+ENCODER_ONLY = "encoder"  # the encoder stack of an encoder-decoder alone, in its layout (T5EncoderModel)
+
+
 class EncoderDecoderTransformer(nn.Module):
     """Vaswani et al.'s encoder-decoder with one token embedding shared by both stacks and the output projection.
+
+    `task="encoder"` is its encoder stack alone (`__call__(input_ids, attention_mask=...)`), with the same parameter
+    names, so an encoder-only checkpoint (T5EncoderModel) is the encoder-decoder's without the decoder.
 
     `__call__(input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None)` runs both stacks;
     `encode` and `decode` run one each (generation encodes once, then decodes token by token with `decode=True`).
@@ -171,9 +177,15 @@ class EncoderDecoderTransformer(nn.Module):
         if self.task == "seq2seq":
             self.lm_head = LMHead(cfg, self.tokens, bias=cfg.lm_head_bias)
 
-    def __call__(self, input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None, *,
+    def __call__(self, input_ids, decoder_input_ids=None, attention_mask=None, decoder_attention_mask=None, *,
                  deterministic: bool = True):
         encoded = self.encode(input_ids, attention_mask, deterministic=deterministic)
+        if self.task == ENCODER_ONLY:
+            if decoder_input_ids is not None:
+                raise ValueError(f"task={ENCODER_ONLY!r} runs the encoder stack only: it takes no decoder_input_ids")
+            return ModelOutput(last_hidden_state=encoded)
+        if decoder_input_ids is None:
+            raise ValueError("an encoder-decoder needs decoder_input_ids (or task='encoder' for the encoder alone)")
         out = self.decode(decoder_input_ids, encoded, attention_mask, decoder_attention_mask,
                           deterministic=deterministic)
         return out.replace(encoder_last_hidden_state=encoded)

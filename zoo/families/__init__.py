@@ -1,10 +1,10 @@
 """The one registry of model families: `zoo.list_models()`, `zoo.create`, `from_pretrained` and `save_pretrained`
 all read it. A family is one file here that builds a `Family` record (see `record.py`)."""
 
-from zoo.families import albert, bert, gpt2, transformer
+from zoo.families import albert, bert, gpt2, t5, transformer
 from zoo.families.record import Family, PublicFormat
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (bert.FAMILY, gpt2.FAMILY, albert.FAMILY, transformer.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (bert.FAMILY, gpt2.FAMILY, albert.FAMILY, transformer.FAMILY, t5.FAMILY)}
 # config.json model_type -> the family written in that format
 PUBLIC_FORMATS: dict[str, Family] = {f.public.model_type: f for f in FAMILIES.values() if f.public is not None}
 
