@@ -437,3 +437,29 @@ def test_span_qa_record_whose_answer_is_not_in_its_context_is_an_error():
     with pytest.raises(ValueError, match="record 0: the answer 'a tuple' is not at character 3 of its context"):
         next(question_answering_batches([("q?", "returns a list", 3, "a tuple")], shipped_tokenizer(), batch_size=1,
                                         max_length=32))
+
+
+def test_t5_span_corruption_has_the_papers_statistics_and_input_plus_target_rebuild_the_text():
+    from train.data.pretraining import random_spans_noise_mask, span_corruption
+    rng = np.random.default_rng(0)
+    sentinels = [1000 - 1 - n for n in range(100)]  # <extra_id_n> from the end of the vocabulary
+    densities, span_lengths = [], []
+    for _ in range(200):
+        tokens = list(rng.integers(0, 900, 200))
+        mask = random_spans_noise_mask(len(tokens), rng, noise_density=0.15, mean_span_length=3.0)
+        starts = np.flatnonzero(mask & ~np.concatenate([[False], mask[:-1]]))
+        densities.append(mask.mean())
+        span_lengths.append(mask.sum() / len(starts))
+        assert not mask[0]  # the first span is kept
+        inputs, targets = span_corruption(tokens, mask, sentinels)
+        assert len(inputs) == len(tokens) - mask.sum() + len(starts) and len(targets) == mask.sum() + len(starts)
+        # rebuild: each sentinel of the input takes the tokens after the same sentinel in the target
+        spans, current = {}, None
+        for t in targets:
+            if t in sentinels:
+                current = spans.setdefault(t, [])
+            else:
+                current.append(t)
+        rebuilt = [t for i in inputs for t in (spans[i] if i in sentinels else [i])]
+        assert rebuilt == tokens
+    assert abs(np.mean(densities) - 0.15) < 0.005 and abs(np.mean(span_lengths) - 3.0) < 0.1
