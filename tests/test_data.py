@@ -12,6 +12,7 @@ from train.data import (IGNORE_INDEX, TfdsDocuments, TfdsPairs, TfdsRecords, alb
                         make_sentence_pairs, mask_tokens, maskable_positions, pack_documents, read_jsonl,
                         read_text_files, seq2seq_batches, shipped_documents, shipped_tokenizer, word_order_records)
 from train.data.corpus import CORPUS_FILE
+from train.data.loader import span_corruption_batches
 
 MASK, PAD, CLS, SEP = 4, 0, 3, 1
 SPECIAL = (PAD, SEP, 2, CLS, MASK)
@@ -216,7 +217,7 @@ def assert_same_batches(first, second):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-@pytest.mark.parametrize("recipe", ["bert", "albert", "gpt", "seq2seq"])
+@pytest.mark.parametrize("recipe", ["bert", "albert", "gpt", "seq2seq", "t5"])
 def test_resumed_iterator_continues_with_exactly_the_next_batch(recipe, tokenizer, documents):
     small = [d[:6] for d in documents[:12]]  # a few epochs within the batches taken, so epoch changes are resumed too
     make = {
@@ -226,6 +227,8 @@ def test_resumed_iterator_continues_with_exactly_the_next_batch(recipe, tokenize
         "gpt": lambda: causal_lm_batches(small, tokenizer, batch_size=4, max_length=48, seed=3),
         "seq2seq": lambda: seq2seq_batches(date_translation_pairs(20), tokenizer, batch_size=4,
                                            max_source_length=24, seed=3),
+        "t5": lambda: span_corruption_batches(small, tokenizer, batch_size=4, max_length=24, seed=3,
+                                              sentinel_ids=range(tokenizer.vocab_size - 1, 0, -1)),
     }[recipe]
     uninterrupted = make()
     expected = take(uninterrupted, 30)
@@ -463,3 +466,14 @@ def test_t5_span_corruption_has_the_papers_statistics_and_input_plus_target_rebu
         rebuilt = [t for i in inputs for t in (spans[i] if i in sentinels else [i])]
         assert rebuilt == tokens
     assert abs(np.mean(densities) - 0.15) < 0.005 and abs(np.mean(span_lengths) - 3.0) < 0.1
+
+
+def test_span_corruption_batches_hold_sentinels_in_source_and_target(tokenizer, documents):
+    sentinels = list(range(tokenizer.vocab_size - 1, tokenizer.vocab_size - 101, -1))
+    batch = next(span_corruption_batches(documents, tokenizer, batch_size=4, max_length=32, max_target_length=12,
+                                         sentinel_ids=sentinels))
+    assert batch["input_ids"].shape == (4, 32) and batch["labels"].shape == (4, 12)
+    for row, labels in zip(batch["input_ids"], batch["labels"]):
+        assert row[0] not in sentinels and sentinels[0] in row and labels[0] == sentinels[0]
+    shifted = batch["labels"][:, 1:] != IGNORE_INDEX  # the decoder reads the previous label
+    np.testing.assert_array_equal(batch["decoder_input_ids"][:, 1:][shifted], batch["labels"][:, :-1][shifted])

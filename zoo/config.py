@@ -47,7 +47,7 @@ class Config:
     # no position embedding, but a learned per-head bias on the attention logits indexed by the bucketed distance
     # key - query (bidirectional buckets in an encoder, causal ones in a decoder, none in cross-attention).
     position_embedding: str = "learned"
-    relative_attention_num_buckets: int = 32  # relative_bias: buckets of distances (half per direction if bidirectional)
+    relative_attention_num_buckets: int = 32  # relative_bias: distance buckets (half per direction if bidirectional)
     relative_attention_max_distance: int = 128  # relative_bias: distances beyond this share the last bucket
     # LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019, T5's T5LayerNorm): x / rms(x) * scale, no mean
     # subtraction and no bias.

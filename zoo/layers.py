@@ -173,7 +173,8 @@ class FeedForward(nn.Module):
         cfg = self.config
         if cfg.activation in GATES:
             gate = dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi_0")(x)
-            h = ACTIVATIONS[GATES[cfg.activation]](gate) * dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi_1")(x)
+            linear = dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi_1")(x)
+            h = ACTIVATIONS[GATES[cfg.activation]](gate) * linear
         else:
             h = ACTIVATIONS[cfg.activation](dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi")(x))
         h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP))
