@@ -129,6 +129,7 @@ def labels(task, inputs, seed=0, order_label="next_sentence_label"):
     masked = np.where((rng.random(ids.shape) < 0.5) & (mask == 1), ids, -100)  # MLM: ignored positions are -100
     return {
         None: {},
+        "encoder": {},  # an encoder-decoder's encoder alone (T5EncoderModel)
         "mlm": {"labels": masked},
         "pretraining": {"labels": masked, order_label: np.array([0, 1])},  # ALBERT: sentence_order_label
         "sequence_classification": {"labels": np.array([2, 0])},

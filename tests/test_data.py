@@ -13,6 +13,7 @@ from train.data import (IGNORE_INDEX, TfdsDocuments, TfdsPairs, TfdsRecords, alb
                         read_text_files, seq2seq_batches, shipped_documents, shipped_tokenizer, text_infilling,
                         text_infilling_batches, word_order_records)
 from train.data.corpus import CORPUS_FILE
+from train.data.loader import span_corruption_batches
 
 MASK, PAD, CLS, SEP = 4, 0, 3, 1
 SPECIAL = (PAD, SEP, 2, CLS, MASK)
@@ -217,7 +218,7 @@ def assert_same_batches(first, second):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-@pytest.mark.parametrize("recipe", ["bert", "albert", "gpt", "seq2seq", "text_infilling"])
+@pytest.mark.parametrize("recipe", ["bert", "albert", "gpt", "seq2seq", "text_infilling", "t5"])
 def test_resumed_iterator_continues_with_exactly_the_next_batch(recipe, tokenizer, documents):
     small = [d[:6] for d in documents[:12]]  # a few epochs within the batches taken, so epoch changes are resumed too
     make = {
@@ -228,6 +229,8 @@ def test_resumed_iterator_continues_with_exactly_the_next_batch(recipe, tokenize
         "seq2seq": lambda: seq2seq_batches(date_translation_pairs(20), tokenizer, batch_size=4,
                                            max_source_length=24, seed=3),
         "text_infilling": lambda: text_infilling_batches(small, tokenizer, batch_size=4, max_length=48, seed=3),
+        "t5": lambda: span_corruption_batches(small, tokenizer, batch_size=4, max_length=24, seed=3,
+                                              sentinel_ids=range(tokenizer.vocab_size - 1, 0, -1)),
     }[recipe]
     uninterrupted = make()
     expected = take(uninterrupted, 30)
@@ -306,7 +309,6 @@ def test_seq2seq_decoder_inputs_are_targets_shifted_right(tokenizer):
     assert (labels[np.arange(8), ends] == tokenizer.sep_id).all()  # targets end with EOS ([SEP] here)
     targets = {tokenizer.decode(row[row >= 0]).replace(" ", "") for row in labels}
     assert targets <= {target for _, target in pairs}
-
 
 
 def test_word_order_records_swap_two_words_of_half_the_sentences_and_split_by_document():
@@ -474,3 +476,40 @@ def test_text_infilling_batches_restore_the_original_text(tokenizer, documents):
         assert all(token in it for token in kept)  # the source's kept tokens are the target's, in order
         decoder = batch["decoder_input_ids"][row][batch["decoder_attention_mask"][row] == 1]
         np.testing.assert_array_equal(decoder, [SEP, *target[:-1]])  # BART's decoder starts from </s>
+
+
+def test_t5_span_corruption_has_the_papers_statistics_and_input_plus_target_rebuild_the_text():
+    from train.data.pretraining import random_spans_noise_mask, span_corruption
+    rng = np.random.default_rng(0)
+    sentinels = [1000 - 1 - n for n in range(100)]  # <extra_id_n> from the end of the vocabulary
+    densities, span_lengths = [], []
+    for _ in range(200):
+        tokens = list(rng.integers(0, 900, 200))
+        mask = random_spans_noise_mask(len(tokens), rng, noise_density=0.15, mean_span_length=3.0)
+        starts = np.flatnonzero(mask & ~np.concatenate([[False], mask[:-1]]))
+        densities.append(mask.mean())
+        span_lengths.append(mask.sum() / len(starts))
+        assert not mask[0]  # the first span is kept
+        inputs, targets = span_corruption(tokens, mask, sentinels)
+        assert len(inputs) == len(tokens) - mask.sum() + len(starts) and len(targets) == mask.sum() + len(starts)
+        # rebuild: each sentinel of the input takes the tokens after the same sentinel in the target
+        spans, current = {}, None
+        for t in targets:
+            if t in sentinels:
+                current = spans.setdefault(t, [])
+            else:
+                current.append(t)
+        rebuilt = [t for i in inputs for t in (spans[i] if i in sentinels else [i])]
+        assert rebuilt == tokens
+    assert abs(np.mean(densities) - 0.15) < 0.005 and abs(np.mean(span_lengths) - 3.0) < 0.1
+
+
+def test_span_corruption_batches_hold_sentinels_in_source_and_target(tokenizer, documents):
+    sentinels = list(range(tokenizer.vocab_size - 1, tokenizer.vocab_size - 101, -1))
+    batch = next(span_corruption_batches(documents, tokenizer, batch_size=4, max_length=32, max_target_length=12,
+                                         sentinel_ids=sentinels))
+    assert batch["input_ids"].shape == (4, 32) and batch["labels"].shape == (4, 12)
+    for row, labels in zip(batch["input_ids"], batch["labels"]):
+        assert row[0] not in sentinels and sentinels[0] in row and labels[0] == sentinels[0]
+    shifted = batch["labels"][:, 1:] != IGNORE_INDEX  # the decoder reads the previous label
+    np.testing.assert_array_equal(batch["decoder_input_ids"][:, 1:][shifted], batch["labels"][:, :-1][shifted])

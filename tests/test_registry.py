@@ -18,12 +18,26 @@ PUBLISHED = {
     "distilbert-base-uncased": 66_362_880,
     "bart-base": 139_420_416,  # BartModel on the meta device, from BartConfig with bart-base's sizes
     "bart-large": 406_291_456,  # BartModel from the default BartConfig (bart-large's)
+    # T5: transformers' T5Model built from the public configs on the meta device
+    "t5-small": 60_506_624,
+    "t5-base": 222_903_552,
+    "flan-t5-small": 60_511_616,
+    "flan-t5-base": 222_903_552,
 }
+# T5ForConditionalGeneration (v1.1 / Flan-T5 adds its untied lm_head) and T5EncoderModel
+T5_TASKS = {("t5-small", "seq2seq"): 60_506_624, ("flan-t5-small", "seq2seq"): 76_961_152,
+            ("flan-t5-base", "seq2seq"): 247_577_856, ("t5-small", "encoder"): 35_330_816,
+            ("t5-base", "encoder"): 109_628_544, ("flan-t5-small", "encoder"): 35_332_800}
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_public_preset_parameter_count_equals_published(name):
     assert zoo.param_count(zoo.create(name)) == PUBLISHED[name]
+
+
+@pytest.mark.parametrize("name, task", sorted(T5_TASKS))
+def test_t5_task_parameter_counts_equal_transformers(name, task):
+    assert zoo.param_count(zoo.create(name, task=task)) == T5_TASKS[name, task]
 
 
 # transformers' counts of the task architectures (num_parameters(), the tied decoder counted once): only the bare

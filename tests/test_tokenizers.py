@@ -359,3 +359,34 @@ def test_saved_roberta_tokenizer_loads_back_with_the_same_ids_and_no_token_types
     assert again.special_tokens == ours.special_tokens and not again.has_token_types
     for text in ROBERTA_TEXTS:
         assert again.encode_pair(text, "the fox") == ours.encode_pair(text, "the fox"), text
+
+
+@pytest.fixture(scope="module")
+def t5_folder(tmp_path_factory, lines):
+    """A spiece.model in T5's layout (<pad> 0, </s> 1, <unk> 2) and a config.json that says t5."""
+    folder = tmp_path_factory.mktemp("t5")
+    zt.train_sentencepiece(lines, folder / "spiece", vocab_size=600, character_coverage=1.0,
+                           user_defined_symbols=(), unk_id=2, eos_id=1)
+    (folder / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    return folder
+
+
+T5_SENTENCES = SENTENCES[:6] + ["The <extra_id_0> fox <extra_id_1> dog.<extra_id_99>", "<extra_id_7>"]
+
+
+def test_t5_sentencepiece_ids_and_sentinels_equal_transformers_t5_tokenizer(transformers, t5_folder):
+    reference = transformers.T5Tokenizer.from_pretrained(str(t5_folder))
+    ours = zt.from_pretrained(t5_folder)
+    assert isinstance(ours, zt.SentencePieceTokenizer) and ours.template == "eos" and ours.extra_ids == 100
+    assert ours.vocab_size == len(reference) == 700
+    for n in (0, 1, 99):  # sentinels count from the end of the vocabulary
+        assert ours.token_to_id(f"<extra_id_{n}>") == reference.convert_tokens_to_ids(f"<extra_id_{n}>") == 699 - n
+        assert ours.id_to_token(699 - n) == f"<extra_id_{n}>"
+    for text in T5_SENTENCES:
+        ids = ours.encode(text)
+        assert ids == reference(text)["input_ids"], text  # </s> appended, no bos
+        assert ids[-1] == ours.special_tokens["eos"]
+        if ours.special_tokens["unk"] not in ids:  # a skipped <unk> leaves its spaces differently
+            assert ours.decode(ids) == reference.decode(ids, skip_special_tokens=True), text
+    assert ours.decode(ours.encode(T5_SENTENCES[-2]), skip_special_tokens=False) == \
+        "The <extra_id_0> fox <extra_id_1> dog. <extra_id_99>"

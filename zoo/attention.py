@@ -32,16 +32,23 @@ from zoo.config import Config
 from zoo.masks import AttentionMask
 
 
-def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None):
-    """Softmax(q k^T / sqrt(d)) v with [batch, length, heads, head_dim] inputs; logits and softmax in float32.
+def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None, bias=None, scale: bool = True):
+    """Softmax(q k^T / sqrt(d) + bias) v with [batch, length, heads, head_dim] inputs; logits and softmax in float32.
+
+    `bias`: [batch or 1, heads, queries, keys] added to the logits (T5's relative positions); `scale=False` drops the
+    1/sqrt(d) (T5 folds it into the weights).
 
     Without dropout this is `jax.nn.dot_product_attention`, which a GPU backend may lower to a fused kernel. Attention
     dropout needs the probabilities, so that path spells the same computation out.
     """
+    factor = 1.0 / math.sqrt(query.shape[-1]) if scale else 1.0
     if dropout is None:
-        return jax.nn.dot_product_attention(query, key, value, mask=mask)
+        return jax.nn.dot_product_attention(query, key, value, bias=None if bias is None else bias.astype(query.dtype),
+                                            mask=mask, scale=factor)
     logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
-    logits = logits * (1.0 / math.sqrt(query.shape[-1]))
+    logits = logits * factor
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
     if mask is not None:
         logits = jnp.where(mask, logits, 0.7 * jnp.finfo(jnp.float32).min)
     probs = dropout(jax.nn.softmax(logits, axis=-1))
@@ -67,7 +74,8 @@ def xla_attention(query, key, value, mask: AttentionMask, cfg: Config, *, dropou
     dense_mask = mask.dense(query_length, key_length)
     if sparse:  # KV-cache decoding: a few queries over the cache, where a dense mask of the pattern is cheapest
         dense_mask &= pattern_mask(cfg, *mask.positions(query_length, key_length), mask.causal)[None, None]
-    return dot_product_attention(query, key, value, dense_mask, dropout=dropout)
+    return dot_product_attention(query, key, value, dense_mask, dropout=dropout, bias=mask.bias,
+                                 scale=cfg.attention_scale)
 
 
 def cudnn_attention(query, key, value, mask: AttentionMask, cfg: Config, *, sparse: bool):

@@ -12,11 +12,12 @@ from typing import Any
 
 import jax.numpy as jnp
 
-POSITION_EMBEDDINGS = ("learned", "sinusoidal")
+POSITION_EMBEDDINGS = ("learned", "sinusoidal", "relative_bias")
+NORMS = ("layer", "rms")
 NORM_POSITIONS = ("pre", "post")
 ATTENTIONS = ("dense", "sliding_window", "block_sparse")
 ATTENTION_KERNELS = ("xla", "cudnn")
-ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swish")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swish", "gated_gelu", "gated_silu")
 POOLINGS = ("cls", "mean", "max", "mean_max", "none")
 POOLER_ACTIVATIONS = ("tanh", "relu")
 REMAT_POLICIES = ("none", "full", "dots")
@@ -36,12 +37,16 @@ class Config:
     num_layers: int = 12
     num_decoder_layers: int = 0  # encoder-decoder only
     num_heads: int = 12
+    attention_head_dim: int | None = None  # width of one head; None means hidden_size // num_heads (T5's d_kv)
     intermediate_size: int = 3072
     max_length: int = 512  # size of the position table: the longest sequence the model accepts
     embedding_size: int | None = None  # ALBERT's factorized embedding; None means hidden_size
     type_vocab_size: int = 0  # BERT's segment A/B embedding; 0 means none
     num_labels: int = 2  # classification and token-tagging heads
 
+    # learned or sinusoidal absolute positions added to the embeddings; or "relative_bias" (T5, Raffel et al. 2020):
+    # no position embedding, but a learned per-head bias on the attention logits indexed by the bucketed distance
+    # key - query (bidirectional buckets in an encoder, causal ones in a decoder, none in cross-attention).
     position_embedding: str = "learned"
     # RoBERTa's positions (fairseq's): only real tokens are counted, from past the padding index, so a pad token sits at
     # position pad_token_id and the real ones at pad_token_id + 1, + 2, ...; RoBERTa's 514 positions hold 512 tokens.
@@ -49,6 +54,11 @@ class Config:
     # BART's learned positions (BartLearnedPositionalEmbedding): position p reads row p + position_offset of the table,
     # whose first rows no token uses; BART's 1026 rows hold 1024 tokens. Any stack, decoders and caches included.
     position_offset: int = 0
+    relative_attention_num_buckets: int = 32  # relative_bias: distance buckets (half per direction if bidirectional)
+    relative_attention_max_distance: int = 128  # relative_bias: distances beyond this share the last bucket
+    # LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019, T5's T5LayerNorm): x / rms(x) * scale, no mean
+    # subtraction and no bias.
+    norm: str = "layer"
     norm_position: str = "post"  # post-LN as in BERT and Vaswani et al.; pre-LN as in GPT-2
     embedding_norm: bool = False  # LayerNorm over the summed embeddings (BERT, ALBERT)
     final_norm: bool = False  # LayerNorm after the last layer (pre-LN models)
@@ -67,11 +77,18 @@ class Config:
     # attention on an NVIDIA GPU, for dense attention and a causal sliding window (see zoo.attention.cudnn_attention).
     attention_kernel: str = "xla"
     share_layers: bool = False  # ALBERT: one set of layer weights applied num_layers times
+    # The feed-forward's activation; "gated_*" is a gated linear unit (Shazeer 2020, "GLU Variants Improve
+    # Transformer"): act(x W_0) * (x W_1) then W_o. gated_gelu is T5 v1.1 / Flan-T5's (tanh gelu), gated_silu SwiGLU.
     activation: str = "gelu"
+    use_bias: bool = True  # biases on the attention and feed-forward projections; T5 has none (Raffel et al. 2020)
+    # Scale attention logits by 1/sqrt(head_dim) (Vaswani et al.); T5 folds the scale into its weight initialisation.
+    attention_scale: bool = True
     pooling: str = "cls"  # sentence representation: [CLS] with tanh dense, mask-aware mean / max / both, or none
     pooler_activation: str = "tanh"  # after the [CLS] dense: tanh (BERT, RoBERTa) or relu (DistilBERT's pre_classifier)
     bare_model_pooler: bool = True  # the bare model pools (BertModel); DistilBertModel has none, only its classifier
     tie_word_embeddings: bool = True  # output projection shares the input embedding matrix
+    # T5 (Raffel et al. 2020): with a tied output projection, the decoder output is multiplied by hidden_size**-0.5.
+    scale_tied_logits: bool = False
     lm_head_bias: bool = False  # a bias on the tied output projection (MLM heads always have one)
 
     dropout_rate: float = 0.1
@@ -98,6 +115,7 @@ class Config:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not a dtype") from e
         _check_choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         _check_choice("norm_position", self.norm_position, NORM_POSITIONS)
+        _check_choice("norm", self.norm, NORMS)
         _check_choice("attention", self.attention, ATTENTIONS)
         _check_choice("attention_kernel", self.attention_kernel, ATTENTION_KERNELS)
         _check_choice("activation", self.activation, ACTIVATIONS)
@@ -111,13 +129,15 @@ class Config:
         for name in ("num_decoder_layers", "type_vocab_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("window", "block_size"):
+        for name in ("window", "block_size", "relative_attention_num_buckets", "relative_attention_max_distance"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("global_tokens", "num_random_blocks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.hidden_size % self.num_heads:
+        if self.attention_head_dim is not None and self.attention_head_dim < 1:
+            raise ValueError(f"attention_head_dim must be positive, got {self.attention_head_dim}")
+        if self.attention_head_dim is None and self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.position_embedding == "sinusoidal" and self.hidden_size % 2:
             raise ValueError(f"sinusoidal positions need an even hidden_size, got {self.hidden_size}")
@@ -125,6 +145,11 @@ class Config:
             rate = getattr(self, name)
             if rate is not None and not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        if self.position_embedding == "relative_bias" and self.attention != "dense":
+            raise ValueError(f"position_embedding='relative_bias' adds a bias to dense attention logits; "
+                             f"attention={self.attention!r} is not dense")
+        if self.scale_tied_logits and not self.tie_word_embeddings:
+            raise ValueError("scale_tied_logits rescales a tied output projection: it needs tie_word_embeddings=True")
         if self.attention_kernel == "cudnn":
             self._check_cudnn()
         if not 0 <= self.pad_token_id < self.vocab_size:
@@ -171,6 +196,8 @@ class Config:
                             f"{self.attention_dropout_rate}")
         if self.attention == "block_sparse":
             problems.append("it has no block-sparse pattern")
+        if self.position_embedding == "relative_bias" or not self.attention_scale:
+            problems.append("it takes no relative position bias and always scales by 1/sqrt(head_dim)")
         if self.attention == "sliding_window" and not (self.causal and not self.is_encoder_decoder):
             problems.append("its sliding window looks left only, so it fits a causal decoder-only model "
                             "(causal=True), not a bidirectional one")
@@ -193,7 +220,7 @@ class Config:
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.hidden_size // self.num_heads if self.attention_head_dim is None else self.attention_head_dim
 
     @property
     def is_encoder_decoder(self) -> bool:

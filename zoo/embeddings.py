@@ -62,9 +62,9 @@ class Embeddings(nn.Module):
                 embedding_init=nn.with_logical_partitioning(
                     nn.initializers.normal(cfg.initializer_range), (None, EMBED)),
                 name="position_embedding")(position_ids + cfg.position_offset)
-        else:
+        elif cfg.position_embedding == "sinusoidal":
             table = jnp.asarray(sinusoidal_positions(cfg.max_length, cfg.embedding_dim), cfg.dtype)
-            x = x + table[position_ids]
+            x = x + table[position_ids]  # "relative_bias" adds nothing here: see zoo.layers.RelativePositionBias
         if cfg.type_vocab_size:
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)
@@ -79,3 +79,4 @@ class Embeddings(nn.Module):
         if cfg.embedding_dim != cfg.hidden_size:  # ALBERT: a small vocabulary table, projected up once
             x = dense(cfg, cfg.hidden_size, (None, EMBED), name="projection")(x)
         return nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
+

@@ -52,6 +52,8 @@ class LMHead(nn.Module):
     def __call__(self, x):
         cfg = self.config
         if cfg.tie_word_embeddings:
+            if cfg.scale_tied_logits:  # T5
+                x = x * cfg.hidden_size ** -0.5
             logits = self.tokens.attend(x)
         else:
             kernel_init = nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), (EMBED, VOCAB))

@@ -7,6 +7,7 @@ by rules; nothing here knows about devices.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -24,10 +25,12 @@ ACTIVATIONS = {
     "relu": jax.nn.relu,
     "swish": jax.nn.silu,
 }
+# A gated linear unit (Shazeer 2020) is the gate's activation times a linear branch: each gated name says which.
+GATES = {"gated_gelu": "gelu_tanh", "gated_silu": "swish"}  # T5 v1.1 / Flan-T5 ("gelu_new"); SwiGLU (Llama)
 
 
 class DenseGeneral(nn.Module):
-    """x contracted over `axis` with a kernel [*x.shape[axis], *features], plus a bias [*features].
+    """x contracted over `axis` with a kernel [*x.shape[axis], *features], plus a bias [*features] if `use_bias`.
 
     Flax's DenseGeneral initialises a flat kernel and reshapes it, which breaks its own logical sharding
     constraint under a mesh; this one creates the kernel in its real shape.
@@ -45,12 +48,14 @@ class DenseGeneral(nn.Module):
         init = nn.initializers.normal(cfg.initializer_range)
         kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_axes),
                             tuple(x.shape[a] for a in axis) + self.features, cfg.param_dtype)
+        x, kernel = x.astype(cfg.dtype), kernel.astype(cfg.dtype)
+        y = jax.lax.dot_general(x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
+        if not cfg.use_bias:  # T5
+            return y
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
                                                                self.kernel_axes[len(axis):]),
                           self.features, cfg.param_dtype)
-        x, kernel, bias = x.astype(cfg.dtype), kernel.astype(cfg.dtype), bias.astype(cfg.dtype)
-        y = jax.lax.dot_general(x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
-        return y + bias
+        return y + bias.astype(cfg.dtype)
 
 
 def dense(cfg: Config, features: int | Sequence[int], kernel_axes: tuple, *, axis=-1, name: str) -> DenseGeneral:
@@ -60,7 +65,27 @@ def dense(cfg: Config, features: int | Sequence[int], kernel_axes: tuple, *, axi
     return DenseGeneral(features, axis, kernel_axes, cfg, name=name)
 
 
-def layer_norm(cfg: Config, name: str, axis_name: str = EMBED) -> nn.LayerNorm:
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * scale over the last axis (Zhang & Sennrich 2019; T5's T5LayerNorm): no mean
+    subtraction, no bias; statistics in float32 whatever the compute dtype."""
+
+    config: Config
+    axis_name: str = EMBED
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, (self.axis_name,)),
+                           (x.shape[-1],), cfg.param_dtype)
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + cfg.layer_norm_eps)
+        return x32.astype(cfg.dtype) * scale.astype(cfg.dtype)
+
+
+def layer_norm(cfg: Config, name: str, axis_name: str = EMBED) -> nn.Module:
+    """`cfg.norm`'s normalisation: LayerNorm or RMSNorm. Both keep their statistics in float32."""
+    if cfg.norm == "rms":
+        return RMSNorm(cfg, axis_name, name=name)
     # Statistics in float32 whatever the compute dtype: bf16 means and variances lose the small differences.
     return nn.LayerNorm(
         epsilon=cfg.layer_norm_eps,
@@ -139,13 +164,19 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
+    """wo(act(wi x)); for a gated activation wo(act(wi_0 x) * wi_1 x)."""
+
     config: Config
 
     @nn.compact
     def __call__(self, x, *, deterministic: bool):
         cfg = self.config
-        h = dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi")(x)
-        h = ACTIVATIONS[cfg.activation](h)
+        if cfg.activation in GATES:
+            gate = dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi_0")(x)
+            linear = dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi_1")(x)
+            h = ACTIVATIONS[GATES[cfg.activation]](gate) * linear
+        else:
+            h = ACTIVATIONS[cfg.activation](dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi")(x))
         h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP))
         return dense(cfg, cfg.hidden_size, (MLP, EMBED), name="wo")(h)
 
@@ -180,6 +211,45 @@ class TransformerLayer(nn.Module):
         return norm(x + dropout(sublayer(x)))  # BERT, Vaswani et al.: normalise after the sum
 
 
+def relative_position_bucket(relative_position, *, bidirectional: bool, num_buckets: int, max_distance: int):
+    """T5's bucket (Raffel et al. 2020) of `relative_position` = key - query: exact for small distances, then
+    logarithmic up to `max_distance`; bidirectional buckets keep half for keys after the query, causal ones map keys
+    after the query to bucket 0."""
+    buckets = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).astype(relative_position.dtype) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    log_ratio = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(relative_position.dtype)
+    large = jnp.minimum(large, num_buckets - 1)
+    return buckets + jnp.where(distance < max_exact, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+    """[1, heads, queries, keys] bias of `position_embedding="relative_bias"`: a learned [buckets, heads] table read at
+    the bucket of each key - query distance. A stack builds it once from its mask's positions (in KV-cache decoding
+    the queries' positions follow the cache) and every layer adds it to its self-attention logits."""
+
+    config: Config
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, query_positions, key_positions):
+        cfg = self.config
+        table = self.param("embedding", nn.with_logical_partitioning(
+            nn.initializers.normal(cfg.initializer_range), (None, HEADS)),
+            (cfg.relative_attention_num_buckets, cfg.num_heads), cfg.param_dtype)
+        buckets = relative_position_bucket(key_positions[None, :] - query_positions[:, None],
+                                           bidirectional=self.bidirectional,
+                                           num_buckets=cfg.relative_attention_num_buckets,
+                                           max_distance=cfg.relative_attention_max_distance)
+        return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(jnp.float32)
+
+
 class LayerStack(nn.Module):
     """`num_layers` TransformerLayers: unrolled, scanned (`scan_layers`), or one shared layer (`share_layers`)."""
 
@@ -191,6 +261,11 @@ class LayerStack(nn.Module):
     def __call__(self, x, mask, encoded=None, cross_mask=None, cache_slots=None, *, deterministic: bool,
                  decode: bool = False):
         cfg = self.config
+        if cfg.position_embedding == "relative_bias":  # built once here, shared by every layer's self-attention
+            length = x.shape[1]
+            bias = RelativePositionBias(cfg, bidirectional=not mask.causal, name="relative_position_bias")(
+                *mask.positions(length, length))
+            mask = mask.replace(bias=bias)
         layer = TransformerLayer
         if cfg.remat != "none":
             policy = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}[cfg.remat]

@@ -27,6 +27,8 @@ class AttentionMask:
         0, 1, ...; they differ only in KV-cache decoding, where the queries follow the cache and a cache slot holds
         whichever earlier position was written there.
       causal: a query sees only keys at positions <= its own.
+      bias: [1, heads, queries, keys] float added to the attention logits (T5's relative position bias, built once
+        per stack by `zoo.layers.RelativePositionBias`); None: no bias.
     """
 
     key_mask: Optional[jax.Array] = None
@@ -34,6 +36,7 @@ class AttentionMask:
     key_segment_ids: Optional[jax.Array] = None
     query_positions: Optional[jax.Array] = None
     key_positions: Optional[jax.Array] = None
+    bias: Optional[jax.Array] = None
     causal: bool = flax.struct.field(pytree_node=False, default=False)
 
     @classmethod

@@ -150,6 +150,9 @@ class Transformer(nn.Module):
         return ModelOutput(last_hidden_state=x, pooled_output=pooled, **outputs)
 
 
+ENCODER_ONLY = "encoder"  # the encoder stack of an encoder-decoder alone, in its layout (T5EncoderModel)
+
+
 def shift_tokens_right(input_ids, decoder_start_token_id: int):
     """BART's decoder inputs made from its inputs: decoder_start_token_id, then input_ids less their last token."""
     start = jnp.full((input_ids.shape[0], 1), decoder_start_token_id, input_ids.dtype)
@@ -158,6 +161,9 @@ def shift_tokens_right(input_ids, decoder_start_token_id: int):
 
 class EncoderDecoderTransformer(nn.Module):
     """Vaswani et al.'s encoder-decoder with one token embedding shared by both stacks and the output projection.
+
+    `task="encoder"` is its encoder stack alone (`__call__(input_ids, attention_mask=...)`), with the same parameter
+    names, so an encoder-only checkpoint (T5EncoderModel) is the encoder-decoder's without the decoder.
 
     `__call__(input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None)` runs both stacks;
     `decoder_input_ids=None` means BART's: `shift_tokens_right(input_ids)`, with no decoder padding mask (a ValueError
@@ -187,12 +193,16 @@ class EncoderDecoderTransformer(nn.Module):
 
     def __call__(self, input_ids, decoder_input_ids=None, attention_mask=None, decoder_attention_mask=None, *,
                  deterministic: bool = True):
+        encoded = self.encode(input_ids, attention_mask, deterministic=deterministic)
+        if self.task == ENCODER_ONLY:
+            if decoder_input_ids is not None:
+                raise ValueError(f"task={ENCODER_ONLY!r} runs the encoder stack only: it takes no decoder_input_ids")
+            return ModelOutput(last_hidden_state=encoded)
         if decoder_input_ids is None:
             if self.config.decoder_start_token_id is None:
                 raise ValueError("decoder_input_ids=None shifts input_ids right after decoder_start_token_id, which "
-                                 "this config does not have")
+                                 "this config does not have (or use task='encoder' for the encoder alone)")
             decoder_input_ids = shift_tokens_right(input_ids, self.config.decoder_start_token_id)
-        encoded = self.encode(input_ids, attention_mask, deterministic=deterministic)
         out = self.decode(decoder_input_ids, encoded, attention_mask, decoder_attention_mask,
                           deterministic=deterministic)
         if self.task == "sequence_classification":

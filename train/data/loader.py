@@ -32,7 +32,8 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from train.data.pretraining import (IGNORE_INDEX, make_sentence_pairs, make_seq2seq_example, mask_tokens,
-                                    maskable_positions, pack_rows, text_infilling)
+                                    maskable_positions, pack_rows, random_spans_noise_mask, span_corruption,
+                                    text_infilling)
 from train.data.sources import check_not_empty
 
 Batch = dict[str, np.ndarray]
@@ -200,6 +201,60 @@ class TextInfillingRecipe:
                                      max_target_length=self.max_length, eos_id=self.eos_id, pad_id=self.pad_id,
                                      decoder_start_id=self.eos_id)
                 for piece in (tokens[i:i + size] for i in range(0, len(tokens), size))]
+
+    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
+        return stack(examples)
+
+
+class SpanCorruptionRecipe:
+    """T5's span-corruption rows (Raffel et al. 2020): each document's tokens cut into chunks that, with their
+    dropped spans (`random_spans_noise_mask`) turned into sentinels, fill `max_length` source tokens; the target is
+    the sentinels and their spans. `sentinel_ids`: <extra_id_0>, <extra_id_1>, ... (default: the tokenizer's)."""
+
+    def __init__(self, tokenizer, max_length: int, max_target_length: Optional[int] = None, *,
+                 noise_density: float = 0.15, mean_span_length: float = 3.0,
+                 sentinel_ids: Optional[Sequence[int]] = None):
+        if sentinel_ids is None:
+            sentinel_ids = [tokenizer.token_to_id(f"<extra_id_{n}>") for n in range(100)]
+            if None in sentinel_ids:
+                raise ValueError("span corruption needs T5's sentinels <extra_id_0..99>, which the tokenizer lacks: "
+                                 "use a T5 tokenizer or pass sentinel_ids")
+        self.tokenizer, self.sentinel_ids = tokenizer, list(sentinel_ids)
+        self.noise_density, self.mean_span_length = noise_density, mean_span_length
+        self.max_length, self.max_target_length = max_length, max_target_length or max_length
+        self.eos_id = end_of_text_id(tokenizer)
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        self.chunk_length = self._chunk_length()
+
+    def _chunk_length(self) -> int:
+        """The most raw tokens whose corrupted input and target (each with EOS) fit the lengths."""
+        best = 0
+        for length in range(2, 4 * self.max_length):
+            noise = min(max(int(round(length * self.noise_density)), 1), length - 1)
+            spans = max(int(round(noise / self.mean_span_length)), 1)
+            if length - noise + spans + 1 <= self.max_length and noise + spans + 1 <= self.max_target_length:
+                best = length
+        if best < 2:
+            raise ValueError(f"max_length={self.max_length} is too small for span corruption")
+        return best
+
+    def examples(self, documents: TokenizedDocuments, index: int, rng: np.random.Generator) -> list[dict]:
+        sentences = documents[index]
+        if not sentences:
+            return []
+        tokens = np.concatenate(sentences).astype(np.int32)
+        examples = []
+        for start in range(0, len(tokens) - 1, self.chunk_length):
+            chunk = tokens[start:start + self.chunk_length]
+            if len(chunk) < 2:
+                continue
+            mask = random_spans_noise_mask(len(chunk), rng, noise_density=self.noise_density,
+                                           mean_span_length=self.mean_span_length)
+            source, target = span_corruption(chunk.tolist(), mask, self.sentinel_ids)
+            examples.append(make_seq2seq_example(source, target, max_source_length=self.max_length,
+                                                 max_target_length=self.max_target_length, eos_id=self.eos_id,
+                                                 pad_id=self.pad_id))
+        return examples
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
         return stack(examples)
@@ -420,6 +475,14 @@ def text_infilling_batches(documents: Sequence, tokenizer, *, batch_size: int, m
                            mask_ratio: float = 0.3, poisson_lambda: float = 3.0, **options) -> Batches:
     """BART's denoising batches (see `TextInfillingRecipe`): encoder-decoder inputs and the original as `labels`."""
     recipe = TextInfillingRecipe(tokenizer, max_length, mask_ratio=mask_ratio, poisson_lambda=poisson_lambda)
+    return Batches(documents, recipe, batch_size=batch_size, seed=seed, **options)
+
+
+def span_corruption_batches(documents: Sequence, tokenizer, *, batch_size: int, max_length: int = 128,
+                            max_target_length: Optional[int] = None, seed: int = 0,
+                            sentinel_ids: Optional[Sequence[int]] = None, **options) -> Batches:
+    """T5 pre-training batches: span-corrupted documents as encoder-decoder rows (see `SpanCorruptionRecipe`)."""
+    recipe = SpanCorruptionRecipe(tokenizer, max_length, max_target_length, sentinel_ids=sentinel_ids)
     return Batches(documents, recipe, batch_size=batch_size, seed=seed, **options)
 
 

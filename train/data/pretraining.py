@@ -9,6 +9,10 @@
 - `make_seq2seq_example`: source/target pairs; decoder inputs are the targets shifted right.
 - `text_infilling`: BART's noise (Poisson(3) spans over 30% of the tokens, each replaced by one mask token).
 
+
+- `random_spans_noise_mask`, `span_corruption`: T5's span corruption (15% of the tokens in spans of mean length 3;
+  each dropped span a sentinel in the input, the target the sentinels followed by their spans).
+
 Label convention: every label array holds the target id where there is one and `IGNORE_INDEX` (-100, as in
 `transformers`) where nothing is predicted.
 """
@@ -279,3 +283,43 @@ def text_infilling(tokens: Sequence[int], rng: np.random.Generator, *, mask_id: 
     covered[is_span] = lengths
     first = np.cumsum(covered) - covered  # the first original token each item stands for
     return np.where(is_span, mask_id, tokens[np.minimum(first, len(tokens) - 1)]).astype(tokens.dtype)
+
+
+def random_spans_noise_mask(length: int, rng: np.random.Generator, *, noise_density: float = 0.15,
+                            mean_span_length: float = 3.0) -> np.ndarray:
+    """[length] bool, True at the tokens T5's span corruption drops (Raffel et al. 2020, section 3.1.4): about
+    `noise_density` of them, in round(noise / mean_span_length) spans alternating with kept spans, the first kept.
+
+    Span lengths are a random segmentation of the noise (and of the kept tokens) into that many non-empty spans, as
+    in T5's `random_spans_noise_mask`.
+    """
+    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_spans = max(int(round(num_noise / mean_span_length)), 1)
+
+    def segment(num_items: int) -> np.ndarray:  # num_spans positive lengths that sum to num_items
+        cuts = np.sort(rng.choice(np.arange(1, num_items), num_spans - 1, replace=False))
+        return np.diff(np.concatenate([[0], cuts, [num_items]]))
+
+    noise, kept = segment(num_noise), segment(length - num_noise)
+    mask = np.zeros(length, bool)
+    start = 0
+    for keep, drop in zip(kept, noise):
+        mask[start + keep:start + keep + drop] = True
+        start += keep + drop
+    return mask
+
+
+def span_corruption(tokens: Sequence[int], noise_mask: np.ndarray, sentinel_ids: Sequence[int]) -> tuple[list, list]:
+    """(input, target) of T5's span corruption: each dropped span becomes one sentinel in the input; the target is
+    each sentinel followed by the span it replaced (T5: <extra_id_0> is the first sentinel). Needs as many sentinels
+    as spans."""
+    inputs, targets, span = [], [], -1
+    for i, (token, dropped) in enumerate(zip(tokens, noise_mask)):
+        if dropped and (i == 0 or not noise_mask[i - 1]):
+            span += 1
+            if span >= len(sentinel_ids):
+                raise ValueError(f"{span + 1} noise spans but only {len(sentinel_ids)} sentinels")
+            inputs.append(sentinel_ids[span])
+            targets.append(sentinel_ids[span])
+        (targets if dropped else inputs).append(token)
+    return inputs, targets

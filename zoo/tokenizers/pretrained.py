@@ -21,7 +21,9 @@ MODEL_OF_TOKENIZER_CLASS = {
     "GPT2Tokenizer": "gpt2", "GPT2TokenizerFast": "gpt2",
     "RobertaTokenizer": "roberta", "RobertaTokenizerFast": "roberta",
     "BartTokenizer": "bart", "BartTokenizerFast": "bart",
+    "T5Tokenizer": "t5", "T5TokenizerFast": "t5",
 }
+T5_EXTRA_IDS = 100  # T5's sentinels <extra_id_0..99>, at the end of the vocabulary
 
 
 def read_tokenizer_config(folder: pathlib.Path) -> dict:
@@ -63,7 +65,8 @@ def from_pretrained(folder: PathLike) -> Union[Tokenizer, TranslationTokenizers]
 
     `source.spm` + `target.spm` (Marian) > `tokenizer.json` > `vocab.json` + `merges.txt` (GPT-2's byte-level BPE,
     or RoBERTa's when the folder says roberta: see `BYTE_LEVEL_BPE_OF_MODEL`) > `vocab.txt` (BERT WordPiece) >
-    `spiece.model` or another single `*.model` (SentencePiece; ALBERT's when it has [CLS]).
+    `spiece.model` or another single `*.model` (SentencePiece; ALBERT's when it has [CLS]; T5's, A </s> with its
+    `extra_ids` sentinels, when the folder says t5).
     `tokenizer_config.json` / `special_tokens_map.json` give special tokens and `do_lower_case` when present.
 
     Raises:
@@ -88,13 +91,18 @@ def from_pretrained(folder: PathLike) -> Union[Tokenizer, TranslationTokenizers]
                          strip_accents=config.get("strip_accents"), special_tokens=specials or None)
     models = [folder / "spiece.model"] if has("spiece.model") else sorted(folder.glob("*.model"))
     if len(models) == 1:
+        if model_type_of(folder, config) == "t5":
+            return SentencePieceTokenizer(models[0], template="eos", special_tokens=specials or None,
+                                          extra_ids=config.get("extra_ids", T5_EXTRA_IDS))
         albert_like = config.get("do_lower_case", None)
-        sp = SentencePieceTokenizer(models[0], template=config.get("template"))
+        sp = SentencePieceTokenizer(models[0], template=config.get("template"),
+                                    extra_ids=config.get("extra_ids", 0))
         lower = albert_like if albert_like is not None else sp.template == "bert"
         strip = config.get("strip_accents", not config.get("keep_accents", False) and sp.template == "bert")
         return SentencePieceTokenizer(models[0], template=sp.template, lower_case=bool(lower),
                                       strip_accents=bool(strip),
-                                      albert_quotes=config.get("albert_quotes", sp.template == "bert"))
+                                      albert_quotes=config.get("albert_quotes", sp.template == "bert"),
+                                      extra_ids=sp.extra_ids)
     found = sorted(p.name for p in folder.iterdir())
     raise FileNotFoundError(f"no tokenizer in {folder}: expected one of source.spm+target.spm, tokenizer.json, "
                             f"vocab.json+merges.txt, vocab.txt, spiece.model (found {found})")

@@ -1,5 +1,5 @@
-"""Tokenizers that run on `sentencepiece`: ALBERT's `spiece.model`, Marian's `source.spm`/`target.spm` pair, or a
-model trained here with `train_sentencepiece`."""
+"""Tokenizers that run on `sentencepiece`: ALBERT's and T5's `spiece.model`, Marian's `source.spm`/`target.spm`
+pair, or a model trained here with `train_sentencepiece`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from zoo.tokenizers.interface import (PathLike, Tokenizer, TranslationTokenizers
 
 # Marian's roles are tokens of its vocab.json, whose ids both SentencePiece models share (their own ids differ)
 MARIAN_SPECIALS = {"pad": "<pad>", "unk": "<unk>", "bos": "<s>", "eos": "</s>", "mask": "<mask>"}
+SENTINEL = re.compile(r"<extra_id_(\d+)>")  # T5's span-corruption sentinels
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -24,6 +25,8 @@ class SentencePieceTokenizer(Tokenizer):
       lower_case, strip_accents: text normalization before SentencePiece (ALBERT lower-cases and strips accents).
       albert_quotes: ALBERT's preprocessing: collapse white space and turn `` and '' into ".
       vocab: optional piece -> id mapping that replaces the model's own ids (Marian's `vocab.json`).
+      extra_ids: T5's sentinels <extra_id_0> ... <extra_id_{n-1}>, ids after the model's pieces counted from the end
+        of the vocabulary (<extra_id_0> is the last id), as transformers' T5Tokenizer numbers them.
       special_tokens: optional role -> piece; without it the roles are the model's (its pad, unk, bos and eos ids,
         and the pieces [CLS], [SEP], [MASK] or <mask>, <pad> or [PAD], </s>). A piece that is not in the
         vocabulary has no role.
@@ -34,7 +37,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     def __init__(self, model_file: PathLike, *, template: Optional[str] = None, lower_case: bool = False,
                  strip_accents: bool = False, albert_quotes: bool = False, vocab: Optional[dict[str, int]] = None,
-                 special_tokens: Optional[dict[str, str]] = None):
+                 special_tokens: Optional[dict[str, str]] = None, extra_ids: int = 0):
         import sentencepiece as spm
 
         self.model_file = pathlib.Path(model_file)
@@ -47,6 +50,8 @@ class SentencePieceTokenizer(Tokenizer):
             raise ValueError(f"{model_file}: not a SentencePiece model ({e})") from None
         self.lower_case, self.strip_accents, self.albert_quotes = lower_case, strip_accents, albert_quotes
         self._vocab = vocab
+        self.extra_ids = extra_ids
+        self._pieces = len(vocab) if vocab is not None else self.sp.get_piece_size()  # ids below the sentinels
         self._id_to_piece = None if vocab is None else {i: p for p, i in vocab.items()}
         if special_tokens is None:
             self.special_tokens = self._roles_of_the_model()
@@ -92,18 +97,24 @@ class SentencePieceTokenizer(Tokenizer):
 
     @property
     def special_ids(self) -> frozenset[int]:
-        return super().special_ids | frozenset(self._map(i) for i in self._control)
+        sentinels = frozenset(range(self._pieces, self._pieces + self.extra_ids))
+        return super().special_ids | frozenset(self._map(i) for i in self._control) | sentinels
 
     @property
     def vocab_size(self) -> int:
-        return len(self._vocab) if self._vocab is not None else self.sp.get_piece_size()
+        return self._pieces + self.extra_ids
 
     def id_to_token(self, token_id: int) -> str:
+        if self._pieces <= token_id < self.vocab_size:
+            return f"<extra_id_{self.vocab_size - 1 - int(token_id)}>"
         if self._id_to_piece is not None:
             return self._id_to_piece.get(int(token_id), "<unk>")
         return self.sp.id_to_piece(int(token_id))
 
     def token_to_id(self, token: str) -> Optional[int]:
+        sentinel = SENTINEL.fullmatch(token)
+        if sentinel and int(sentinel.group(1)) < self.extra_ids:
+            return self.vocab_size - 1 - int(sentinel.group(1))
         if self._vocab is not None:
             return self._vocab.get(token)
         token_id = self.sp.piece_to_id(token)
@@ -123,6 +134,7 @@ class SentencePieceTokenizer(Tokenizer):
     def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
         # Special tokens written in the text ("[MASK]") are matched before normalization, as `transformers` does.
         specials = [self.id_to_token(i) for i in sorted(self.special_tokens.values())]
+        specials += [f"<extra_id_{n}>" for n in range(self.extra_ids)]
         pattern = re.compile("(" + "|".join(re.escape(t) for t in specials) + ")") if specials else None
         out = []
         for text in texts:
@@ -140,6 +152,16 @@ class SentencePieceTokenizer(Tokenizer):
         ids = [int(i) for i in ids]
         if skip_special_tokens:
             ids = [i for i in ids if i not in self.special_ids]
+        runs, run = [], []  # sentinels are no pieces of the model: decode the runs between them
+        for i in ids:
+            if self._pieces <= i < self.vocab_size:
+                runs += [self._decode_pieces(run), self.id_to_token(i)] if run else [self.id_to_token(i)]
+                run = []
+            else:
+                run.append(i)
+        return " ".join(text for text in runs + ([self._decode_pieces(run)] if run else []) if text)
+
+    def _decode_pieces(self, ids: list[int]) -> str:
         if self._id_to_piece is not None:
             return self.sp.decode_pieces([self._id_to_piece.get(i, "<unk>") for i in ids])
         return self.sp.decode(ids)
@@ -150,16 +172,18 @@ class SentencePieceTokenizer(Tokenizer):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "spiece.model").write_bytes(self.model_file.read_bytes())
         write_tokenizer_config(folder, {"do_lower_case": self.lower_case, "strip_accents": self.strip_accents,
-                                        "template": self.template, "albert_quotes": self.albert_quotes})
+                                        "template": self.template, "albert_quotes": self.albert_quotes,
+                                        "extra_ids": self.extra_ids})
 
 
 def train_sentencepiece(texts: Iterable[str], model_prefix: PathLike, *, vocab_size: int = 4000,
                         model_type: str = "unigram", user_defined_symbols: Sequence[str] = ("[CLS]", "[SEP]", "[MASK]"),
-                        lower_case: bool = False, input_sentence_size: int = 1_000_000,
-                        **options) -> SentencePieceTokenizer:
+                        lower_case: bool = False, input_sentence_size: int = 1_000_000, unk_id: int = 1,
+                        eos_id: int = -1, **options) -> SentencePieceTokenizer:
     """Trains a SentencePiece model on `texts` (one sentence each); writes `{model_prefix}.model` and `.vocab`.
 
-    Ids: 0 <pad>, 1 <unk>, then `user_defined_symbols` ([CLS], [SEP], [MASK] as in ALBERT), then the pieces. Extra
+    Ids: 0 <pad>, 1 <unk>, then `user_defined_symbols` ([CLS], [SEP], [MASK] as in ALBERT), then the pieces; T5's
+    layout is `unk_id=2, eos_id=1, user_defined_symbols=()` (0 <pad>, 1 </s>, 2 <unk>). Extra
     keyword `options` go to `SentencePieceTrainer.train`. Deterministic for the same text and options.
     """
     import sentencepiece as spm
@@ -171,7 +195,7 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: PathLike, *, vocab_s
     model_prefix.parent.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_prefix=str(model_prefix), vocab_size=vocab_size, model_type=model_type,
-        pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, user_defined_symbols=list(user_defined_symbols),
+        pad_id=0, unk_id=unk_id, bos_id=-1, eos_id=eos_id, user_defined_symbols=list(user_defined_symbols),
         input_sentence_size=input_sentence_size, shuffle_input_sentence=False, num_threads=1,
         minloglevel=2, **options)
     return SentencePieceTokenizer(f"{model_prefix}.model", lower_case=lower_case)
