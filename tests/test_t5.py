@@ -150,3 +150,17 @@ def test_t5_generation_equals_transformers(search, hf, t5_pair):
     assert_generation_equals_transformers(hf, t5_pair, ids, mask, search, pad=98, decoder_start_token_id=0,
                                           eos_from=lambda sequences: eos_candidate(sequences, 2, rarest=True),
                                           suppress_frequent=True)
+
+
+def test_the_encoder_only_task_has_no_decoder_and_an_unknown_task_is_named():
+    model = zoo.create("t5-tiny", task="encoder")
+    ids = jnp.ones((1, 4), jnp.int32)
+    params = model.init(jax.random.key(0), ids)["params"]
+    assert set(params) == {"token_embedding", "encoder", "encoder_norm"}
+    with pytest.raises(ValueError, match="runs the encoder stack only: it takes no decoder_input_ids"):
+        model.apply({"params": params}, ids, ids)
+    with pytest.raises(ValueError, match="is the encoder stack alone: it has no decoder to run"):
+        model.apply({"params": params}, ids, None, method=model.decode)
+    bad = zoo.EncoderDecoderTransformer(zoo.get_config("t5-tiny"), task="question_answering")
+    with pytest.raises(ValueError, match="unknown task 'question_answering' for an encoder-decoder; known: "):
+        bad.init(jax.random.key(0), ids, ids)

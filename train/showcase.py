@@ -6,7 +6,6 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from zoo.heads import HEADS
 from zoo.registry import example_inputs
 
 # Sentences of the shipped corpus's held-out documents (the last `data.eval_fraction` of them, which pre-training
@@ -36,7 +35,7 @@ def fill_in_guesses(model, params, tokenizer, sentences=FILL_IN_SENTENCES, top: 
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
     out = jax.jit(model.apply)({"params": jax.device_get(params)}, **inputs)
     # The masked-LM heads (pretraining, mlm) put the MLM logits first among their outputs.
-    logits = np.asarray(getattr(out, HEADS[model.task].outputs[0]), np.float64)
+    logits = np.asarray(getattr(out, model.heads[model.task].outputs[0]), np.float64)
     guesses = []
     for row, position in enumerate(positions):
         at_mask = logits[row, position]

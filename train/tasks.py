@@ -1,5 +1,6 @@
 """What each task trains: one record per task, in one table. The step, the losses, the data, the CLI and the showcase
-read `TASKS`; adding a task is one entry here (and a head in `zoo.heads.HEADS` if it needs a new one).
+read `TASKS`; adding a task is one entry here (and a head in `zoo.heads.HEADS` or `ENCODER_DECODER_HEADS` if it
+needs a new one).
 
 zoo holds the heads (what a model computes, usable without this package); a task here names its head and adds what
 training needs: the batch keys, the loss, the data builder and what to show when training is done.
@@ -25,8 +26,8 @@ class Task:
 
     Attributes:
       name: `config.task`.
-      head: the head the model is created with (`zoo.create(..., task=head)`): a key of `zoo.heads.HEADS`, or
-        "seq2seq" for the encoder-decoder.
+      head: the head the model is created with (`zoo.create(..., task=head)`): a key of the model's head table,
+        `zoo.heads.HEADS` (single stack) or `zoo.heads.ENCODER_DECODER_HEADS`.
       inputs: the batch keys the model takes, by name: the step passes those the batch has, and nothing else.
       labels: the batch keys the loss reads besides the inputs.
       loss: (model outputs, the batch's inputs and labels, label smoothing) -> (mean loss, metric sums).

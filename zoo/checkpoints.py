@@ -27,7 +27,6 @@ from zoo.config import Config
 from zoo.families import FAMILIES, PUBLIC_FORMATS, PublicFormat
 from zoo.families.mapping import PublicConfig, Tensor, flatten, unflatten
 from zoo.files import read_json_object
-from zoo.heads import HEADS
 from zoo.registry import create, example_inputs
 
 LOG = logging.getLogger(__name__)
@@ -127,7 +126,7 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
     folder.mkdir(parents=True, exist_ok=True)
     _write_tensors(tensors, folder, max_shard_size)
     public = {"architectures": [architecture], "model_type": fmt.model_type, **public, "dtype": cfg.param_dtype.name}
-    if task in HEADS and HEADS[task].classes_from_config:
+    if model.heads[task].classes_from_config:
         public.update(_labels(cfg.num_labels))
     (folder / CONFIG).write_text(json.dumps(public, indent=2, sort_keys=True) + "\n")
 

@@ -1,5 +1,6 @@
-"""Task heads over a stack's hidden states: poolers, language-model heads and the fine-tuning heads, and `HEADS`,
-the table of what each task puts on a single stack (BERT, ALBERT, GPT)."""
+"""Task heads over a stack's hidden states: poolers, language-model heads and the fine-tuning heads; `HEADS`, the
+table of what each task puts on a single stack (BERT, ALBERT, GPT), and `ENCODER_DECODER_HEADS`, the table of what
+each task puts on an encoder-decoder (Vaswani, Marian, T5, BART)."""
 
 from __future__ import annotations
 
@@ -192,3 +193,37 @@ def has_pooler(cfg: Config, task) -> bool:
 
 # The heads of a bidirectional encoder (BERT, ALBERT and their kin).
 ENCODER_HEADS = ("pretraining", "mlm", "sequence_classification", "token_classification", "question_answering")
+
+
+ENCODER_ONLY = "encoder"  # the encoder stack of an encoder-decoder alone, in its layout (T5EncoderModel)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoderHead:
+    """A task's head on an encoder-decoder: which stacks run, and what reads them.
+
+    `decoder`: the model has and runs the decoder; False is the encoder stack alone under the encoder-decoder's
+    parameter names, so an encoder-only checkpoint (T5EncoderModel) is the encoder-decoder's without the decoder.
+    `build(config, token embedding) -> module`: the head, created under the name `name` (None: no head).
+    `per_position`: the head maps each decoder state to `output` (the LM head), so `decode` applies it and generation
+    reads it token by token; otherwise the model's `__call__` applies it to the decoder states together with the
+    source's ids (BART's classifier reads the states at the source's last EOS).
+    `classes_from_config`: its output is `config.num_labels` classes (named in config.json's id2label).
+    """
+
+    output: Optional[str] = None
+    decoder: bool = True
+    build: Optional[Callable[[Config, nn.Embed], nn.Module]] = None
+    name: str = ""
+    per_position: bool = False
+    classes_from_config: bool = False
+
+
+ENCODER_DECODER_HEADS = {
+    None: EncoderDecoderHead(),  # the bare model: the decoder's and the encoder's last hidden states
+    "seq2seq": EncoderDecoderHead("logits", build=lambda cfg, tokens: LMHead(cfg, tokens, bias=cfg.lm_head_bias),
+                                  name="lm_head", per_position=True),
+    "sequence_classification": EncoderDecoderHead("logits", build=lambda cfg, tokens: LastEosClassifier(cfg),
+                                                  name="classification_head", classes_from_config=True),
+    ENCODER_ONLY: EncoderDecoderHead(decoder=False),
+}

@@ -5,7 +5,7 @@ Which family a model belongs to is only its `Config`; the `task` picks the head.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import flax.struct
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from zoo.attention import cache_length, cache_slots
 from zoo.config import Config
 from zoo.embeddings import Embeddings, padding_offset_position_ids, token_embedding
-from zoo.heads import HEADS, HeadInputs, LastEosClassifier, LMHead, Pooler, has_pooler
+from zoo.heads import ENCODER_DECODER_HEADS, ENCODER_ONLY, HEADS, HeadInputs, Pooler, has_pooler
 from zoo.layers import LayerStack, layer_norm
 from zoo.masks import AttentionMask
 
@@ -104,6 +104,7 @@ class Transformer(nn.Module):
 
     config: Config
     task: Optional[str] = None
+    heads: ClassVar[Mapping] = HEADS  # what each task puts on the stack
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, segment_ids=None,
@@ -140,17 +141,14 @@ class Transformer(nn.Module):
 
     def head(self, x, tokens, attention_mask, deterministic, mlm_positions=None):
         cfg = self.config
-        if self.task not in HEADS:
-            raise ValueError(f"unknown task {self.task!r} for a single-stack model; known: {tuple(HEADS)}")
-        head = HEADS[self.task]
+        if self.task not in self.heads:
+            raise ValueError(f"unknown task {self.task!r} for a single-stack model; known: {tuple(self.heads)}")
+        head = self.heads[self.task]
         pooled = Pooler(cfg, name="pooler")(x, attention_mask) if has_pooler(cfg, self.task) else None
         dropout = nn.Dropout(cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate,
                              deterministic=deterministic)
         outputs = head.build(HeadInputs(cfg, x, pooled, tokens, dropout, mlm_positions))
         return ModelOutput(last_hidden_state=x, pooled_output=pooled, **outputs)
-
-
-ENCODER_ONLY = "encoder"  # the encoder stack of an encoder-decoder alone, in its layout (T5EncoderModel)
 
 
 def shift_tokens_right(input_ids, decoder_start_token_id: int):
@@ -162,55 +160,61 @@ def shift_tokens_right(input_ids, decoder_start_token_id: int):
 class EncoderDecoderTransformer(nn.Module):
     """Vaswani et al.'s encoder-decoder with one token embedding shared by both stacks and the output projection.
 
-    `task="encoder"` is its encoder stack alone (`__call__(input_ids, attention_mask=...)`), with the same parameter
-    names, so an encoder-only checkpoint (T5EncoderModel) is the encoder-decoder's without the decoder.
+    `task` picks the head from `zoo.heads.ENCODER_DECODER_HEADS`; "encoder" is the encoder stack alone
+    (`__call__(input_ids, attention_mask=...)`), with the same parameter names (T5EncoderModel).
 
     `__call__(input_ids, decoder_input_ids, attention_mask=None, decoder_attention_mask=None)` runs both stacks;
     `decoder_input_ids=None` means BART's: `shift_tokens_right(input_ids)`, with no decoder padding mask (a ValueError
     when the config has no decoder_start_token_id). `encode` and `decode` run one each (generation encodes once, then
-    decodes token by token with `decode=True`). `sequence_classification` classifies the decoder state at each row's
-    last EOS (BartForSequenceClassification).
+    decodes token by token with `decode=True`).
     """
 
     config: Config
     task: Optional[str] = None
+    heads: ClassVar[Mapping] = ENCODER_DECODER_HEADS  # what each task puts on the encoder-decoder
 
     def setup(self):
         cfg = self.config
+        if self.task not in self.heads:
+            raise ValueError(f"unknown task {self.task!r} for an encoder-decoder; known: {tuple(self.heads)}")
+        self.head_spec = self.heads[self.task]
         self.tokens = token_embedding(cfg, name="token_embedding")
         self.encoder_embeddings = Embeddings(cfg, self.tokens)
         self.encoder = LayerStack(cfg, cfg.num_layers)
-        self.decoder_embeddings = Embeddings(cfg, self.tokens)
-        self.decoder = LayerStack(cfg, cfg.num_decoder_layers, cross_attention=True)
-        self.decode_state = DecodeState(cfg)
         if cfg.final_norm:
             self.encoder_norm = layer_norm(cfg, name="encoder_norm")
-            self.decoder_norm = layer_norm(cfg, name="decoder_norm")
-        if self.task == "seq2seq":
-            self.lm_head = LMHead(cfg, self.tokens, bias=cfg.lm_head_bias)
-        if self.task == "sequence_classification":
-            self.classification_head = LastEosClassifier(cfg)
+        if self.head_spec.decoder:
+            self.decoder_embeddings = Embeddings(cfg, self.tokens)
+            self.decoder = LayerStack(cfg, cfg.num_decoder_layers, cross_attention=True)
+            self.decode_state = DecodeState(cfg)
+            if cfg.final_norm:
+                self.decoder_norm = layer_norm(cfg, name="decoder_norm")
+        if self.head_spec.build is not None:
+            setattr(self, self.head_spec.name, self.head_spec.build(cfg, self.tokens))  # named as in the checkpoints
+
+    def head(self, *args, **kwargs):
+        return getattr(self, self.head_spec.name)(*args, **kwargs)
 
     def __call__(self, input_ids, decoder_input_ids=None, attention_mask=None, decoder_attention_mask=None, *,
                  deterministic: bool = True):
         encoded = self.encode(input_ids, attention_mask, deterministic=deterministic)
-        if self.task == ENCODER_ONLY:
+        if not self.head_spec.decoder:
             if decoder_input_ids is not None:
-                raise ValueError(f"task={ENCODER_ONLY!r} runs the encoder stack only: it takes no decoder_input_ids")
+                raise ValueError(f"task={self.task!r} runs the encoder stack only: it takes no decoder_input_ids")
             return ModelOutput(last_hidden_state=encoded)
         if decoder_input_ids is None:
             if self.config.decoder_start_token_id is None:
                 raise ValueError("decoder_input_ids=None shifts input_ids right after decoder_start_token_id, which "
-                                 "this config does not have (or use task='encoder' for the encoder alone)")
+                                 f"this config does not have (or use task={ENCODER_ONLY!r} for the encoder alone)")
             decoder_input_ids = shift_tokens_right(input_ids, self.config.decoder_start_token_id)
         out = self.decode(decoder_input_ids, encoded, attention_mask, decoder_attention_mask,
                           deterministic=deterministic)
-        if self.task == "sequence_classification":
+        if self.head_spec.build is not None and not self.head_spec.per_position:
             if decoder_input_ids.shape != input_ids.shape:
-                raise ValueError(f"sequence_classification reads the decoder state at the EOS of input_ids: "
+                raise ValueError(f"task {self.task!r} reads the decoder states at the tokens of input_ids: "
                                  f"decoder_input_ids {decoder_input_ids.shape} must have its shape {input_ids.shape}")
-            out = out.replace(logits=self.classification_head(out.last_hidden_state, input_ids,
-                                                              deterministic=deterministic))
+            out = out.replace(**{self.head_spec.output: self.head(out.last_hidden_state, input_ids,
+                                                                 deterministic=deterministic)})
         return out.replace(encoder_last_hidden_state=encoded)
 
     def encode(self, input_ids, attention_mask=None, *, deterministic: bool = True):
@@ -226,7 +230,8 @@ class EncoderDecoderTransformer(nn.Module):
 
     def decode(self, decoder_input_ids, encoded, attention_mask=None, decoder_attention_mask=None, *,
                deterministic: bool = True, decode: bool = False):
-        """Decoder states (and logits for `seq2seq`) given the encoder's; `attention_mask` is the source's.
+        """Decoder states (and a per-position head's output: `seq2seq`'s logits) given the encoder's; `attention_mask`
+        is the source's.
 
         With `decode=True` (a cache from `zoo.init_cache`), the call given `encoded` stores every layer's
         cross-attention keys and values of the source in the cache; a later call passes `encoded=None` and reads
@@ -234,6 +239,8 @@ class EncoderDecoderTransformer(nn.Module):
         without `decode`.
         """
         cfg = self.config
+        if not self.head_spec.decoder:
+            raise ValueError(f"task={self.task!r} is the encoder stack alone: it has no decoder to run")
         check_inputs(cfg, decoder_input_ids, ("decoder_attention_mask", decoder_attention_mask),
                      name="decoder_input_ids", decode=decode)
         if encoded is None and not decode:
@@ -257,6 +264,6 @@ class EncoderDecoderTransformer(nn.Module):
         x = self.decoder(x, mask, encoded, cross_mask, write_slots, deterministic=deterministic, decode=decode)
         if cfg.final_norm:
             x = self.decoder_norm(x)
-        if self.task != "seq2seq":
+        if not self.head_spec.per_position:
             return ModelOutput(last_hidden_state=x)
-        return ModelOutput(last_hidden_state=x, logits=self.lm_head(x))
+        return ModelOutput(last_hidden_state=x, **{self.head_spec.output: self.head(x)})

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from zoo.config import Config
 from zoo.families import FAMILIES, family
 from zoo.heads import mean_pool
-from zoo.models import ENCODER_ONLY, EncoderDecoderTransformer
+from zoo.models import EncoderDecoderTransformer
 
 
 def list_models() -> list[str]:
@@ -48,7 +48,8 @@ def create(name: str | Config, task: str | None = None, **overrides):
 def example_inputs(model, batch_size: int = 1, length: int = 1) -> tuple:
     """The positional inputs `model.init` needs: token ids (and decoder ids for an encoder-decoder)."""
     ids = jnp.zeros((batch_size, length), jnp.int32)
-    return (ids, ids) if isinstance(model, EncoderDecoderTransformer) and model.task != ENCODER_ONLY else (ids,)
+    runs_decoder = isinstance(model, EncoderDecoderTransformer) and model.heads[model.task].decoder
+    return (ids, ids) if runs_decoder else (ids,)
 
 
 def param_count(model) -> int:

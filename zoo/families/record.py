@@ -14,7 +14,7 @@ import flax.linen as nn
 from zoo.config import Config
 from zoo.families.mapping import PublicConfig
 
-Task = Optional[str]  # a head of zoo.heads.HEADS (or "seq2seq"); None is the bare model
+Task = Optional[str]  # a key of the model's head table (zoo.heads.HEADS, ENCODER_DECODER_HEADS); None: bare
 
 
 def no_computed_tensors(cfg: Config) -> dict:
