@@ -123,3 +123,14 @@ def test_seq2seq_classification_task_trains_bart_on_the_source_alone():
     logits = model.apply({"params": params}, ids, attention_mask=batch["attention_mask"]).logits
     expected = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(8), batch["labels"]])
     np.testing.assert_allclose(float(metrics["loss"]), float(expected), atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["BartForConditionalGeneration", "MarianMTModel"])
+def test_activation_dropout_is_read_and_written_with_the_checkpoint(architecture, tmp_path):
+    reference = public_model(architecture)
+    reference.config.activation_dropout = 0.25
+    reference.save_pretrained(tmp_path / "theirs")
+    model, params = zoo.from_pretrained(tmp_path / "theirs")
+    assert model.config.activation_dropout_rate == 0.25
+    zoo.save_pretrained(model, params, tmp_path / "ours")
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "ours").activation_dropout == 0.25

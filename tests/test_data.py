@@ -513,3 +513,29 @@ def test_span_corruption_batches_hold_sentinels_in_source_and_target(tokenizer, 
         assert row[0] not in sentinels and sentinels[0] in row and labels[0] == sentinels[0]
     shifted = batch["labels"][:, 1:] != IGNORE_INDEX  # the decoder reads the previous label
     np.testing.assert_array_equal(batch["decoder_input_ids"][:, 1:][shifted], batch["labels"][:, :-1][shifted])
+
+
+def test_shipped_vocabulary_with_t5_sentinels_appended_feeds_the_span_corruption_task(documents, tmp_path):
+    from train.recipes import load_recipe
+    from train.loop import create_model
+    from train.tasks import make_datasets
+
+    with_sentinels = shipped_tokenizer(extra_ids=100)
+    assert with_sentinels.vocab_size == 1124
+    assert [with_sentinels.token_to_id(f"<extra_id_{n}>") for n in (0, 1, 99)] == [1123, 1122, 1024]  # as T5's
+    text = "the list is sorted in place"
+    assert with_sentinels.encode(text) == shipped_tokenizer().encode(text)
+    assert with_sentinels.decode([with_sentinels.token_to_id("<extra_id_0>"), *with_sentinels.encode(text)]) == text
+    with_sentinels.save(tmp_path / "tokenizer")  # the sentinels travel with the tokenizer's files
+    from zoo import tokenizers
+    assert tokenizers.from_pretrained(tmp_path / "tokenizer").token_to_id("<extra_id_0>") == 1123
+
+    config = load_recipe("t5_tiny")
+    config.train.batch_size = 4
+    model, _ = create_model(config)
+    batch = next(make_datasets(config, model).train)
+    assert batch["input_ids"].shape == (4, 128) and batch["labels"].shape == (4, 32)
+    assert batch["labels"][0, 0] == 1123 and 1123 in batch["input_ids"][0]  # <extra_id_0> opens the target
+    config.data.tokenizer = str(tmp_path / "tokenizer")
+    with pytest.raises(ValueError, match="data.extra_ids=100 appends sentinels to the shipped vocabulary"):
+        make_datasets(config, model)

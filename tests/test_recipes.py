@@ -25,7 +25,7 @@ def test_load_recipe_finds_configs_by_name_and_by_path():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["bert_tiny", "albert_tiny", "gpt_tiny", "transformer_tiny"])
+@pytest.mark.parametrize("name", ["bert_tiny", "albert_tiny", "gpt_tiny", "transformer_tiny", "t5_tiny"])
 def test_tiny_recipe_loss_falls_over_its_first_steps(name, tmp_path):
     from train.tasks import make_datasets
     from train.loop import create_model, train_and_evaluate

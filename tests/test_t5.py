@@ -164,3 +164,33 @@ def test_the_encoder_only_task_has_no_decoder_and_an_unknown_task_is_named():
     bad = zoo.EncoderDecoderTransformer(zoo.get_config("t5-tiny"), task="question_answering")
     with pytest.raises(ValueError, match="unknown task 'question_answering' for an encoder-decoder; known: "):
         bad.init(jax.random.key(0), ids, ids)
+
+
+def test_dropout_inside_the_feed_forward_drops_activations_and_rescales_the_rest(key):
+    # wo has a left inverse (intermediate < hidden), so the dropped activations can be read back from the output
+    cfg = zoo.get_config("t5-tiny").replace(hidden_size=16, intermediate_size=8, activation_dropout_rate=0.5)
+    x = jax.random.normal(key, (2, 5, 16))
+    ff = FeedForward(cfg)
+    params = nn.unbox(ff.init(jax.random.key(1), x, deterministic=True)["params"])
+    out = ff.apply({"params": params}, x, deterministic=False, rngs={"dropout": jax.random.key(2)})
+    hidden = jax.nn.relu(x @ params["wi"]["kernel"])
+    seen = out @ jnp.linalg.pinv(params["wo"]["kernel"])  # = hidden * keep / (1 - rate)
+    dropped = np.isclose(seen, 0.0, atol=1e-4) & ~np.isclose(hidden, 0.0, atol=1e-4)
+    np.testing.assert_allclose(np.where(dropped, 0.0, seen), np.where(dropped, 0.0, 2 * hidden), atol=1e-4)
+    assert 0.25 < dropped.sum() / (~np.isclose(hidden, 0.0, atol=1e-4)).sum() < 0.75
+    np.testing.assert_allclose(ff.apply({"params": params}, x, deterministic=True), hidden @ params["wo"]["kernel"],
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("final_norm_dropout", [True, False])
+def test_t5_drops_out_the_final_norms_output(final_norm_dropout):
+    model = zoo.create("t5-tiny", task="encoder", dropout_rate=0.5, final_norm_dropout=final_norm_dropout)
+    ids = jnp.arange(2 * 12).reshape(2, 12) % 50 + 2
+    params = model.init(jax.random.key(0), ids)["params"]
+    out = model.apply({"params": params}, ids, deterministic=False, rngs={"dropout": jax.random.key(1)})
+    # without it, an output is exactly 0 only where every residual branch of that feature was dropped (1 in 32)
+    zeros = float(jnp.mean(out.last_hidden_state == 0))
+    assert (0.4 < zeros < 0.65) if final_norm_dropout else zeros < 0.1
+    with pytest.raises(ValueError, match="final_norm_dropout=True drops out the final norm's output: it needs "
+                                         "final_norm=True"):
+        zoo.get_config("bert-tiny").replace(final_norm_dropout=True)

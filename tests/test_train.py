@@ -116,7 +116,10 @@ def run_steps(model, mesh, batch, steps=3, grad_accum_steps=1, batches=None):
 @pytest.mark.parametrize("name, task, overrides", [
     ("bert-tiny", "mlm", {}), ("gpt-tiny", "causal_lm", {}),
     ("bert-tiny", "mlm", {"attention": "block_sparse", "block_size": 4, "num_random_blocks": 1, "global_tokens": 1}),
-    ("gpt-tiny", "causal_lm", {"attention": "sliding_window", "window": 5, "block_size": 4})])
+    ("gpt-tiny", "causal_lm", {"attention": "sliding_window", "window": 5, "block_size": 4}),
+    ("t5-tiny", "seq2seq", {}), ("t5-tiny", "seq2seq", {"activation": "gated_gelu", "tie_word_embeddings": False,
+                                                         "scale_tied_logits": False}),
+    ("bart-tiny", "seq2seq", {}), ("bart-tiny", "sequence_classification", {})])
 def test_data_fsdp_tensor_mesh_equals_one_device(name, task, overrides):
     model = zoo.create(name, task=task, dropout_rate=0.0, attention_dropout_rate=0.0, **overrides)
     batch = make_batch(task)

@@ -34,6 +34,12 @@ class SyntheticBatches:
         if self.task == "mlm":
             batch["mlm_labels"] = np.where(rng.random(ids.shape) < 0.15, ids, -100).astype(np.int32)
             batch["input_ids"] = np.where(batch["mlm_labels"] >= 0, 4, ids).astype(np.int32)
+        if self.task == "seq2seq":  # targets of half the length, the decoder reading them shifted right after 0
+            labels = rng.integers(5, self.vocab, (self.batch_size, self.length // 2)).astype(np.int32)
+            batch.update(labels=labels, decoder_input_ids=np.pad(labels[:, :-1], ((0, 0), (1, 0))),
+                         decoder_attention_mask=np.ones_like(labels))
+        if self.task == "sequence_classification":
+            batch["labels"] = rng.integers(0, 2, (self.batch_size,)).astype(np.int32)
         rows = self.batch_size // self.process_count
         return {k: v[self.process_index * rows:(self.process_index + 1) * rows] for k, v in batch.items()}
 

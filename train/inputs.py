@@ -18,10 +18,14 @@ class Datasets:
     tokenizer: object
 
 
-def tokenizer_from_spec(spec: str):
-    """'shipped' (the WordPiece vocabulary trained on the shipped corpus) or a checkpoint folder."""
+def tokenizer_from_spec(spec: str, extra_ids: int = 0):
+    """'shipped' (the WordPiece vocabulary trained on the shipped corpus, with `extra_ids` T5 sentinels appended) or
+    a checkpoint folder (whose tokenizer brings its own sentinels, if any)."""
     if spec == "shipped":
-        return data.shipped_tokenizer()
+        return data.shipped_tokenizer(extra_ids)
+    if extra_ids:
+        raise ValueError(f"data.extra_ids={extra_ids} appends sentinels to the shipped vocabulary; the tokenizer of "
+                         f"{spec} is used as it is (a T5 tokenizer has its <extra_id_N>): set data.extra_ids=0")
     from zoo import tokenizers
 
     return tokenizers.from_pretrained(spec)
@@ -48,7 +52,7 @@ def load_tokenizer(config: ml_collections.ConfigDict, model):
     if not spec:
         raise ValueError("config.data.tokenizer is empty: name a checkpoint folder with the tokenizer's files "
                          "(or 'shipped' for the shipped WordPiece vocabulary)")
-    tokenizer = tokenizer_from_spec(spec)
+    tokenizer = tokenizer_from_spec(spec, config.data.extra_ids)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
                          f"{model.config.vocab_size}")
@@ -90,6 +94,17 @@ def causal_lm_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
 def text_infilling_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
     """BART's denoising rows of documents: the source infilled, the original the target."""
     return _document_data(config, tokenizer, data.text_infilling_batches)
+
+
+def span_corruption_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
+    """T5's span-corrupted rows of documents: `data.max_length` source and `data.max_target_length` target tokens."""
+    cfg = config.data
+
+    def batches(docs, tokenizer, **options):
+        return data.span_corruption_batches(docs, tokenizer, max_target_length=cfg.max_target_length or None,
+                                            **options)
+
+    return _document_data(config, tokenizer, batches)
 
 
 def _document_data(config: ml_collections.ConfigDict, tokenizer, make_batches) -> Datasets:

@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
         # word_order | tfds (classification records); tfds (question answering)
         source="shipped",
         tokenizer="shipped",  # "shipped" (the corpus's WordPiece vocabulary), or a folder; "" = init_from's
+        extra_ids=0,  # T5's sentinels <extra_id_0..N-1> appended to the shipped vocabulary (span corruption)
         max_length=128,  # tokens per row (the source's, for seq2seq)
         max_target_length=0,  # seq2seq targets; 0 = max_length
         paths="",  # text / jsonl: comma-separated files

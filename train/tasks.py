@@ -62,6 +62,8 @@ TASKS = {t.name: t for t in (
          data=inputs.seq2seq_data),
     Task("sequence_classification", head="sequence_classification", inputs=STACK_INPUTS, labels=("labels",),
          loss=losses.label_loss, data=inputs.classification_data),
+    Task("span_corruption", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",),
+         loss=losses.label_loss, data=inputs.span_corruption_data),  # T5's pre-training
     Task("text_infilling", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",), loss=losses.label_loss,
          data=inputs.text_infilling_data),  # BART's pre-training
     # An encoder-decoder's classifier (BART's): the model derives the decoder inputs, input_ids shifted right

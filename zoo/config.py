@@ -94,6 +94,10 @@ class Config:
     dropout_rate: float = 0.1
     attention_dropout_rate: float = 0.1
     classifier_dropout_rate: float | None = None  # None means dropout_rate
+    # Dropout inside the feed-forward, after its activation: BART's and Marian's activation_dropout; T5 applies its
+    # one dropout rate there too (None means dropout_rate).
+    activation_dropout_rate: float | None = 0.0
+    final_norm_dropout: bool = False  # dropout after each stack's final norm (T5's stacks)
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
 
@@ -141,13 +145,15 @@ class Config:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
         if self.position_embedding == "sinusoidal" and self.hidden_size % 2:
             raise ValueError(f"sinusoidal positions need an even hidden_size, got {self.hidden_size}")
-        for name in ("dropout_rate", "attention_dropout_rate", "classifier_dropout_rate"):
+        for name in ("dropout_rate", "attention_dropout_rate", "classifier_dropout_rate", "activation_dropout_rate"):
             rate = getattr(self, name)
             if rate is not None and not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
         if self.position_embedding == "relative_bias" and self.attention != "dense":
             raise ValueError(f"position_embedding='relative_bias' adds a bias to dense attention logits; "
                              f"attention={self.attention!r} is not dense")
+        if self.final_norm_dropout and not self.final_norm:
+            raise ValueError("final_norm_dropout=True drops out the final norm's output: it needs final_norm=True")
         if self.scale_tied_logits and not self.tie_word_embeddings:
             raise ValueError("scale_tied_logits rescales a tied output projection: it needs tie_word_embeddings=True")
         if self.attention_kernel == "cudnn":

@@ -164,7 +164,7 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """wo(act(wi x)); for a gated activation wo(act(wi_0 x) * wi_1 x)."""
+    """wo(dropout(act(wi x))); for a gated activation wo(dropout(act(wi_0 x) * wi_1 x))."""
 
     config: Config
 
@@ -178,6 +178,8 @@ class FeedForward(nn.Module):
         else:
             h = ACTIVATIONS[cfg.activation](dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi")(x))
         h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP))
+        rate = cfg.dropout_rate if cfg.activation_dropout_rate is None else cfg.activation_dropout_rate
+        h = nn.Dropout(rate, deterministic=deterministic)(h)
         return dense(cfg, cfg.hidden_size, (MLP, EMBED), name="wo")(h)
 
 

@@ -137,6 +137,7 @@ class Transformer(nn.Module):
                                                             deterministic=deterministic, decode=decode)
         if cfg.final_norm:
             x = layer_norm(cfg, name="final_norm")(x)
+            x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic or not cfg.final_norm_dropout)
         return self.head(x, tokens, attention_mask, deterministic, mlm_positions)
 
     def head(self, x, tokens, attention_mask, deterministic, mlm_positions=None):
@@ -183,6 +184,7 @@ class EncoderDecoderTransformer(nn.Module):
         self.encoder = LayerStack(cfg, cfg.num_layers)
         if cfg.final_norm:
             self.encoder_norm = layer_norm(cfg, name="encoder_norm")
+            self.final_dropout = nn.Dropout(cfg.dropout_rate)
         if self.head_spec.decoder:
             self.decoder_embeddings = Embeddings(cfg, self.tokens)
             self.decoder = LayerStack(cfg, cfg.num_decoder_layers, cross_attention=True)
@@ -194,6 +196,10 @@ class EncoderDecoderTransformer(nn.Module):
 
     def head(self, *args, **kwargs):
         return getattr(self, self.head_spec.name)(*args, **kwargs)
+
+    def final_norm(self, norm, x, deterministic: bool):
+        """A stack's final norm, then (T5's `final_norm_dropout`) dropout."""
+        return self.final_dropout(norm(x), deterministic=deterministic or not self.config.final_norm_dropout)
 
     def __call__(self, input_ids, decoder_input_ids=None, attention_mask=None, decoder_attention_mask=None, *,
                  deterministic: bool = True):
@@ -226,7 +232,7 @@ class EncoderDecoderTransformer(nn.Module):
         x = self.encoder_embeddings(input_ids, positions, deterministic=deterministic)
         mask = AttentionMask.from_padding(attention_mask)
         x = self.encoder(x, mask, deterministic=deterministic)
-        return self.encoder_norm(x) if cfg.final_norm else x
+        return self.final_norm(self.encoder_norm, x, deterministic) if cfg.final_norm else x
 
     def decode(self, decoder_input_ids, encoded, attention_mask=None, decoder_attention_mask=None, *,
                deterministic: bool = True, decode: bool = False):
@@ -263,7 +269,7 @@ class EncoderDecoderTransformer(nn.Module):
         x = self.decoder_embeddings(decoder_input_ids, positions, deterministic=deterministic)
         x = self.decoder(x, mask, encoded, cross_mask, write_slots, deterministic=deterministic, decode=decode)
         if cfg.final_norm:
-            x = self.decoder_norm(x)
+            x = self.final_norm(self.decoder_norm, x, deterministic)
         if not self.head_spec.per_position:
             return ModelOutput(last_hidden_state=x)
         return ModelOutput(last_hidden_state=x, **{self.head_spec.output: self.head(x)})

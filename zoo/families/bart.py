@@ -9,15 +9,12 @@ BartForSequenceClassification reads the decoder state at the last </s> through `
 `classification_head.out_proj`; when no decoder_input_ids are given, zoo (as BART) shifts input_ids right.
 """
 
-import logging
-
 from zoo.config import Config
 from zoo.families import transformer
 from zoo.families.mapping import PublicConfig, embedding, layer_norm, linear
 from zoo.families.record import Family, PublicFormat
 from zoo.models import EncoderDecoderTransformer
 
-LOG = logging.getLogger(__name__)
 POSITION_OFFSET = 2  # BartLearnedPositionalEmbedding's: the table has max_position_embeddings + 2 rows
 
 
@@ -30,9 +27,9 @@ def bart(**fields) -> Config:
 
 PRESETS = {  # max_length 1026: 1024 tokens past the two offset rows
     "bart-base": bart(vocab_size=50265, hidden_size=768, num_layers=6, num_decoder_layers=6, num_heads=12,
-                      intermediate_size=3072, max_length=1026),
+                      intermediate_size=3072, max_length=1026, activation_dropout_rate=0.1),
     "bart-large": bart(vocab_size=50265, hidden_size=1024, num_layers=12, num_decoder_layers=12, num_heads=16,
-                       intermediate_size=4096, max_length=1026),
+                       intermediate_size=4096, max_length=1026, activation_dropout_rate=0.1),
     "bart-tiny": bart(vocab_size=1024, hidden_size=64, num_layers=2, num_decoder_layers=2, num_heads=4,
                       intermediate_size=128, max_length=130),
 }
@@ -54,9 +51,6 @@ def config_from_public(c: PublicConfig, task) -> Config:
     c.require("tie_word_embeddings", True)
     for name in ("encoder_layerdrop", "decoder_layerdrop"):
         c.require(name, 0.0)
-    if c.get("activation_dropout", 0.0):  # the public bart-base and bart-large set 0.1: it changes training only
-        LOG.warning("config.json activation_dropout=%s: zoo has no dropout after the feed-forward activation",
-                    c.get("activation_dropout"))
     for name in ("classif_dropout", "num_hidden_layers", "output_past", "force_bos_token_to_be_generated"):
         c.get(name)  # old files: the classifier's dropout under its old name, an alias of encoder_layers, generation
     fields = transformer.shared_fields_from_public(c)

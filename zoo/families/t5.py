@@ -4,7 +4,7 @@ T5 v1.1 / Flan-T5 (Chung et al. 2022): an encoder-decoder of zoo's blocks with T
 What separates it from Vaswani et al.'s Transformer (`transformer.py`): pre-RMSNorm with a final norm per stack, no
 position embedding but a bucketed relative position bias on the self-attention logits (bidirectional in the encoder,
 causal in the decoder, computed once per stack), no biases, no 1/sqrt(d) attention scale (folded into the weights),
-no embedding scaling. v1.0 uses ReLU and ties the output projection to the embedding, rescaling the decoder output
+no embedding scaling, dropout inside the feed-forward and after each stack's final norm. v1.0 uses ReLU and ties the output projection to the embedding, rescaling the decoder output
 by d_model**-0.5; v1.1 and Flan-T5 use a gated-gelu feed-forward and an untied output projection.
 
 The public format is transformers' `T5Model` / `T5ForConditionalGeneration` / `T5EncoderModel`. The relative bias
@@ -24,8 +24,10 @@ def t5(**fields) -> Config:
         family="t5", norm="rms", norm_position="pre", final_norm=True, position_embedding="relative_bias",
         use_bias=False, attention_scale=False, scale_embeddings=False, pooling="none", activation="relu",
         tie_word_embeddings=True, scale_tied_logits=True, layer_norm_eps=1e-6, dropout_rate=0.1,
-        attention_dropout_rate=0.1, initializer_range=0.05, vocab_size=32128, max_length=512,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0), **fields})
+        # one dropout rate everywhere: embeddings, attention, inside the feed-forward, residuals, final norms
+        attention_dropout_rate=0.1, activation_dropout_rate=None, final_norm_dropout=True,
+        initializer_range=0.05, vocab_size=32128, max_length=512, pad_token_id=0, eos_token_id=1,
+        decoder_start_token_id=0), **fields})
 
 
 def t5_v1_1(**fields) -> Config:

@@ -47,7 +47,7 @@ def config_from_public(c: PublicConfig, task) -> Config:
     c.require("static_position_embeddings", True)
     c.require("share_encoder_decoder_embeddings", True)
     c.require("tie_word_embeddings", True)  # untied, transformers 5 unties the encoder's and decoder's tables too
-    for name in ("activation_dropout", "encoder_layerdrop", "decoder_layerdrop"):
+    for name in ("encoder_layerdrop", "decoder_layerdrop"):
         c.require(name, 0.0)
     vocab_size = c.get("vocab_size", 58101)
     c.require("decoder_vocab_size", vocab_size)
@@ -68,7 +68,7 @@ def shared_fields_from_public(c: PublicConfig) -> dict:
         intermediate_size=c.same("encoder_ffn_dim", "decoder_ffn_dim", default=4096),
         max_length=c.get("max_position_embeddings", 1024), activation=c.activation("activation_function", "gelu"),
         dropout_rate=c.get("dropout", 0.1), attention_dropout_rate=c.get("attention_dropout", 0.0),
-        layer_norm_eps=LAYER_NORM_EPS, scale_embeddings=c.get("scale_embedding", False),
+        activation_dropout_rate=c.get("activation_dropout", 0.0), layer_norm_eps=LAYER_NORM_EPS, scale_embeddings=c.get("scale_embedding", False),
         initializer_range=c.get("init_std", 0.02))
 
 
@@ -84,7 +84,8 @@ def shared_fields_to_public(cfg: Config) -> dict:
             "encoder_attention_heads": cfg.num_heads, "decoder_attention_heads": cfg.num_heads,
             "encoder_ffn_dim": cfg.intermediate_size, "decoder_ffn_dim": cfg.intermediate_size,
             "activation_function": public_activation(cfg.activation),
-            "dropout": cfg.dropout_rate, "attention_dropout": cfg.attention_dropout_rate, "activation_dropout": 0.0,
+            "dropout": cfg.dropout_rate, "attention_dropout": cfg.attention_dropout_rate,
+            "activation_dropout": cfg.activation_dropout_rate,
             "scale_embedding": cfg.scale_embeddings, "init_std": cfg.initializer_range,
             "tie_word_embeddings": cfg.tie_word_embeddings,
             "pad_token_id": cfg.pad_token_id, "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,

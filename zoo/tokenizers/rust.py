@@ -87,11 +87,13 @@ class RustTokenizer(Tokenizer):
 
 
 def wordpiece(vocab_file: PathLike, *, lower_case: Optional[bool] = None, strip_accents: Optional[bool] = None,
-              special_tokens: Optional[dict[str, str]] = None) -> RustTokenizer:
+              special_tokens: Optional[dict[str, str]] = None, extra_ids: int = 0) -> RustTokenizer:
     """BERT's WordPiece from a `vocab.txt`: lower-casing, accent stripping, punctuation split, CJK characters alone.
 
     `lower_case=None` guesses from the vocabulary (a cased vocabulary has upper-case tokens); accents are stripped
-    when lower-casing unless `strip_accents` says otherwise, as in BERT.
+    when lower-casing unless `strip_accents` says otherwise, as in BERT. `extra_ids` appends T5's sentinels
+    <extra_id_0> ... <extra_id_{extra_ids - 1}> as special tokens after the vocabulary, <extra_id_0> last as in T5's
+    (for span corruption with a vocabulary that has none).
     """
     from tokenizers import Tokenizer as RustTok, decoders, models, normalizers, pre_tokenizers, processors
 
@@ -108,6 +110,10 @@ def wordpiece(vocab_file: PathLike, *, lower_case: Optional[bool] = None, strip_
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
     tok.add_special_tokens([t for t in specials.values() if t in vocab])
+    sentinels = [f"<extra_id_{n}>" for n in reversed(range(extra_ids))]
+    if set(sentinels) & set(vocab):
+        raise ValueError(f"{vocab_file}: the vocabulary already holds sentinels <extra_id_N>; pass extra_ids=0")
+    tok.add_special_tokens(sentinels)
     if specials["cls"] in vocab and specials["sep"] in vocab:
         cls, sep = specials["cls"], specials["sep"]
         tok.post_processor = processors.TemplateProcessing(

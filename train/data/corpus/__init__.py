@@ -39,11 +39,12 @@ def shipped_documents() -> list[list[str]]:
     return parse_documents(read_corpus_text())
 
 
-def shipped_tokenizer():
-    """The lower-cased WordPiece tokenizer over the shipped 1024-token `vocab.txt`."""
+def shipped_tokenizer(extra_ids: int = 0):
+    """The lower-cased WordPiece tokenizer over the shipped 1024-token `vocab.txt`; `extra_ids` appends T5's sentinels
+    <extra_id_0..extra_ids-1> (ids 1024 on, <extra_id_0> last) for span corruption."""
     from zoo.tokenizers import wordpiece
 
-    return wordpiece(VOCAB_FILE, lower_case=True)
+    return wordpiece(VOCAB_FILE, lower_case=True, extra_ids=extra_ids)
 
 
 def train_wordpiece_vocab(lines: Iterable[str], vocab_file, vocab_size: int = 1024) -> None:
