@@ -8,9 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 
 from tests.train_helpers import xla_flags
-from train.recipes import load_recipe
+from train.recipes import RECIPES_DIR, base_config, load_recipe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags(1)}
@@ -22,6 +23,25 @@ def test_load_recipe_finds_configs_by_name_and_by_path():
     assert (by_name.model, by_name.task, by_name.train.steps) == ("transformer-tiny", "seq2seq", 1200)
     with pytest.raises(FileNotFoundError, match=r"no recipe .*bert_huge.py; the recipes in .*configs: .*bert_tiny"):
         load_recipe("bert_huge")
+
+
+def flat_keys(config, prefix=""):
+    return {k for key, value in config.items()
+            for k in (flat_keys(value, f"{prefix}{key}.") if isinstance(value, ConfigDict) and key != "model_overrides"
+                      else [f"{prefix}{key}"])}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES_DIR.glob("*.py")))
+def test_every_recipe_sets_only_known_keys_and_names_a_model_task_and_optimizer_that_exist(name):
+    import zoo
+    from train.loop import make_optimizer_from_config
+    from train.tasks import get_task
+
+    config = load_recipe(name)
+    assert flat_keys(config) <= flat_keys(base_config()), flat_keys(config) - flat_keys(base_config())
+    model = zoo.create(config.model, task=get_task(config.task).head, **config.model_overrides)
+    assert zoo.param_count(model) > 0  # the overrides fit the preset (abstract: nothing is allocated)
+    make_optimizer_from_config(config)
 
 
 @pytest.mark.slow
@@ -164,3 +184,54 @@ def test_span_qa_fine_tuning_learns_to_point_at_the_asked_word(tmp_path):
     train_and_evaluate(config, str(tmp_path), batches, show_progress=False)
     losses = [row["loss"] for row in read_metrics(str(tmp_path)) if "loss" in row]
     assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.5, losses
+
+
+@pytest.mark.slow
+def test_t5_pre_trained_by_its_recipe_exports_and_fine_tunes_on_dates_from_init_from(tmp_path):
+    import chex
+    import jax
+    import torch
+    import transformers
+
+    from train.loop import create_model, export_model, train_and_evaluate
+    from train.metrics import read_metrics
+    from train.tasks import make_datasets
+
+    pre = load_recipe("t5_tiny")
+    pre.train.update(dict(steps=20, batch_size=8, log_every=10, eval_every=0))
+    pre.schedule.warmup_steps = 2
+    pre.checkpoint.every_steps = 20
+    model, _ = create_model(pre)
+    datasets = make_datasets(pre, model)
+    state, _ = train_and_evaluate(pre, str(tmp_path / "pre"), datasets.train, model=model, show_progress=False)
+    exported = tmp_path / "pre" / "model"
+    assert export_model(model, state.params, datasets.tokenizer, str(exported)) is None
+    reference = transformers.T5ForConditionalGeneration.from_pretrained(exported).eval()  # transformers reads it
+    ids = np.array([[5, 6, 7, 1]])
+    with torch.no_grad():
+        theirs = reference(input_ids=torch.tensor(ids), decoder_input_ids=torch.tensor(ids)).logits.numpy()
+    ours = model.apply({"params": state.params}, ids, ids).logits
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+    fine = load_recipe("t5_dates_finetune")
+    fine.init_from = str(exported)
+    fine.train.update(dict(steps=100, batch_size=16, log_every=10, eval_every=0))
+    fine.checkpoint.every_steps = 100
+    fine_model, start = create_model(fine)
+    chex.assert_trees_all_close(start, jax.device_get(state.params))  # it starts from the pre-trained weights
+    fine_data = make_datasets(fine, fine_model)
+    assert fine_data.tokenizer.token_to_id("<extra_id_0>") == 1123  # the checkpoint's tokenizer, sentinels and all
+    train_and_evaluate(fine, str(tmp_path / "fine"), fine_data.train, model=fine_model, initial_params=start,
+                       show_progress=False)
+    losses = [row["loss"] for row in read_metrics(str(tmp_path / "fine")) if "loss" in row]
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 1.0, losses
+
+
+def test_export_names_why_a_model_has_no_public_format(tmp_path):
+    import zoo
+    from train.loop import export_model
+
+    model = zoo.create("bert-tiny", task="mlm", position_embedding="relative_bias")
+    problem = export_model(model, {}, None, str(tmp_path / "model"))
+    assert "config fields a bert config.json cannot express: position_embedding='relative_bias'" in problem
+    assert not (tmp_path / "model").exists()

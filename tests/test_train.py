@@ -43,6 +43,42 @@ def test_rsqrt_schedule_is_the_formula_of_vaswani_et_al():
         assert float(s(step)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_constant_rsqrt_schedule_is_t5s_inverse_square_root_of_max_step_and_warmup():
+    s = make_schedule("constant_rsqrt", peak_value=0.01, warmup_steps=10_000, total_steps=524_288)
+    for step in (0, 1, 5_000, 10_000, 40_000, 524_288):
+        assert float(s(step)) == pytest.approx(1 / np.sqrt(max(step, 10_000)), rel=1e-5)
+
+
+def test_adafactor_keeps_factored_second_moments_and_scales_updates_by_the_parameters_rms():
+    params = {"kernel": jnp.full((256, 512), 0.5), "bias": jnp.zeros((512,))}
+    grads = {"kernel": jnp.ones((256, 512)), "bias": jnp.ones((512,))}
+    tx = make_optimizer(optax.constant_schedule(0.01), name="adafactor", weight_decay=0.0, clip_norm=None)
+    state = tx.init(params)
+    # a row and a column statistic for the kernel instead of Adam's two full-size moments
+    assert sum(x.size for x in jax.tree.leaves(state)) < 0.01 * sum(x.size for x in jax.tree.leaves(params))
+    updates, _ = jax.jit(tx.update)(grads, state, params)
+    # constant gradients: the normalised update is 1 everywhere, times lr and the kernel's RMS (0.5); the bias's RMS
+    # is 0, so Adafactor's floor eps2 = 1e-3 scales it
+    np.testing.assert_allclose(updates["kernel"], -0.01 * 0.5, rtol=1e-4)
+    np.testing.assert_allclose(updates["bias"], -0.01 * 1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match="optimizer 'sgd' is not one of"):
+        make_optimizer(optax.constant_schedule(0.01), name="sgd")
+
+
+def test_with_gradient_accumulation_the_schedule_counts_updates_and_ends_at_the_last_one():
+    from train.loop import make_optimizer_from_config
+
+    config = tiny_config(steps=40)
+    config.optimizer.grad_accum_steps = 4
+    config.schedule.update(dict(name="linear", warmup_steps=2, end_value=0.0))
+    schedule, _ = make_optimizer_from_config(config)
+    assert float(schedule(2)) == pytest.approx(config.optimizer.learning_rate)  # warm-up: 2 updates, 8 micro-steps
+    assert float(schedule(10)) == 0.0  # the 10th update is the run's last
+    config.train.steps = 42
+    with pytest.raises(ValueError, match="train.steps=42 is not a multiple of optimizer.grad_accum_steps=4"):
+        make_optimizer_from_config(config)
+
+
 def test_cosine_schedule_and_bad_schedules():
     s = make_schedule("cosine", peak_value=1.0, warmup_steps=10, total_steps=110, end_value=0.1)
     np.testing.assert_allclose([s(10), s(60), s(110)], [1.0, 0.55, 0.1], rtol=1e-5)

@@ -26,7 +26,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     if _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from train.loop import create_model, train_and_evaluate
+    from train.loop import create_model, export_model, train_and_evaluate
     from train.tasks import get_task, make_datasets
 
     config = _CONFIG.value
@@ -47,6 +47,14 @@ def main(argv):
         print(f"\nfinal: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
         print(f"checkpoints: {workdir}/checkpoints\nmetrics:     {workdir}/metrics.jsonl\n"
               f"tensorboard: {workdir}/events\nloss curve:  {workdir}/loss.png")
+        if jax.process_count() > 1:  # the params are spread over the hosts: restore the checkpoint on one to export
+            print("model:       not exported (a multi-host run); restore its checkpoint in one process and call "
+                  "zoo.save_pretrained")
+            return
+        problem = export_model(model, state.params, datasets.tokenizer, os.path.join(workdir, "model"))
+        print(f"model:       {workdir}/model (config.json, model.safetensors and the tokenizer, for "
+              f"zoo.from_pretrained, transformers or --config.init_from)" if problem is None
+              else f"model:       not exported in a public format: {problem}")
 
 
 if __name__ == "__main__":

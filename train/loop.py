@@ -22,6 +22,7 @@ from train.optimizer import make_optimizer, make_schedule
 from train.partitioning import batch_sharding, make_mesh
 from train.step import abstract_train_state, compile_steps, init_train_state
 from train.tasks import get_task
+from zoo.checkpoints import public_format_problem
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -39,10 +40,17 @@ def create_model(config: ml_collections.ConfigDict):
 
 
 def make_optimizer_from_config(config: ml_collections.ConfigDict):
-    """(schedule, optax transformation) of a recipe's `schedule` and `optimizer` sections."""
+    """(schedule, optax transformation) of a recipe's `schedule` and `optimizer` sections.
+
+    `train.steps` counts micro-batches; with `optimizer.grad_accum_steps` = k the optimizer updates every k of them,
+    and the schedule (its warm-up steps too) counts those `train.steps // k` updates.
+    """
     opt, sched = config.optimizer, config.schedule
+    if config.train.steps % opt.grad_accum_steps:
+        raise ValueError(f"train.steps={config.train.steps} is not a multiple of optimizer.grad_accum_steps="
+                         f"{opt.grad_accum_steps}: the last update would have a partial batch")
     schedule = make_schedule(sched.name, peak_value=opt.learning_rate, warmup_steps=sched.warmup_steps,
-                             total_steps=config.train.steps, end_value=sched.end_value)
+                             total_steps=config.train.steps // opt.grad_accum_steps, end_value=sched.end_value)
     tx = make_optimizer(schedule, name=opt.name, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
                         clip_norm=opt.clip_norm, grad_accum_steps=opt.grad_accum_steps)
     return schedule, tx
@@ -148,6 +156,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
         writer.close()
     plot_loss_curve(workdir)
     return state, {**last_train, **{f"eval_{k}": v for k, v in last_eval.items()}}
+
+
+def export_model(model, params, tokenizer, folder: str) -> str | None:
+    """Writes the trained model in its family's public format (config.json + safetensors, as `transformers` and
+    `zoo.from_pretrained` read them, so a recipe's `init_from` can start from it) with its tokenizer's files.
+    Returns None, or why the model has no public format (then nothing is written). One process only: the params must
+    be addressable here."""
+    problem = public_format_problem(model)
+    if problem is None:
+        zoo.save_pretrained(model, jax.device_get(params), folder)
+        tokenizer.save(folder)
+    return problem
 
 
 def final_metrics(workdir: str, step: int) -> dict:

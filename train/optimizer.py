@@ -1,4 +1,5 @@
-"""Learning-rate schedules and the optimizer chains of the BERT, ALBERT, GPT-2 and Transformer recipes, from optax."""
+"""Learning-rate schedules and the optimizer chains of the BERT, ALBERT, GPT-2, Transformer and T5 recipes, from
+optax."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("linear", "rsqrt", "cosine", "constant")
+SCHEDULES = ("linear", "rsqrt", "constant_rsqrt", "cosine", "constant")
+OPTIMIZERS = ("adamw", "lamb", "adafactor")
 
 
 def make_schedule(name: str, *, peak_value: float, warmup_steps: int, total_steps: int,
@@ -14,14 +16,19 @@ def make_schedule(name: str, *, peak_value: float, warmup_steps: int, total_step
     """Linear warm-up from 0 to `peak_value`, then the named decay.
 
     linear: to `end_value` at `total_steps` (BERT). rsqrt: peak * sqrt(warmup / step) after the warm-up (Vaswani et al.;
-    with peak = d^-0.5 * warmup^-0.5 this is their lr = d^-0.5 * min(step^-0.5, step * warmup^-1.5)). cosine: half a
-    cosine to `end_value` at `total_steps`. constant: stays at the peak.
+    with peak = d^-0.5 * warmup^-0.5 this is their lr = d^-0.5 * min(step^-0.5, step * warmup^-1.5)).
+    constant_rsqrt: T5's peak * sqrt(warmup / max(step, warmup)), held at the peak (not ramped) for the warm-up steps
+    (with peak 0.01 and 10^4 steps, their 1 / sqrt(max(step, 10^4))). cosine: half a cosine to `end_value` at
+    `total_steps`. constant: stays at the peak.
     """
     if name not in SCHEDULES:
         raise ValueError(f"schedule {name!r} is not one of {SCHEDULES}")
     if warmup_steps < 0 or total_steps < 1 or (name in ("linear", "cosine") and warmup_steps >= total_steps):
         raise ValueError(f"need 0 <= warmup_steps < total_steps, got warmup_steps={warmup_steps}, "
                          f"total_steps={total_steps}")
+    if name == "constant_rsqrt":
+        return lambda step: peak_value * jnp.sqrt(max(warmup_steps, 1) / jnp.maximum(
+            jnp.asarray(step, jnp.float32), max(warmup_steps, 1)))
     # Not optax.linear_schedule: it computes peak - peak * (1 - step / warmup), which loses digits in float32.
     warmup = lambda step: peak_value * jnp.asarray(step, jnp.float32) / max(warmup_steps, 1)
     if name == "linear":
@@ -45,16 +52,20 @@ def weight_decay_mask(params):
 def make_optimizer(schedule: optax.Schedule, *, name: str = "adamw", b1: float = 0.9, b2: float = 0.999,
                    eps: float = 1e-6, weight_decay: float = 0.01, clip_norm: float | None = 1.0,
                    grad_accum_steps: int = 1) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW or LAMB with decoupled weight decay masked off LayerNorm and biases.
+    """Global-norm clipping, then AdamW, LAMB or Adafactor with decoupled weight decay masked off norms and biases.
 
+    adafactor is T5's (Shazeer & Stern 2018, optax's defaults): factored second moments decaying as step^-0.8, no
+    momentum, updates clipped to RMS 1 and scaled by each parameter's RMS; Adam's b1, b2 and eps do not apply to it.
     `grad_accum_steps` > 1 averages that many micro-batches' gradients before one update (optax.MultiSteps).
     """
     if name == "adamw":
         tx = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=weight_decay_mask)
     elif name == "lamb":
         tx = optax.lamb(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=weight_decay_mask)
+    elif name == "adafactor":
+        tx = optax.adafactor(schedule, weight_decay_rate=weight_decay or None, weight_decay_mask=weight_decay_mask)
     else:
-        raise ValueError(f"optimizer {name!r} is not one of ('adamw', 'lamb')")
+        raise ValueError(f"optimizer {name!r} is not one of {OPTIMIZERS}")
     if clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
     if grad_accum_steps < 1:

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -96,17 +96,13 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
     Raises ValueError when the config has a switch the public format cannot express (named), or the params do not
     fit the model.
     """
+    problem = public_format_problem(model)
+    if problem is not None:
+        raise ValueError(problem)
     cfg, task = model.config, model.task
-    fmt = FAMILIES[cfg.family].public if cfg.family in FAMILIES else None
-    if fmt is None:
-        with_one = [name for name, f in FAMILIES.items() if f.public is not None]
-        raise ValueError(f"zoo family {cfg.family!r} has no public format; those with one: {', '.join(with_one)}")
+    fmt = FAMILIES[cfg.family].public
     architecture = fmt.architecture(task)
-    if architecture is None:
-        raise ValueError(f"task {task!r} has no {fmt.model_type} architecture; the tasks with one: "
-                         f"{', '.join(str(t) for t in fmt.architectures.values())}")
     public = fmt.config_to_public(cfg)
-    _check_expressible(fmt, cfg, public, task)
     if "params" in params and len(params) == 1:
         params = params["params"]
     spec = flatten(fmt.tensors(cfg, task))
@@ -324,14 +320,25 @@ def _initialize_heads(model, missing: list[str], spec: dict, abstract: dict, pla
     return {path: jax.device_put(value, placement(path)) for path, value in values.items()}
 
 
-def _check_expressible(fmt: PublicFormat, cfg: Config, public: dict, task) -> None:
-    """Reads `public` back; a zoo field that comes back different cannot be written in this format."""
-    reread = fmt.config_from_public(PublicConfig(public), task).replace(num_labels=cfg.num_labels)
+def public_format_problem(model: nn.Module) -> Optional[str]:
+    """Why `save_pretrained` cannot write `model` in its family's public format (no format, no architecture for its
+    task, or a switch the format's config.json cannot express, named), or None when it can."""
+    cfg, task = model.config, model.task
+    fmt = FAMILIES[cfg.family].public if cfg.family in FAMILIES else None
+    if fmt is None:
+        with_one = [name for name, f in FAMILIES.items() if f.public is not None]
+        return f"zoo family {cfg.family!r} has no public format; those with one: {', '.join(with_one)}"
+    if fmt.architecture(task) is None:
+        return (f"task {task!r} has no {fmt.model_type} architecture; the tasks with one: "
+                f"{', '.join(str(t) for t in fmt.architectures.values())}")
+    # Read config.json back: a zoo field that comes back different cannot be written in this format.
+    reread = fmt.config_from_public(PublicConfig(fmt.config_to_public(cfg)), task).replace(num_labels=cfg.num_labels)
     lost = [f"{f.name}={getattr(cfg, f.name)!r} (the {fmt.model_type} format has {getattr(reread, f.name)!r})"
             for f in dataclasses.fields(cfg)
             if f.name not in RUNTIME_FIELDS and getattr(cfg, f.name) != getattr(reread, f.name)]
     if lost:
-        raise ValueError(f"config fields a {fmt.model_type} config.json cannot express: {'; '.join(lost)}")
+        return f"config fields a {fmt.model_type} config.json cannot express: {'; '.join(lost)}"
+    return None
 
 
 def _labels(num_labels: int) -> dict:
