@@ -1,4 +1,5 @@
 import os
+import sys
 
 from tests.train_helpers import xla_flags  # noqa: E402 (imports no jax)
 
@@ -14,6 +15,15 @@ _CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 jax.config.update("jax_compilation_cache_dir", os.environ.get("ZOO_TEST_JAX_CACHE", _CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture(autouse=True)
+def _same_torch_weights_in_any_order():
+    """torch's global generator restarts at every test, so the random reference weights a test draws do not depend
+    on which tests ran before it in the same worker."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(0)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -450,3 +451,47 @@ def test_parameters_land_sharded_over_a_two_device_mesh_by_logical_axis_rules(tm
     result = subprocess.run([sys.executable, "-c", SHARDED_LOAD, str(tmp_path)], env=env, capture_output=True,
                             text=True, cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_a_sharded_load_reads_each_devices_slice_and_never_holds_a_whole_weight_on_the_host(tmp_path, monkeypatch,
+                                                                                              scan_layers):
+    # The host arrays a load makes are the slices `_Slices` reads out of the memory-mapped file (views, not copies,
+    # until then); on CPU jax may keep them as the device buffers, so their sizes are what the host ever holds.
+    made = []
+    read = zoo.checkpoints._Slices.__getitem__
+    monkeypatch.setattr(zoo.checkpoints._Slices, "__getitem__", lambda self, index: made.append(
+        read(self, index)) or made[-1])
+    # the token embedding (8 MB in float32) is the largest weight; fused q/k/v and scanned layers are sliced too
+    sizes = dict(vocab_size=16384, hidden_size=128, num_heads=8)
+    model = zoo.create("bert-tiny", task="mlm", **sizes)
+    params = random_params(model, *zoo.registry.example_inputs(model), scale=1.0)["params"]
+    zoo.save_pretrained(model, params, tmp_path)
+    embedding_bytes = 16384 * 128 * 4
+    mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(4, 2), ("fsdp", "tensor"))
+    rules = (("vocab", "fsdp"), ("embed", "fsdp"), ("heads", "tensor"), ("mlp", "tensor"), ("layers", None))
+    loaded_model = zoo.create("bert-tiny", task="mlm", scan_layers=scan_layers, **sizes)
+    abstract = jax.eval_shape(lambda: loaded_model.init(jax.random.key(0),
+                                                        *zoo.registry.example_inputs(loaded_model)))["params"]
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+
+    _, sharded = zoo.from_pretrained(tmp_path, scan_layers=scan_layers, shardings=shardings)
+    assert len(sharded["token_embedding"]["embedding"].addressable_shards) == 8
+    assert max(a.nbytes for a in made) == embedding_bytes // 4
+    made.clear()
+    _, whole = zoo.from_pretrained(tmp_path, scan_layers=scan_layers)
+    assert max(a.nbytes for a in made) == embedding_bytes  # unsharded, a weight is read whole (one at a time)
+    chex.assert_trees_all_equal(jax.device_get(sharded), jax.device_get(whole))
+    np.testing.assert_array_equal(np.asarray(whole["token_embedding"]["embedding"]),
+                                  np.asarray(params["token_embedding"]["embedding"]))
+    qkv = sharded["encoder"]["layers" if scan_layers else "layers_0"]["attention"]["qkv"]["kernel"]
+    assert qkv.sharding.spec[-2] == "tensor"  # fused q/k/v sliced by head across the stacked names
+
+
+def test_loaded_params_do_not_change_when_their_file_is_overwritten(tmp_path):
+    # the loader reads through memory maps, and jax may keep host memory it is given: params must own their memory
+    model, _ = saved(tmp_path, "gpt-tiny")
+    _, params = zoo.from_pretrained(tmp_path)
+    before = jax.device_get(params)
+    zoo.save_pretrained(model, jax.tree.map(lambda x: x + 1, before), tmp_path)
+    chex.assert_trees_all_equal(jax.device_get(params), before)

@@ -8,9 +8,11 @@ import re
 import shutil
 import struct
 
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+from safetensors import safe_open
 from safetensors.numpy import save_file
 
 import zoo
@@ -19,7 +21,6 @@ from tests.model_helpers import random_params
 from train.data import corpus
 from train.data.sources import read_jsonl, read_text_files
 from train.recipes import load_recipe
-from zoo.checkpoints import _read_bfloat16
 
 
 def raises(error, path, problem):
@@ -124,13 +125,18 @@ def test_truncated_shard_is_named_truncated(sharded):
         zoo.from_pretrained(sharded)
 
 
-def test_bfloat16_reader_names_a_truncated_file(tmp_path):
-    file = tmp_path / "bf16.safetensors"
-    save_file({"w": np.ones(64, ml_dtypes.bfloat16)}, file)
-    np.testing.assert_array_equal(_read_bfloat16(file, "w"), np.ones(64, ml_dtypes.bfloat16))
-    file.write_bytes(file.read_bytes()[:-10])
-    with raises(ValueError, file, "truncated: its tensors need 128 bytes of data but it holds 118"):
-        _read_bfloat16(file, "w")
+def test_bfloat16_weights_load_as_bfloat16_and_a_truncated_one_is_named(checkpoint):
+    weights = checkpoint / "model.safetensors"
+    with safe_open(weights, framework="numpy") as f:
+        stored = {name: f.get_tensor(name).astype(ml_dtypes.bfloat16) for name in f.keys()}
+    save_file(stored, weights)
+    model, params = zoo.from_pretrained(checkpoint, param_dtype="bfloat16")
+    embedding = params["embeddings"]["position_embedding"]["embedding"]
+    assert embedding.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(embedding), stored["embeddings.position_embeddings.weight"])
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with raises(ValueError, weights, "truncated: its tensors need"):
+        zoo.from_pretrained(checkpoint)
 
 
 # -- tokenizers ----------------------------------------------------------------------------------------------------

@@ -1,15 +1,15 @@
 """Pretrained checkpoints both ways, in the public layout `transformers` reads and writes: a folder with `config.json`
 and `model.safetensors` (or shards listed in `model.safetensors.index.json`).
 
-Loading reads one tensor at a time from the memory-mapped safetensors files (never unpickles) and puts each parameter
-straight onto its target sharding, so a large checkpoint is never whole on one host. Saving writes what
+Loading maps the safetensors files into memory (never unpickles) and reads each parameter's tensors as views in zoo's
+layout; with a target sharding each device's slice is read and converted on its own, so a large weight is never
+whole on one host. Saving writes what
 `transformers` loads with no missing or unexpected keys. Each family's record (zoo/families/) says only what differs
 in its `PublicFormat`: how its config.json fields map onto `Config`, and which public tensors make each zoo parameter.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import numpy as np
-from safetensors import SafetensorError, safe_open
+import ml_dtypes
 from safetensors.numpy import save_file
 
 from zoo.config import Config
@@ -30,6 +30,9 @@ from zoo.files import read_json_object
 from zoo.registry import create, example_inputs
 
 LOG = logging.getLogger(__name__)
+# safetensors' dtype names -> numpy's (bfloat16 from ml_dtypes, which jax depends on); little-endian, as the format is
+SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": ml_dtypes.bfloat16, "I64": "<i8",
+                      "I32": "<i4", "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 # Top-level modules that belong to a head, not the body: a checkpoint without them still loads (they are initialised).
 HEAD_MODULES = ("pooler", "mlm_head", "seq_relationship_head", "classifier", "qa_head", "lm_head",
                 "classification_head")
@@ -146,14 +149,44 @@ def _parts(spec: dict[str, Tensor], path: str, shape: tuple) -> list[tuple[Tenso
 
 
 def _read_param(checkpoint: "_Checkpoint", parts: list, path: str, leaf, sharding) -> jax.Array | None:
-    """One zoo parameter from its public tensors, put on `sharding`; None when the checkpoint lacks any of them."""
+    """One zoo parameter from its public tensors, put on `sharding`; None when the checkpoint lacks any of them.
+
+    The public tensors are views of the memory-mapped files in zoo's layout, so with a sharding each device's shard
+    is read and converted on its own (`jax.make_array_from_callback`): no host array of the whole parameter exists.
+    """
     if not all(name in checkpoint for tensor, _ in parts for name in tensor.names):
         return None
-    arrays = [tensor.to_zoo([checkpoint.read(name, tensor.public_shape(shape), path) for name in tensor.names], shape)
-              for tensor, shape in parts]
-    value = arrays[0] if len(arrays) == 1 and parts[0][1] == leaf.shape else np.stack(arrays)  # stack: scanned layers
+    views = [tensor.zoo_parts([checkpoint.read(name, tensor.public_shape(shape), path) for name in tensor.names],
+                              shape) for tensor, shape in parts]
     checkpoint.used.update(alias for tensor, _ in parts for alias in tensor.aliases)
-    return jax.device_put(value.astype(leaf.dtype), sharding)
+    # several parts: one per layer, stacked on a leading axis (scanned layers); several views: stacked on axis `rows`
+    slices = _Slices(views, stacked_layers=len(parts) > 1 or parts[0][1] != leaf.shape, names_axis=parts[0][0].rows,
+                     dtype=leaf.dtype)
+    if sharding is None:
+        return jax.device_put(slices[(slice(None),) * len(leaf.shape)])
+    return jax.make_array_from_callback(leaf.shape, sharding, slices.__getitem__)
+
+
+class _Slices:
+    """A zoo parameter read lazily from views of its public tensors: `[index]` is a fresh array of just that slice,
+    in the parameter's dtype (fresh: jax may alias the host memory it is given, and the views map the files)."""
+
+    def __init__(self, views: list[list[np.ndarray]], *, stacked_layers: bool, names_axis: int, dtype):
+        self.views, self.stacked_layers, self.names_axis, self.dtype = views, stacked_layers, names_axis, dtype
+
+    def __getitem__(self, index: tuple) -> np.ndarray:
+        if self.stacked_layers:
+            layers = range(len(self.views))[index[0]]
+            return np.stack([self._one(self.views[i], index[1:]) for i in layers])
+        return self._one(self.views[0], index)
+
+    def _one(self, views: list[np.ndarray], index: tuple) -> np.ndarray:
+        if len(views) == 1:
+            return np.array(views[0][index], dtype=self.dtype)  # copies only the slice
+        axis = self.names_axis
+        picked = range(len(views))[index[axis]]
+        rest = index[:axis] + index[axis + 1:]
+        return np.stack([np.array(views[i][rest], dtype=self.dtype) for i in picked], axis=axis)
 
 
 def _placement(shardings: Any, abstract: dict) -> Callable[[str], Any]:
@@ -169,15 +202,15 @@ def _placement(shardings: Any, abstract: dict) -> Callable[[str], Any]:
 
 
 class _Checkpoint:
-    """Public tensor names -> arrays, read one at a time from model.safetensors or the shards of its index."""
+    """Public tensor names -> views of model.safetensors or the shards of its index, each file memory-mapped once."""
 
     def __init__(self, folder: Path, prefix: str):
-        self.folder, self.used, self.stack = folder, set(), contextlib.ExitStack()
-        self.handles: dict[str, Any] = {}
+        self.folder, self.used = folder, set()
+        self.mapped: dict[str, tuple[np.memmap, dict]] = {}
         if (folder / INDEX).exists():
             files = _read_index(folder / INDEX)
         elif (folder / WEIGHTS).exists():
-            files = dict.fromkeys(self._handle(WEIGHTS).keys(), WEIGHTS)
+            files = dict.fromkeys(self._map(WEIGHTS)[1], WEIGHTS)
         elif list(folder.glob("*.bin")) or list(folder.glob("*.pt")) or list(folder.glob("*.pth")):
             raise ValueError(
                 f"{folder} holds only pickled PyTorch weights ({', '.join(p.name for p in folder.glob('*.bin'))}); "
@@ -195,30 +228,43 @@ class _Checkpoint:
         return self
 
     def __exit__(self, *exc):
-        self.stack.close()
+        self.mapped.clear()  # the views handed out keep their maps open as long as they live
 
     def __contains__(self, name: str) -> bool:
         return name in self.files
 
-    def _handle(self, file: str):
-        """The open safetensors file `file` of the folder, opened once."""
-        if file not in self.handles:
-            try:
-                self.handles[file] = self.stack.enter_context(safe_open(self.folder / file, framework="numpy"))
-            except SafetensorError as e:
-                _read_header(self.folder / file)  # raises the reason in words: not a safetensors file, or truncated
-                raise ValueError(f"{self.folder / file}: not a valid safetensors file ({e})") from None
-        return self.handles[file]
+    def _map(self, file: str) -> tuple[np.memmap, dict]:
+        """(the file's data bytes, mapped; its tensors' header entries), checked and mapped once per file."""
+        if file not in self.mapped:
+            data_start, header = _read_header(self.folder / file)
+            header.pop("__metadata__", None)
+            size = (self.folder / file).stat().st_size - data_start
+            data = np.memmap(self.folder / file, np.uint8, mode="r", offset=data_start, shape=(size,)) if size else \
+                np.zeros((0,), np.uint8)
+            self.mapped[file] = data, header
+        return self.mapped[file]
 
     def read(self, name: str, shape: tuple, path: str) -> np.ndarray:
+        """A read-only view of tensor `name`, checked to have `shape`; nothing is copied."""
         file, stored = self.files[name]
-        handle = self._handle(file)
-        stored_shape = tuple(handle.get_slice(stored).get_shape())
-        if stored_shape != tuple(shape):
-            raise ValueError(f"tensor {name} has shape {stored_shape} in the checkpoint but zoo expects {tuple(shape)} "
-                             f"(for parameter {path})")
+        data, header = self._map(file)
+        entry = header.get(stored)
+        if not isinstance(entry, dict) or {"dtype", "shape", "data_offsets"} - set(entry):
+            raise ValueError(f"{self.folder / file}: the header entry of tensor {stored} is not a safetensors entry "
+                             f"(dtype, shape, data_offsets)")
+        if tuple(entry["shape"]) != tuple(shape):
+            raise ValueError(f"tensor {name} has shape {tuple(entry['shape'])} in the checkpoint but zoo expects "
+                             f"{tuple(shape)} (for parameter {path})")
+        if entry["dtype"] not in SAFETENSORS_DTYPES:
+            raise ValueError(f"{self.folder / file}: tensor {stored} has dtype {entry['dtype']}, which zoo cannot "
+                             f"read (it reads {', '.join(SAFETENSORS_DTYPES)})")
+        dtype = np.dtype(SAFETENSORS_DTYPES[entry["dtype"]])
+        start, end = entry["data_offsets"]
+        if end - start != dtype.itemsize * int(np.prod(shape)):
+            raise ValueError(f"{self.folder / file}: tensor {stored} spans {end - start} bytes, not the "
+                             f"{dtype.itemsize * int(np.prod(shape))} of {entry['dtype']} {tuple(shape)}")
         self.used.add(name)
-        return _as_array(handle, stored, self.folder / file)
+        return data[start:end].view(dtype).reshape(shape)
 
     def unread(self) -> list[str]:
         return sorted(set(self.files) - self.used)
@@ -238,15 +284,6 @@ def _read_index(index: Path) -> dict[str, str]:
 def _legacy_name(name: str) -> str:
     """The original TF-converted checkpoints (bert-base-uncased among them) call LayerNorm weights gamma and beta."""
     return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
-
-
-def _as_array(handle, name: str, file: Path) -> np.ndarray:
-    try:
-        return handle.get_tensor(name)
-    except TypeError:  # bfloat16: numpy has no such dtype, ml_dtypes (a jax dependency) has
-        return _read_bfloat16(file, name)
-    except SafetensorError as e:
-        raise ValueError(f"{file}: cannot read tensor {name} ({e})") from None
 
 
 def _read_header(file: Path) -> tuple[int, dict]:
@@ -274,18 +311,6 @@ def _read_header(file: Path) -> tuple[int, dict]:
     if end > data_size:
         raise ValueError(f"{file}: truncated: its tensors need {end} bytes of data but it holds {data_size}")
     return 8 + header_size, header
-
-
-def _read_bfloat16(file: Path, name: str) -> np.ndarray:
-    import ml_dtypes  # noqa: PLC0415
-
-    data_start, header = _read_header(file)
-    entry = header[name]
-    if entry["dtype"] != "BF16":
-        raise ValueError(f"tensor {name} in {file} has dtype {entry['dtype']}, which zoo cannot read")
-    start, end = entry["data_offsets"]
-    return np.memmap(file, dtype=ml_dtypes.bfloat16, mode="r", offset=data_start + start,
-                     shape=tuple(entry["shape"])) if end > start else np.zeros(entry["shape"], ml_dtypes.bfloat16)
 
 
 def _check_unused(fmt: PublicFormat, cfg: Config, unread: list[str]) -> None:

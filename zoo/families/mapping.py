@@ -39,10 +39,13 @@ class Tensor:
         matrix = (rows, cols) if self.rows else (cols,)
         return self.lead + (matrix[::-1] if self.transpose else matrix)
 
-    def to_zoo(self, arrays: list[np.ndarray], shape: tuple) -> np.ndarray:
+    def zoo_parts(self, arrays: list[np.ndarray], shape: tuple) -> list[np.ndarray]:
+        """Each public tensor in zoo's layout, as a view where numpy can (a transpose and a split of axes are views):
+        `shape`, less its axis `rows` when several tensors are stacked there (BERT's q, k, v: [E, heads, head_dim]
+        each of the fused [E, 3, heads, head_dim])."""
+        part_shape = shape if len(self.names) == 1 else shape[:self.rows] + shape[self.rows + 1:]
         parts = [a.reshape(a.shape[len(self.lead):]) for a in arrays]
-        parts = [p.T if self.transpose else p for p in parts]
-        return np.stack(parts, axis=parts[0].ndim - 1).reshape(shape)
+        return [(p.T if self.transpose else p).reshape(part_shape) for p in parts]
 
     def to_public(self, x: np.ndarray) -> list[np.ndarray]:
         n = len(self.names)
