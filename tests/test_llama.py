@@ -2,8 +2,8 @@
 embedding, grouped-query attention against multi-head attention, the KV cache, and the three families' checkpoints
 and generation against transformers' PyTorch models."""
 
-import dataclasses
-
+import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +11,11 @@ import pytest
 
 import zoo
 from tests.model_helpers import decode_in_chunks, jitted_apply, random_params
+from tests.test_train import make_batch, run_steps
+from train.partitioning import make_mesh
+from zoo.attention import dot_product_attention
 from zoo.config import RopeScaling
+from zoo.layers import stack_layer_params
 from zoo.rotary import apply_rotary, rotary_embedding, rotary_frequencies
 
 # Published parameter counts: transformers' num_parameters() of the ForCausalLM models (a tied head counted once).
@@ -114,8 +118,6 @@ def test_grouped_query_attention_equals_multi_head_attention_with_repeated_kv_he
 
 
 def test_grouped_query_attention_with_dropout_equals_repeated_kv_heads(key):
-    from zoo.attention import dot_product_attention
-    import flax.linen as nn
     q = jax.random.normal(key, (2, 5, 4, 8))
     k, v = jax.random.normal(jax.random.key(1), (2, 2, 5, 2, 8))
     dropout = nn.Dropout(0.3, deterministic=False)
@@ -127,7 +129,6 @@ def test_grouped_query_attention_with_dropout_equals_repeated_kv_heads(key):
 
 
 def test_scanned_and_rematted_llama_equals_the_unrolled_one():
-    from zoo.layers import stack_layer_params
     unrolled = zoo.Transformer(tiny(rope_scaling=LLAMA3), "causal_lm")
     scanned = zoo.Transformer(unrolled.config.replace(scan_layers=True, remat="full"), "causal_lm")
     tokens = np.random.default_rng(3).integers(0, 1024, (2, 9))
@@ -213,7 +214,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
-from tests.test_checkpoints import assert_outputs_close, torch_outputs, zoo_outputs  # noqa: E402
+from tests.test_checkpoints import assert_outputs_close, cross_entropy, torch_outputs, zoo_outputs  # noqa: E402
 
 SMALL = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
@@ -270,7 +271,6 @@ def assert_lm_loss_close(model, params, reference, inputs):
     follows_real = np.concatenate([np.zeros_like(mask[:, :1]), mask[:, :-1]], axis=1) * mask
     labels = np.where(follows_real == 1, ids, -100)
     logits = jitted_apply(model)({"params": params}, ids, mask).logits
-    from tests.test_checkpoints import cross_entropy
     ours = cross_entropy(logits[:, :-1], labels[:, 1:])
     with torch.no_grad():
         theirs = reference(**{k: torch.as_tensor(v) for k, v in inputs.items()}, labels=torch.as_tensor(labels)).loss
@@ -360,3 +360,22 @@ def test_a_mistral_config_without_a_window_is_dense_attention(tmp_path):
     assert zoo.from_pretrained(tmp_path)[0].config.attention == "sliding_window"
     edit_config(tmp_path, sliding_window=None)
     assert zoo.from_pretrained(tmp_path)[0].config.attention == "dense"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["llama-tiny", "mistral-tiny", "qwen2-tiny"])
+def test_data_fsdp_tensor_mesh_equals_one_device(name):
+    # grouped-query attention shards its 2 key/value heads over the tensor axis of 2
+    model = zoo.create(name, task="causal_lm", **({"window": 5, "block_size": 4} if name == "mistral-tiny" else {}))
+    batch = make_batch("causal_lm")
+    single_params, single_losses = run_steps(model, make_mesh(1, 1, 1, devices=jax.devices()[:1]), batch)
+    sharded_params, sharded_losses = run_steps(model, make_mesh(2, 2, 2), batch)
+    np.testing.assert_allclose(sharded_losses, single_losses, atol=1e-5)
+    chex.assert_trees_all_close(sharded_params, single_params, atol=1e-5)
+
+
+def test_partial_rotary_factor_is_named(tmp_path):
+    saved(tmp_path, "llama-tiny", task="causal_lm")
+    edit_config(tmp_path, partial_rotary_factor=0.5)
+    with pytest.raises(ValueError, match="partial_rotary_factor=0.5"):
+        zoo.from_pretrained(tmp_path)

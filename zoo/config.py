@@ -93,8 +93,9 @@ class Config:
     num_layers: int = 12
     num_decoder_layers: int = 0  # encoder-decoder only
     num_heads: int = 12
-    # Grouped-query attention (Ainslie et al. 2023): heads share num_kv_heads key/value heads (1: multi-query, Shazeer
-    # 2019), and the KV cache holds only those. None means num_heads (multi-head attention).
+    # Grouped-query self-attention (Ainslie et al. 2023): heads share num_kv_heads key/value heads (1: multi-query,
+    # Shazeer 2019), and the KV cache holds only those. None means num_heads (multi-head attention); an
+    # encoder-decoder's cross-attention keeps num_heads.
     num_kv_heads: int | None = None
     attention_head_dim: int | None = None  # width of one head; None means hidden_size // num_heads (T5's d_kv)
     intermediate_size: int = 3072

@@ -66,9 +66,9 @@ def rope_fields(c: PublicConfig) -> dict:
     theta = scaling.pop("rope_theta", None) or legacy_theta or 10000.0
     if scaling.get("rope_type", scaling.get("type", "default")) == "default":
         scaling = {}
-    c.get("partial_rotary_factor")
-    if scaling.pop("partial_rotary_factor", 1.0) != 1.0:
-        raise ValueError("config.json rope partial_rotary_factor != 1.0 is not supported by zoo")
+    partial = scaling.pop("partial_rotary_factor", None) or c.get("partial_rotary_factor") or 1.0
+    if partial != 1.0:  # rotating only part of each head (Phi, GPT-NeoX): not a switch of zoo's
+        raise ValueError(f"config.json field partial_rotary_factor={partial} is not supported by zoo (supported: 1.0)")
     return dict(rope_theta=float(theta), rope_scaling=scaling or None)
 
 

@@ -10,6 +10,7 @@ from zoo.config import Config
 from zoo.families import llama
 from zoo.families.mapping import PublicConfig
 from zoo.families.record import Family
+from zoo.models import Transformer
 
 
 def mistral(**fields) -> Config:
@@ -39,5 +40,5 @@ def config_to_public(cfg: Config) -> dict:
     return {**llama.public_config(cfg), "sliding_window": window}
 
 
-FAMILY = Family(name="mistral", model=llama.Transformer, config=mistral, presets=PRESETS, tasks=llama.TASKS,
+FAMILY = Family(name="mistral", model=Transformer, config=mistral, presets=PRESETS, tasks=llama.TASKS,
                 public=llama.public_format("mistral", config_from_public, config_to_public))

@@ -9,6 +9,7 @@ from zoo.config import Config
 from zoo.families import llama
 from zoo.families.mapping import PublicConfig
 from zoo.families.record import Family
+from zoo.models import Transformer
 
 
 def qwen2(**fields) -> Config:
@@ -39,5 +40,5 @@ def config_to_public(cfg: Config) -> dict:
     return {**llama.public_config(cfg), "use_sliding_window": False}
 
 
-FAMILY = Family(name="qwen2", model=llama.Transformer, config=qwen2, presets=PRESETS, tasks=llama.TASKS,
+FAMILY = Family(name="qwen2", model=Transformer, config=qwen2, presets=PRESETS, tasks=llama.TASKS,
                 public=llama.public_format("qwen2", config_from_public, config_to_public))
