@@ -195,6 +195,7 @@ def test_packed_rows_with_per_document_positions_equal_each_document_alone():
     (dict(rope_scaling=dict(rope_type="linear", factor=-1.0)), "factor must be positive"),
     (dict(rope_theta=0.0), "rope_theta"),
     (dict(attention_head_dim=15), "head_dim must be even"),
+    (dict(num_decoder_layers=2), "single-stack models; this config has num_decoder_layers=2"),
     (dict(position_embedding="learned", rope_scaling=dict(rope_type="linear", factor=2.0)), "rope_scaling"),
 ])
 def test_bad_config_fields_are_named(fields, named):
@@ -332,6 +333,9 @@ def test_generation_equals_transformers(search, hf, decoder_pair):
     if search["num_beams"] == 1:  # the random model's outputs vary, so equal tokens say something
         free = np.asarray(zoo.generate(model, params, ids, mask, max_new_tokens=10, eos_token_id=None).sequences)
         assert len(np.unique(free[:, 6:])) > 5 and len({tuple(row[6:]) for row in free}) == 3
+        if model.config.attention == "sliding_window":  # and Mistral's window changes them
+            dense = zoo.Transformer(model.config.replace(attention="dense"), "causal_lm")
+            assert np.any(free != zoo.generate(dense, params, ids, mask, max_new_tokens=10, eos_token_id=None).sequences)
     assert_generation_equals_transformers(hf, decoder_pair, ids, mask, search, pad=97,
                                           eos_from=lambda sequences: eos_candidate(sequences, 6))
 

@@ -55,20 +55,21 @@ class RopeScaling:
         """From config.json's form: {"rope_type" (or "type"): ..., "factor": ..., ...}; a ValueError names a type or
         key zoo cannot honour."""
         fields = dict(fields)
-        kind = fields.pop("rope_type", None) or fields.pop("type", None)
-        fields.pop("type", None)
+        legacy_kind = fields.pop("type", None)  # older files' name of rope_type
+        kind = fields.pop("rope_type", legacy_kind)
         if kind not in ROPE_SCALINGS:
             raise ValueError(f"rope_scaling type {kind!r} is not supported by zoo (supported: "
                              f"{', '.join(ROPE_SCALINGS)})")
-        names = {"factor": "factor", "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor",
-                 "original_max_position_embeddings": "original_max_length", "original_max_length": "original_max_length"}
-        allowed = {"factor"} if kind == "linear" else set(names)
+        if "original_max_position_embeddings" in fields:  # transformers' name of the field
+            fields["original_max_length"] = fields.pop("original_max_position_embeddings")
+        allowed = {"factor"} if kind == "linear" else {"factor", "low_freq_factor", "high_freq_factor",
+                                                        "original_max_length"}
         unknown = sorted(set(fields) - allowed)
         if unknown:
             raise ValueError(f"rope_scaling of type {kind!r} has field(s) {unknown} that zoo cannot honour")
         if "factor" not in fields:
             raise ValueError(f"rope_scaling of type {kind!r} needs a factor")
-        return cls(type=kind, **{names[k]: v for k, v in fields.items()})
+        return cls(type=kind, **fields)
 
     def to_dict(self) -> dict:
         """config.json's form (transformers' rope_scaling)."""
@@ -246,6 +247,9 @@ class Config:
                 raise ValueError(f"rope_scaling={self.rope_scaling} scales rotary positions: it needs "
                                  f"position_embedding='rotary', not {self.position_embedding!r}")
             return
+        if self.is_encoder_decoder:  # its stacks take no token positions yet (zoo.models.EncoderDecoderTransformer)
+            raise ValueError(f"position_embedding='rotary' is for single-stack models; this config has "
+                             f"num_decoder_layers={self.num_decoder_layers}")
         if self.head_dim % 2:
             raise ValueError(f"position_embedding='rotary' rotates pairs of dimensions: head_dim must be even, got "
                              f"{self.head_dim}")
