@@ -383,3 +383,12 @@ def test_partial_rotary_factor_is_named(tmp_path):
     edit_config(tmp_path, partial_rotary_factor=0.5)
     with pytest.raises(ValueError, match="partial_rotary_factor=0.5"):
         zoo.from_pretrained(tmp_path)
+
+
+def test_several_eos_ids_in_config_json_round_trip(tmp_path):
+    saved(tmp_path / "a", "llama-tiny", task="causal_lm")
+    edit_config(tmp_path / "a", eos_token_id=[2, 5])
+    model, params = zoo.from_pretrained(tmp_path / "a")
+    assert model.config.eos_token_id == (2, 5) and hash(model.config)
+    zoo.save_pretrained(model, params, tmp_path / "b")
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "b").eos_token_id == [2, 5]
