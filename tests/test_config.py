@@ -9,7 +9,7 @@ def test_hidden_size_not_divisible_by_heads_names_both_numbers():
         zoo.Config(hidden_size=100, num_heads=12)
 
 
-@pytest.mark.parametrize("field, value", [("position_embedding", "rotary"), ("norm_position", "middle"),
+@pytest.mark.parametrize("field, value", [("position_embedding", "alibi"), ("norm_position", "middle"),
                                           ("attention", "linear"), ("activation", "tanh"), ("pooling", "sum"),
                                           ("remat", "some")])
 def test_unknown_switch_value_lists_the_choices(field, value):

@@ -122,6 +122,8 @@ def test_cudnn_attention_equals_the_xla_path(attention, causal, padding):
     ("gpt2", "causal_lm", dict(attention="sliding_window", window=16)),
     ("bert-base-uncased", "mlm", dict()),
     ("transformer-base", "seq2seq", dict()),
+    ("llama-3.2-1b", "causal_lm", dict(num_kv_heads=1)),  # rotary positions, multi-query attention
+    ("mistral-7b-v0.1", "causal_lm", dict(num_kv_heads=1, window=16)),  # + the sliding window
 ])
 def test_models_with_the_cudnn_kernel_match_the_xla_kernel(name, task, overrides):
     small = dict(num_layers=2, hidden_size=128, num_heads=2, intermediate_size=256, vocab_size=500, max_length=128,

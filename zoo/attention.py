@@ -42,9 +42,11 @@ def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None
     dropout needs the probabilities, so that path spells the same computation out.
     """
     factor = 1.0 / math.sqrt(query.shape[-1]) if scale else 1.0
-    if dropout is None:
+    if dropout is None:  # grouped-query keys and values (fewer heads) are shared by the query heads in jax
         return jax.nn.dot_product_attention(query, key, value, bias=None if bias is None else bias.astype(query.dtype),
                                             mask=mask, scale=factor)
+    groups = query.shape[2] // key.shape[2]  # grouped-query attention: each key/value head serves `groups` heads
+    key, value = jnp.repeat(key, groups, axis=2), jnp.repeat(value, groups, axis=2)
     logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
     logits = logits * factor
     if bias is not None:

@@ -12,15 +12,72 @@ from typing import Any
 
 import jax.numpy as jnp
 
-POSITION_EMBEDDINGS = ("learned", "sinusoidal", "relative_bias")
+POSITION_EMBEDDINGS = ("learned", "sinusoidal", "relative_bias", "rotary")
+# The rope_scaling types zoo honours (config.json's rope_scaling / rope_parameters rope_type)
+ROPE_SCALINGS = ("linear", "llama3")
 NORMS = ("layer", "rms")
 NORM_POSITIONS = ("pre", "post")
 ATTENTIONS = ("dense", "sliding_window", "block_sparse")
 ATTENTION_KERNELS = ("xla", "cudnn")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swish", "gated_gelu", "gated_silu")
-POOLINGS = ("cls", "mean", "max", "mean_max", "none")
+POOLINGS = ("cls", "mean", "max", "mean_max", "last", "none")
 POOLER_ACTIVATIONS = ("tanh", "relu")
 REMAT_POLICIES = ("none", "full", "dots")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeScaling:
+    """How rotary positions reach past the trained length, as config.json's `rope_scaling` names it.
+
+    "linear" (Chen et al. 2023, position interpolation): every frequency divided by `factor`. "llama3" (Llama 3.1):
+    wavelengths longer than original_max_length / low_freq_factor divided by `factor`, those shorter than
+    original_max_length / high_freq_factor kept, the band between interpolated smoothly.
+    """
+
+    type: str
+    factor: float
+    low_freq_factor: float = 1.0  # llama3 only
+    high_freq_factor: float = 4.0  # llama3 only
+    original_max_length: int = 8192  # llama3 only: the context length the model was trained with
+
+    def __post_init__(self):
+        _check_choice("rope_scaling type", self.type, ROPE_SCALINGS)
+        if not self.factor > 0:
+            raise ValueError(f"rope_scaling factor must be positive, got {self.factor}")
+        if self.type == "llama3" and not 0 < self.low_freq_factor < self.high_freq_factor:
+            raise ValueError(f"rope_scaling of type llama3 needs 0 < low_freq_factor < high_freq_factor, got "
+                             f"{self.low_freq_factor} and {self.high_freq_factor}")
+        if self.original_max_length < 1:
+            raise ValueError(f"rope_scaling original_max_length must be positive, got {self.original_max_length}")
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "RopeScaling":
+        """From config.json's form: {"rope_type" (or "type"): ..., "factor": ..., ...}; a ValueError names a type or
+        key zoo cannot honour."""
+        fields = dict(fields)
+        legacy_kind = fields.pop("type", None)  # older files' name of rope_type
+        kind = fields.pop("rope_type", legacy_kind)
+        if kind not in ROPE_SCALINGS:
+            raise ValueError(f"rope_scaling type {kind!r} is not supported by zoo (supported: "
+                             f"{', '.join(ROPE_SCALINGS)})")
+        if "original_max_position_embeddings" in fields:  # transformers' name of the field
+            fields["original_max_length"] = fields.pop("original_max_position_embeddings")
+        allowed = {"factor"} if kind == "linear" else {"factor", "low_freq_factor", "high_freq_factor",
+                                                        "original_max_length"}
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise ValueError(f"rope_scaling of type {kind!r} has field(s) {unknown} that zoo cannot honour")
+        if "factor" not in fields:
+            raise ValueError(f"rope_scaling of type {kind!r} needs a factor")
+        return cls(type=kind, **fields)
+
+    def to_dict(self) -> dict:
+        """config.json's form (transformers' rope_scaling)."""
+        if self.type == "linear":
+            return {"rope_type": "linear", "factor": self.factor}
+        return {"rope_type": "llama3", "factor": self.factor, "low_freq_factor": self.low_freq_factor,
+                "high_freq_factor": self.high_freq_factor,
+                "original_max_position_embeddings": self.original_max_length}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +94,10 @@ class Config:
     num_layers: int = 12
     num_decoder_layers: int = 0  # encoder-decoder only
     num_heads: int = 12
+    # Grouped-query self-attention (Ainslie et al. 2023): heads share num_kv_heads key/value heads (1: multi-query,
+    # Shazeer 2019), and the KV cache holds only those. None means num_heads (multi-head attention); an
+    # encoder-decoder's cross-attention keeps num_heads.
+    num_kv_heads: int | None = None
     attention_head_dim: int | None = None  # width of one head; None means hidden_size // num_heads (T5's d_kv)
     intermediate_size: int = 3072
     max_length: int = 512  # size of the position table: the longest sequence the model accepts
@@ -47,7 +108,12 @@ class Config:
     # learned or sinusoidal absolute positions added to the embeddings; or "relative_bias" (T5, Raffel et al. 2020):
     # no position embedding, but a learned per-head bias on the attention logits indexed by the bucketed distance
     # key - query (bidirectional buckets in an encoder, causal ones in a decoder, none in cross-attention).
+    # "rotary" (RoPE, Su et al. 2021): no position embedding, but queries and keys of self-attention rotated by their
+    # position, each pair of dimensions (i, i + head_dim/2) at frequency rope_theta^(-2i/head_dim): the rotate-half
+    # layout of the Llama, Mistral and Qwen2 checkpoints. `rope_scaling` stretches the frequencies (RopeScaling).
     position_embedding: str = "learned"
+    rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None  # a RopeScaling, or its config.json dict form
     # RoBERTa's positions (fairseq's): only real tokens are counted, from past the padding index, so a pad token sits at
     # position pad_token_id and the real ones at pad_token_id + 1, + 2, ...; RoBERTa's 514 positions hold 512 tokens.
     padding_offset_positions: bool = False
@@ -81,9 +147,12 @@ class Config:
     # Transformer"): act(x W_0) * (x W_1) then W_o. gated_gelu is T5 v1.1 / Flan-T5's (tanh gelu), gated_silu SwiGLU.
     activation: str = "gelu"
     use_bias: bool = True  # biases on the attention and feed-forward projections; T5 has none (Raffel et al. 2020)
+    attention_qkv_bias: bool = False  # Qwen2: biases on the query, key and value projections even without use_bias
     # Scale attention logits by 1/sqrt(head_dim) (Vaswani et al.); T5 folds the scale into its weight initialisation.
     attention_scale: bool = True
-    pooling: str = "cls"  # sentence representation: [CLS] with tanh dense, mask-aware mean / max / both, or none
+    # sentence representation: [CLS] with tanh dense, mask-aware mean / max / both, the last real token (decoders:
+    # LlamaForSequenceClassification), or none
+    pooling: str = "cls"
     pooler_activation: str = "tanh"  # after the [CLS] dense: tanh (BERT, RoBERTa) or relu (DistilBERT's pre_classifier)
     bare_model_pooler: bool = True  # the bare model pools (BertModel); DistilBertModel has none, only its classifier
     tie_word_embeddings: bool = True  # output projection shares the input embedding matrix
@@ -103,7 +172,7 @@ class Config:
 
     pad_token_id: int = 0
     bos_token_id: int | None = None
-    eos_token_id: int | None = None
+    eos_token_id: int | tuple[int, ...] | None = None  # a tuple where a checkpoint ends on any of several ids
     decoder_start_token_id: int | None = None
 
     dtype: Any = "float32"  # compute dtype of activations and matmuls
@@ -126,6 +195,10 @@ class Config:
         _check_choice("pooling", self.pooling, POOLINGS)
         _check_choice("pooler_activation", self.pooler_activation, POOLER_ACTIVATIONS)
         _check_choice("remat", self.remat, REMAT_POLICIES)
+        if isinstance(self.rope_scaling, dict):
+            object.__setattr__(self, "rope_scaling", RopeScaling.from_dict(self.rope_scaling))
+        if isinstance(self.eos_token_id, list):
+            object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length",
                      "embedding_dim", "num_labels"):
             if getattr(self, name) < 1:
@@ -149,6 +222,7 @@ class Config:
             rate = getattr(self, name)
             if rate is not None and not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        self._check_rotary_and_kv_heads()
         if self.position_embedding == "relative_bias" and self.attention != "dense":
             raise ValueError(f"position_embedding='relative_bias' adds a bias to dense attention logits; "
                              f"attention={self.attention!r} is not dense")
@@ -168,6 +242,25 @@ class Config:
             self._check_padding_offset_positions()
         if self.position_offset:
             self._check_position_offset()
+
+    def _check_rotary_and_kv_heads(self) -> None:
+        if self.num_kv_heads is not None and not (1 <= self.num_kv_heads and self.num_heads % self.num_kv_heads == 0):
+            raise ValueError(f"num_kv_heads={self.num_kv_heads} must be positive and divide num_heads={self.num_heads}")
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
+            raise ValueError(f"rope_scaling must be a RopeScaling, its dict form or None, got {self.rope_scaling!r}")
+        if self.position_embedding != "rotary":
+            if self.rope_scaling is not None:
+                raise ValueError(f"rope_scaling={self.rope_scaling} scales rotary positions: it needs "
+                                 f"position_embedding='rotary', not {self.position_embedding!r}")
+            return
+        if self.is_encoder_decoder:  # its stacks take no token positions yet (zoo.models.EncoderDecoderTransformer)
+            raise ValueError(f"position_embedding='rotary' is for single-stack models; this config has "
+                             f"num_decoder_layers={self.num_decoder_layers}")
+        if self.head_dim % 2:
+            raise ValueError(f"position_embedding='rotary' rotates pairs of dimensions: head_dim must be even, got "
+                             f"{self.head_dim}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
 
     def _check_padding_offset_positions(self) -> None:
         """RoBERTa's positions are read from the padding of the ids, into a learned table that must hold a token."""
@@ -227,6 +320,11 @@ class Config:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads if self.attention_head_dim is None else self.attention_head_dim
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: `num_kv_heads`, or `num_heads` when that is None."""
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
 
     @property
     def is_encoder_decoder(self) -> bool:

@@ -19,8 +19,8 @@ POOLER_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
 class Pooler(nn.Module):
-    """A sentence vector: [CLS] through a dense and tanh (BERT; DistilBERT's ReLU: `pooler_activation`), or the
-    mask-aware mean, max, or both concatenated."""
+    """A sentence vector: [CLS] through a dense and tanh (BERT; DistilBERT's ReLU: `pooler_activation`), the
+    mask-aware mean, max, or both concatenated, or a decoder's state at each row's last real token ("last")."""
 
     config: Config
 
@@ -30,10 +30,21 @@ class Pooler(nn.Module):
         if cfg.pooling == "cls":
             first = dense(cfg, cfg.hidden_size, (EMBED, None), name="dense")(hidden[:, 0])
             return POOLER_ACTIVATIONS[cfg.pooler_activation](first)
+        if cfg.pooling == "last":  # LlamaForSequenceClassification: the token that has seen the whole row
+            return last_token(hidden, attention_mask)
         real = (attention_mask != 0)[..., None]
         mean = mean_pool(hidden, attention_mask)
         maximum = jnp.max(jnp.where(real, hidden, jnp.finfo(hidden.dtype).min), axis=1)
         return {"mean": mean, "max": maximum, "mean_max": jnp.concatenate([mean, maximum], axis=-1)}[cfg.pooling]
+
+
+def last_token(hidden, attention_mask):
+    """The state at each row's last real token, left- or right-padded: [batch, length, hidden] -> [batch, hidden].
+
+    transformers reads the last token whose id is not pad_token_id; the two agree where the padding is pad tokens.
+    """
+    last = jnp.argmax(jnp.arange(attention_mask.shape[1]) * (attention_mask != 0), axis=1)  # [batch]
+    return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
 
 
 def mean_pool(hidden, attention_mask):

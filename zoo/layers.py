@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -18,6 +18,7 @@ from zoo.attention import attend, cache_length
 from zoo.axes import BATCH, EMBED, HEAD_DIM, HEADS, LAYERS, LENGTH, MLP
 from zoo.config import Config
 from zoo.masks import AttentionMask
+from zoo.rotary import apply_rotary, rotary_embedding
 
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),  # BERT: the exact erf form
@@ -40,6 +41,7 @@ class DenseGeneral(nn.Module):
     axis: tuple[int, ...]
     kernel_axes: tuple
     config: Config
+    use_bias: Optional[bool] = None  # None: config.use_bias
 
     @nn.compact
     def __call__(self, x):
@@ -50,7 +52,7 @@ class DenseGeneral(nn.Module):
                             tuple(x.shape[a] for a in axis) + self.features, cfg.param_dtype)
         x, kernel = x.astype(cfg.dtype), kernel.astype(cfg.dtype)
         y = jax.lax.dot_general(x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
-        if not cfg.use_bias:  # T5
+        if not (cfg.use_bias if self.use_bias is None else self.use_bias):  # T5, Llama
             return y
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
                                                                self.kernel_axes[len(axis):]),
@@ -58,11 +60,13 @@ class DenseGeneral(nn.Module):
         return y + bias.astype(cfg.dtype)
 
 
-def dense(cfg: Config, features: int | Sequence[int], kernel_axes: tuple, *, axis=-1, name: str) -> DenseGeneral:
-    """A projection with bias whose kernel is named by `kernel_axes` (input axes, then output axes)."""
+def dense(cfg: Config, features: int | Sequence[int], kernel_axes: tuple, *, axis=-1, name: str,
+          use_bias: Optional[bool] = None) -> DenseGeneral:
+    """A projection whose kernel is named by `kernel_axes` (input axes, then output axes), with a bias when `use_bias`
+    (None: `cfg.use_bias`)."""
     features = (features,) if isinstance(features, int) else tuple(features)
     axis = (axis,) if isinstance(axis, int) else tuple(axis)
-    return DenseGeneral(features, axis, kernel_axes, cfg, name=name)
+    return DenseGeneral(features, axis, kernel_axes, cfg, use_bias, name=name)
 
 
 class RMSNorm(nn.Module):
@@ -101,6 +105,10 @@ def layer_norm(cfg: Config, name: str, axis_name: str = EMBED) -> nn.Module:
 class MultiHeadAttention(nn.Module):
     """Self-attention (one fused q/k/v projection, `config.attention`'s pattern) or cross-attention over `encoded`.
 
+    With grouped-query attention (`config.num_kv_heads` below num_heads) self-attention projects the queries
+    (`query`) apart from the fewer keys and values (`key_value`), and the cache holds only the key/value heads.
+    `rotary` (cos, sin from `zoo.rotary.rotary_embedding`) rotates self-attention's queries and keys before the cache.
+
     In decode mode the new keys and values of self-attention join the cached ones, and are then written into the
     cache at `cache_slots` (see `zoo.attention.cache_slots`); `mask` covers the cache followed by the new tokens.
     Cross-attention in decode mode caches the source's keys and values instead: a call given `encoded` (the first
@@ -112,16 +120,25 @@ class MultiHeadAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask: AttentionMask, encoded=None, *, deterministic: bool, decode: bool = False,
-                 cache_slots=None):
+                 cache_slots=None, rotary=None):
         cfg = self.config
         heads = (cfg.num_heads, cfg.head_dim)
+        bias = cfg.use_bias or cfg.attention_qkv_bias
         if self.cross_attention:
-            query = dense(cfg, heads, (EMBED, HEADS, HEAD_DIM), name="query")(x)
-            key_value = dense(cfg, (2, *heads), (EMBED, None, HEADS, HEAD_DIM), name="key_value")
+            query = dense(cfg, heads, (EMBED, HEADS, HEAD_DIM), name="query", use_bias=bias)(x)
+            key_value = dense(cfg, (2, *heads), (EMBED, None, HEADS, HEAD_DIM), name="key_value", use_bias=bias)
             key, value = self._source_keys_values(key_value, encoded, decode)
         else:
-            qkv = dense(cfg, (3, *heads), (EMBED, None, HEADS, HEAD_DIM), name="qkv")(x)
-            query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [batch, length, heads, head_dim]
+            if cfg.kv_heads == cfg.num_heads:
+                qkv = dense(cfg, (3, *heads), (EMBED, None, HEADS, HEAD_DIM), name="qkv", use_bias=bias)(x)
+                query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [batch, length, heads, head_dim]
+            else:  # grouped-query: key and value [batch, length, kv_heads, head_dim]
+                query = dense(cfg, heads, (EMBED, HEADS, HEAD_DIM), name="query", use_bias=bias)(x)
+                kv = dense(cfg, (2, cfg.kv_heads, cfg.head_dim), (EMBED, None, HEADS, HEAD_DIM), name="key_value",
+                           use_bias=bias)(x)
+                key, value = kv[:, :, 0], kv[:, :, 1]
+            if rotary is not None:
+                query, key = apply_rotary(query, rotary), apply_rotary(key, rotary)
             if decode:
                 key, value = self._update_cache(key, value, cache_slots)
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0
@@ -190,12 +207,13 @@ class TransformerLayer(nn.Module):
     cross_attention: bool = False
 
     @nn.compact
-    def __call__(self, x, mask, encoded=None, cross_mask=None, cache_slots=None, deterministic: bool = True,
-                 decode: bool = False):
+    def __call__(self, x, mask, encoded=None, cross_mask=None, cache_slots=None, rotary=None,
+                 deterministic: bool = True, decode: bool = False):
         cfg = self.config
         x = nn.with_logical_constraint(x, (BATCH, LENGTH, EMBED))
         x = self.residual(x, "attention", lambda h: MultiHeadAttention(cfg, name="attention")(
-            h, mask, deterministic=deterministic, decode=decode, cache_slots=cache_slots), deterministic)
+            h, mask, deterministic=deterministic, decode=decode, cache_slots=cache_slots, rotary=rotary),
+            deterministic)
         if self.cross_attention:
             cross_attention = MultiHeadAttention(cfg, cross_attention=True, name="cross_attention")
             x = self.residual(x, "cross_attention", lambda h: cross_attention(
@@ -253,7 +271,11 @@ class RelativePositionBias(nn.Module):
 
 
 class LayerStack(nn.Module):
-    """`num_layers` TransformerLayers: unrolled, scanned (`scan_layers`), or one shared layer (`share_layers`)."""
+    """`num_layers` TransformerLayers: unrolled, scanned (`scan_layers`), or one shared layer (`share_layers`).
+
+    `positions` [batch, length] are the tokens' positions, which rotary position embeddings read (once here, for
+    every layer); None means 0, 1, ... in every row.
+    """
 
     config: Config
     num_layers: int
@@ -261,8 +283,13 @@ class LayerStack(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask, encoded=None, cross_mask=None, cache_slots=None, *, deterministic: bool,
-                 decode: bool = False):
+                 decode: bool = False, positions=None):
         cfg = self.config
+        rotary = None
+        if cfg.position_embedding == "rotary":  # the angles of every token, once for all layers
+            if positions is None:
+                positions = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2])
+            rotary = rotary_embedding(cfg, positions)
         if cfg.position_embedding == "relative_bias":  # built once here, shared by every layer's self-attention
             length = x.shape[1]
             bias = RelativePositionBias(cfg, bidirectional=not mask.causal, name="relative_position_bias")(
@@ -271,9 +298,9 @@ class LayerStack(nn.Module):
         layer = TransformerLayer
         if cfg.remat != "none":
             policy = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}[cfg.remat]
-            # argnums count `self`: 6 and 7 are the Python flags deterministic and decode
-            layer = nn.remat(layer, policy=policy, static_argnums=(6, 7))
-        args = (mask, encoded, cross_mask, cache_slots, deterministic, decode)
+            # argnums count `self`: 7 and 8 are the Python flags deterministic and decode
+            layer = nn.remat(layer, policy=policy, static_argnums=(7, 8))
+        args = (mask, encoded, cross_mask, cache_slots, rotary, deterministic, decode)
         if cfg.scan_layers or cfg.share_layers:
             # ALBERT shares one set of weights across layers: broadcast params instead of stacking them.
             shared = cfg.share_layers

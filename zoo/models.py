@@ -133,7 +133,7 @@ class Transformer(nn.Module):
         tokens = token_embedding(cfg)
         x = Embeddings(cfg, tokens, name="embeddings")(input_ids, positions, token_type_ids,
                                                        deterministic=deterministic)
-        x = LayerStack(cfg, cfg.num_layers, name="encoder")(x, mask, cache_slots=write_slots,
+        x = LayerStack(cfg, cfg.num_layers, name="encoder")(x, mask, cache_slots=write_slots, positions=positions,
                                                             deterministic=deterministic, decode=decode)
         if cfg.final_norm:
             x = layer_norm(cfg, name="final_norm")(x)
