@@ -495,3 +495,23 @@ def test_loaded_params_do_not_change_when_their_file_is_overwritten(tmp_path):
     before = jax.device_get(params)
     zoo.save_pretrained(model, jax.tree.map(lambda x: x + 1, before), tmp_path)
     chex.assert_trees_all_equal(jax.device_get(params), before)
+
+
+def test_a_grouped_query_llama_loads_sharded_over_fsdp_and_tensor_axes_slice_by_slice(tmp_path, monkeypatch):
+    made = []
+    read = zoo.checkpoints._Slices.__getitem__
+    monkeypatch.setattr(zoo.checkpoints._Slices, "__getitem__", lambda self, index: made.append(
+        read(self, index)) or made[-1])
+    sizes = dict(vocab_size=4096, hidden_size=64, num_heads=4, num_kv_heads=2)
+    model = zoo.create("llama-tiny", task="causal_lm", **sizes)
+    params = random_params(model, *zoo.registry.example_inputs(model), scale=1.0)["params"]
+    zoo.save_pretrained(model, params, tmp_path)
+    mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(4, 2), ("fsdp", "tensor"))
+    rules = (("vocab", "fsdp"), ("embed", "fsdp"), ("heads", "tensor"), ("mlp", "tensor"))
+    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *zoo.registry.example_inputs(model)))["params"]
+    _, sharded = zoo.from_pretrained(tmp_path, shardings=nn.logical_to_mesh_sharding(
+        nn.get_partition_spec(abstract), mesh, rules))
+    key_value = sharded["encoder"]["layers_0"]["attention"]["key_value"]["kernel"]  # [E, 2, kv_heads, head_dim]
+    assert {s.data.shape for s in key_value.addressable_shards} == {(16, 2, 1, 16)}
+    assert max(a.nbytes for a in made) == 4096 * 64 * 4 // 4  # a quarter of an embedding table, the largest
+    chex.assert_trees_all_equal(jax.device_get(sharded), params)

@@ -152,7 +152,8 @@ def _read_param(checkpoint: "_Checkpoint", parts: list, path: str, leaf, shardin
     """One zoo parameter from its public tensors, put on `sharding`; None when the checkpoint lacks any of them.
 
     The public tensors are views of the memory-mapped files in zoo's layout, so with a sharding each device's shard
-    is read and converted on its own (`jax.make_array_from_callback`): no host array of the whole parameter exists.
+    is read, converted and put on its device on its own: no host array of the whole parameter exists, and a process
+    reads only the shards of its own devices.
     """
     if not all(name in checkpoint for tensor, _ in parts for name in tensor.names):
         return None
@@ -164,7 +165,10 @@ def _read_param(checkpoint: "_Checkpoint", parts: list, path: str, leaf, shardin
                      dtype=leaf.dtype)
     if sharding is None:
         return jax.device_put(slices[(slice(None),) * len(leaf.shape)])
-    return jax.make_array_from_callback(leaf.shape, sharding, slices.__getitem__)
+    # one device at a time, so a slice can be freed once it is on its device; this host's devices only
+    on_devices = [jax.device_put(slices[index], device)
+                  for device, index in sharding.addressable_devices_indices_map(leaf.shape).items()]
+    return jax.make_array_from_single_device_arrays(leaf.shape, sharding, on_devices)
 
 
 class _Slices:
