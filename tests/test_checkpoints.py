@@ -515,3 +515,17 @@ def test_a_grouped_query_llama_loads_sharded_over_fsdp_and_tensor_axes_slice_by_
     assert {s.data.shape for s in key_value.addressable_shards} == {(16, 2, 1, 16)}
     assert max(a.nbytes for a in made) == 4096 * 64 * 4 // 4  # a quarter of an embedding table, the largest
     chex.assert_trees_all_equal(jax.device_get(sharded), params)
+
+
+def test_a_bfloat16_checkpoint_is_read_as_bfloat16_without_a_float32_copy(tmp_path, monkeypatch):
+    made = []
+    read = zoo.checkpoints._Slices.__getitem__
+    monkeypatch.setattr(zoo.checkpoints._Slices, "__getitem__", lambda self, index: made.append(
+        read(self, index)) or made[-1])
+    model = zoo.create("llama-tiny", task="causal_lm", param_dtype="bfloat16")
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), random_params(
+        model, *zoo.registry.example_inputs(model), scale=1.0)["params"])
+    zoo.save_pretrained(model, params, tmp_path)
+    _, loaded = zoo.from_pretrained(tmp_path, param_dtype="bfloat16")
+    assert made and {a.dtype for a in made} == {jnp.dtype(jnp.bfloat16)}
+    chex.assert_trees_all_equal(jax.device_get(loaded), jax.device_get(params))
