@@ -453,15 +453,22 @@ def test_parameters_land_sharded_over_a_two_device_mesh_by_logical_axis_rules(tm
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
+def slices_read(monkeypatch) -> list:
+    """The host arrays loads make from here on: the slices `_Slices` reads out of the memory-mapped files (views,
+    not copies, until then)."""
+    made = []
+    read = zoo.checkpoints._Slices.__getitem__
+    monkeypatch.setattr(zoo.checkpoints._Slices, "__getitem__", lambda self, index: made.append(
+        read(self, index)) or made[-1])
+    return made
+
+
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_a_sharded_load_reads_each_devices_slice_and_never_holds_a_whole_weight_on_the_host(tmp_path, monkeypatch,
                                                                                               scan_layers):
     # The host arrays a load makes are the slices `_Slices` reads out of the memory-mapped file (views, not copies,
     # until then); on CPU jax may keep them as the device buffers, so their sizes are what the host ever holds.
-    made = []
-    read = zoo.checkpoints._Slices.__getitem__
-    monkeypatch.setattr(zoo.checkpoints._Slices, "__getitem__", lambda self, index: made.append(
-        read(self, index)) or made[-1])
+    made = slices_read(monkeypatch)
     # the token embedding (8 MB in float32) is the largest weight; fused q/k/v and scanned layers are sliced too
     sizes = dict(vocab_size=16384, hidden_size=128, num_heads=8)
     model = zoo.create("bert-tiny", task="mlm", **sizes)
@@ -498,10 +505,7 @@ def test_loaded_params_do_not_change_when_their_file_is_overwritten(tmp_path):
 
 
 def test_a_grouped_query_llama_loads_sharded_over_fsdp_and_tensor_axes_slice_by_slice(tmp_path, monkeypatch):
-    made = []
-    read = zoo.checkpoints._Slices.__getitem__
-    monkeypatch.setattr(zoo.checkpoints._Slices, "__getitem__", lambda self, index: made.append(
-        read(self, index)) or made[-1])
+    made = slices_read(monkeypatch)
     sizes = dict(vocab_size=4096, hidden_size=64, num_heads=4, num_kv_heads=2)
     model = zoo.create("llama-tiny", task="causal_lm", **sizes)
     params = random_params(model, *zoo.registry.example_inputs(model), scale=1.0)["params"]
@@ -518,10 +522,7 @@ def test_a_grouped_query_llama_loads_sharded_over_fsdp_and_tensor_axes_slice_by_
 
 
 def test_a_bfloat16_checkpoint_is_read_as_bfloat16_without_a_float32_copy(tmp_path, monkeypatch):
-    made = []
-    read = zoo.checkpoints._Slices.__getitem__
-    monkeypatch.setattr(zoo.checkpoints._Slices, "__getitem__", lambda self, index: made.append(
-        read(self, index)) or made[-1])
+    made = slices_read(monkeypatch)
     model = zoo.create("llama-tiny", task="causal_lm", param_dtype="bfloat16")
     params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), random_params(
         model, *zoo.registry.example_inputs(model), scale=1.0)["params"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -23,6 +24,7 @@ from train.partitioning import batch_sharding, make_mesh
 from train.step import abstract_train_state, compile_steps, init_train_state
 from train.tasks import get_task
 from zoo.checkpoints import public_format_problem
+from zoo.lora import ALSO_TRAINABLE, trainable_mask
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -39,8 +41,24 @@ def create_model(config: ml_collections.ConfigDict):
     return zoo.create(config.model, task=head, **overrides), None
 
 
-def make_optimizer_from_config(config: ml_collections.ConfigDict):
-    """(schedule, optax transformation) of a recipe's `schedule` and `optimizer` sections.
+def lora_trainable(config: ml_collections.ConfigDict, model) -> Callable | None:
+    """params -> what trains, for a model with LoRA adapters (`model_overrides.lora_rank`): the adapters and what
+    `optimizer.lora_also_train` adds ("head", "biases"); None for a model without adapters (everything trains)."""
+    also = tuple(name.strip() for name in config.optimizer.lora_also_train.split(",") if name.strip())
+    if not model.config.lora_rank:
+        if also:
+            raise ValueError(f"optimizer.lora_also_train={config.optimizer.lora_also_train!r} needs LoRA adapters: "
+                             f"set model_overrides.lora_rank")
+        return None
+    unknown = sorted(set(also) - set(ALSO_TRAINABLE))
+    if unknown:
+        raise ValueError(f"optimizer.lora_also_train names {unknown}; LoRA can also train {ALSO_TRAINABLE}")
+    return functools.partial(trainable_mask, also_train=also)
+
+
+def make_optimizer_from_config(config: ml_collections.ConfigDict, trainable: Callable | None = None):
+    """(schedule, optax transformation) of a recipe's `schedule` and `optimizer` sections; `trainable` (see
+    `lora_trainable`) freezes what it does not mark.
 
     `train.steps` counts micro-batches; with `optimizer.grad_accum_steps` = k the optimizer updates every k of them,
     and the schedule (its warm-up steps too) counts those `train.steps // k` updates.
@@ -52,7 +70,7 @@ def make_optimizer_from_config(config: ml_collections.ConfigDict):
     schedule = make_schedule(sched.name, peak_value=opt.learning_rate, warmup_steps=sched.warmup_steps,
                              total_steps=config.train.steps // opt.grad_accum_steps, end_value=sched.end_value)
     tx = make_optimizer(schedule, name=opt.name, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                        clip_norm=opt.clip_norm, grad_accum_steps=opt.grad_accum_steps)
+                        clip_norm=opt.clip_norm, grad_accum_steps=opt.grad_accum_steps, trainable=trainable)
     return schedule, tx
 
 
@@ -79,7 +97,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     os.makedirs(workdir, exist_ok=True)
     if model is None:
         model, initial_params = create_model(config)
-    schedule, tx = make_optimizer_from_config(config)
+    trainable = lora_trainable(config, model)
+    schedule, tx = make_optimizer_from_config(config, trainable)
     mesh = make_mesh(**config.mesh)
     data_sharding = batch_sharding(mesh)
     # Made by a jitted function on every process: device_put cannot place a typed key on other hosts' devices.
@@ -107,7 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     train_step, eval_step = compile_steps(model, tx, schedule, shardings, mesh, task=get_task(config.task),
                                           label_smoothing=config.loss.label_smoothing,
                                           mlm_max_predictions=config.loss.mlm_max_predictions,
-                                          grad_accum_steps=config.optimizer.grad_accum_steps)
+                                          grad_accum_steps=config.optimizer.grad_accum_steps, trainable=trainable)
     writer = MetricWriter(workdir, on_write=on_metrics)
     eval_every = config.train.eval_every
     last_train, last_eval = {}, {}

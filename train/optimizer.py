@@ -51,12 +51,14 @@ def weight_decay_mask(params):
 
 def make_optimizer(schedule: optax.Schedule, *, name: str = "adamw", b1: float = 0.9, b2: float = 0.999,
                    eps: float = 1e-6, weight_decay: float = 0.01, clip_norm: float | None = 1.0,
-                   grad_accum_steps: int = 1) -> optax.GradientTransformation:
+                   grad_accum_steps: int = 1, trainable=None) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW, LAMB or Adafactor with decoupled weight decay masked off norms and biases.
 
     adafactor is T5's (Shazeer & Stern 2018, optax's defaults): factored second moments decaying as step^-0.8, no
     momentum, updates clipped to RMS 1 and scaled by each parameter's RMS; Adam's b1, b2 and eps do not apply to it.
     `grad_accum_steps` > 1 averages that many micro-batches' gradients before one update (optax.MultiSteps).
+    `trainable` (params -> a tree of bools, e.g. `zoo.lora.trainable_mask`) freezes the others: they get no update
+    and no optimizer state.
     """
     if name == "adamw":
         tx = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=weight_decay_mask)
@@ -68,6 +70,9 @@ def make_optimizer(schedule: optax.Schedule, *, name: str = "adamw", b1: float =
         raise ValueError(f"optimizer {name!r} is not one of {OPTIMIZERS}")
     if clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    if trainable is not None:
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                                   lambda params: jax.tree.map(lambda t: "train" if t else "frozen", trainable(params)))
     if grad_accum_steps < 1:
         raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
     return optax.MultiSteps(tx, grad_accum_steps) if grad_accum_steps > 1 else tx

@@ -49,9 +49,17 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> M
 
 
 def logical_shardings(boxed_tree, mesh: Mesh, rules=RULES):
-    """NamedShardings for a tree whose leaves carry logical names (flax `LogicallyPartitioned`); unnamed: replicated."""
-    specs = nn.get_partition_spec(boxed_tree)
-    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+    """NamedShardings for a tree whose leaves carry logical names (flax `LogicallyPartitioned`); unnamed: replicated.
+
+    A box around nothing (optax's `MaskedNode`: a frozen parameter's absent optimizer state, which the optimizer made
+    by mapping over the boxed parameters) stays nothing."""
+    def sharding(leaf):
+        if isinstance(leaf, nn.Partitioned) and not jax.tree.leaves(leaf.unbox()):
+            return leaf.unbox()
+        names = leaf.names if isinstance(leaf, nn.LogicallyPartitioned) else ()
+        return NamedSharding(mesh, nn.logical_to_mesh_axes(names, rules))
+
+    return jax.tree.map(sharding, boxed_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
 def batch_sharding(mesh: Mesh, rules=RULES) -> NamedSharding:

@@ -62,11 +62,13 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: ja
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: Callable, *, task: Task,
-                    label_smoothing: float = 0.0, grad_accum_steps: int = 1, mlm_max_predictions: int = 0):
+                    label_smoothing: float = 0.0, grad_accum_steps: int = 1, mlm_max_predictions: int = 0,
+                    trainable: Callable | None = None):
     """train_step(state, batch, rng) -> (state, metrics): pure, no host syncs; dropout keyed by fold_in(rng, step).
 
     The model gets the batch keys `task.inputs` names, the loss those and `task.labels`. `mlm_max_predictions` > 0
-    runs a masked-LM head at that many masked positions per row instead of every position.
+    runs a masked-LM head at that many masked positions per row instead of every position. `trainable` (params -> a
+    tree of bools, as the optimizer got it) stops the gradient at the frozen parameters, so none is computed for them.
     """
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
@@ -75,6 +77,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
             batch = with_mlm_positions(batch, mlm_max_predictions)
 
         def loss_fn(params):
+            if trainable is not None:
+                params = jax.tree.map(lambda p, train: p if train else jax.lax.stop_gradient(p), params,
+                                      trainable(params))
             outputs = model.apply({"params": params}, **model_inputs(task, batch), deterministic=False,
                                   rngs={"dropout": dropout_rng})
             return task.loss(outputs, loss_inputs(task, batch), label_smoothing)

@@ -27,6 +27,7 @@ from zoo.config import Config
 from zoo.families import FAMILIES, PUBLIC_FORMATS, PublicFormat
 from zoo.families.mapping import PublicConfig, Tensor, flatten, unflatten
 from zoo.files import read_json_object
+from zoo.lora import LORA_PREFIXES
 from zoo.registry import create, example_inputs
 
 LOG = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
     placement = _placement(shardings, abstract)
     spec = flatten(fmt.tensors(cfg, task))
     with _Checkpoint(folder, fmt.prefix) as checkpoint:
-        params = {path: _read_param(checkpoint, _parts(spec, path, leaf.shape), path, leaf, placement(path))
+        # LoRA adapters (a lora_rank override) are not in the public format: they start from rng
+        params = {path: None if _is_adapter(path) else
+                  _read_param(checkpoint, _parts(spec, path, leaf.shape), path, leaf, placement(path))
                   for path, leaf in abstract.items()}
         _check_unused(fmt, cfg, checkpoint.unread())
     missing = [path for path, value in params.items() if value is None]
@@ -331,9 +334,14 @@ def _check_unused(fmt: PublicFormat, cfg: Config, unread: list[str]) -> None:
         LOG.warning("checkpoint tensors not used by this task: %s", ", ".join(dropped))
 
 
+def _is_adapter(path: str) -> bool:
+    return path.split("/")[-1].startswith(LORA_PREFIXES)
+
+
 def _initialize_heads(model, missing: list[str], spec: dict, abstract: dict, placement, rng) -> dict:
-    """Fresh values for the missing parameters, which must all belong to a head; the body must be in the file."""
-    body = [p for p in missing if p.split("/")[0] not in HEAD_MODULES]
+    """Fresh values for the missing parameters, which must all belong to a head or be LoRA adapters; the body must
+    be in the file."""
+    body = [p for p in missing if p.split("/")[0] not in HEAD_MODULES and not _is_adapter(p)]
     if body:
         lines = [f"{name} {t.public_shape(s)}" for p in body for t, s in _parts(spec, p, abstract[p].shape)
                  for name in t.names]

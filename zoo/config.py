@@ -23,6 +23,9 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swish", "gated_gelu", "gated_silu")
 POOLINGS = ("cls", "mean", "max", "mean_max", "last", "none")
 POOLER_ACTIVATIONS = ("tanh", "relu")
 REMAT_POLICIES = ("none", "full", "dots")
+# The projections LoRA can adapt, by the names the blocks give them: attention's query, key, value and out, and the
+# feed-forward's wi (wi_0 and wi_1 when gated) and wo.
+LORA_TARGETS = ("query", "key", "value", "out", "wi", "wi_0", "wi_1", "wo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +183,13 @@ class Config:
     remat: str = "none"  # rematerialise each layer in the backward pass: none | full | dots (keep matmul outputs)
     scan_layers: bool = False  # nn.scan over layers: compiles one layer instead of num_layers
 
+    # LoRA (Hu et al. 2021): a rank-`lora_rank` update beside each projection of `lora_targets` (0: none), scaled by
+    # lora_alpha / lora_rank, with dropout on its input. peft's defaults for alpha and dropout.
+    lora_rank: int = 0
+    lora_alpha: float = 8.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("query", "value")
+
     def __post_init__(self):
         for name in ("dtype", "param_dtype"):
             try:
@@ -195,6 +205,7 @@ class Config:
         _check_choice("pooling", self.pooling, POOLINGS)
         _check_choice("pooler_activation", self.pooler_activation, POOLER_ACTIVATIONS)
         _check_choice("remat", self.remat, REMAT_POLICIES)
+        self._check_lora()
         if isinstance(self.rope_scaling, dict):
             object.__setattr__(self, "rope_scaling", RopeScaling.from_dict(self.rope_scaling))
         if isinstance(self.eos_token_id, list):
@@ -261,6 +272,16 @@ class Config:
                              f"{self.head_dim}")
         if not self.rope_theta > 0:
             raise ValueError(f"rope_theta must be positive, got {self.rope_theta}")
+
+    def _check_lora(self) -> None:
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))  # a list from the command line
+        unknown = [t for t in self.lora_targets if t not in LORA_TARGETS]
+        if unknown:
+            raise ValueError(f"lora_targets {unknown} are not projections zoo's blocks have: {LORA_TARGETS}")
+        if self.lora_rank < 0 or self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"LoRA needs lora_rank >= 0, lora_alpha > 0 and lora_dropout in [0, 1); got "
+                             f"lora_rank={self.lora_rank}, lora_alpha={self.lora_alpha}, "
+                             f"lora_dropout={self.lora_dropout}")
 
     def _check_padding_offset_positions(self) -> None:
         """RoBERTa's positions are read from the padding of the ids, into a learned table that must hold a token."""

@@ -28,6 +28,8 @@ ACTIVATIONS = {
 }
 # A gated linear unit (Shazeer 2020) is the gate's activation times a linear branch: each gated name says which.
 GATES = {"gated_gelu": "gelu_tanh", "gated_silu": "swish"}  # T5 v1.1 / Flan-T5 ("gelu_new"); SwiGLU (Llama)
+# What the entries of a fused projection's first output axis compute, for LoRA's targets (see DenseGeneral).
+FUSED_PARTS = {"qkv": ("query", "key", "value"), "key_value": ("key", "value")}
 
 
 class DenseGeneral(nn.Module):
@@ -35,6 +37,12 @@ class DenseGeneral(nn.Module):
 
     Flax's DenseGeneral initialises a flat kernel and reshapes it, which breaks its own logical sharding
     constraint under a mesh; this one creates the kernel in its real shape.
+
+    `lora_parts` names what the projection computes, for LoRA (Hu et al. 2021): one name (the whole output), or one
+    per entry of the first output axis of a fused projection (("query", "key", "value") for `qkv`). A part named in
+    `config.lora_targets` gets, when `config.lora_rank` > 0, a low-rank update `x @ lora_a_<part> @ lora_b_<part>`
+    added to its output, scaled by lora_alpha / lora_rank and with `lora_dropout` on its input; `lora_b` starts at
+    zero, so an adapted model computes exactly what its base does until it trains.
     """
 
     features: tuple[int, ...]
@@ -42,16 +50,20 @@ class DenseGeneral(nn.Module):
     kernel_axes: tuple
     config: Config
     use_bias: Optional[bool] = None  # None: config.use_bias
+    lora_parts: tuple[str, ...] = ()
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, deterministic: bool = True):
         cfg = self.config
         axis = tuple(a % x.ndim for a in self.axis)
         init = nn.initializers.normal(cfg.initializer_range)
         kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_axes),
                             tuple(x.shape[a] for a in axis) + self.features, cfg.param_dtype)
         x, kernel = x.astype(cfg.dtype), kernel.astype(cfg.dtype)
-        y = jax.lax.dot_general(x, kernel, ((axis, tuple(range(len(axis)))), ((), ())))
+        contract = ((axis, tuple(range(len(axis)))), ((), ()))
+        y = jax.lax.dot_general(x, kernel, contract)
+        if cfg.lora_rank and set(self.lora_parts) & set(cfg.lora_targets):
+            y = y + self._lora(x, axis, contract, deterministic)
         if not (cfg.use_bias if self.use_bias is None else self.use_bias):  # T5, Llama
             return y
         bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros,
@@ -59,14 +71,38 @@ class DenseGeneral(nn.Module):
                           self.features, cfg.param_dtype)
         return y + bias.astype(cfg.dtype)
 
+    def _lora(self, x, axis, contract, deterministic):
+        """The adapters' updates of the output, [*batch axes, *features]: zero for the parts without one."""
+        cfg = self.config
+        inputs, fused = tuple(x.shape[a] for a in axis), len(self.lora_parts) > 1
+        part_features, part_axes = ((self.features[1:], self.kernel_axes[len(axis) + 1:]) if fused
+                                    else (self.features, self.kernel_axes[len(axis):]))
+        # peft's init: A ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming-uniform with a = sqrt(5)), B = 0
+        a_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=tuple(range(len(axis))),
+                                                  out_axis=-1)
+        x = nn.Dropout(cfg.lora_dropout, deterministic=deterministic)(x)
+        batch_shape = x.shape[:x.ndim - len(axis)]
+        updates = []
+        for part in self.lora_parts:
+            if part not in cfg.lora_targets:
+                updates.append(jnp.zeros((*batch_shape, *part_features), cfg.dtype))
+                continue
+            a = self.param(f"lora_a_{part}", nn.with_logical_partitioning(
+                a_init, (*self.kernel_axes[:len(axis)], None)), (*inputs, cfg.lora_rank), cfg.param_dtype)
+            b = self.param(f"lora_b_{part}", nn.with_logical_partitioning(nn.initializers.zeros, (None, *part_axes)),
+                           (cfg.lora_rank, *part_features), cfg.param_dtype)
+            low = jax.lax.dot_general(x, a.astype(cfg.dtype), contract)  # [*batch axes, rank]
+            updates.append(jnp.tensordot(low, b.astype(cfg.dtype), axes=1) * (cfg.lora_alpha / cfg.lora_rank))
+        return jnp.stack(updates, axis=-len(self.features)) if fused else updates[0]
+
 
 def dense(cfg: Config, features: int | Sequence[int], kernel_axes: tuple, *, axis=-1, name: str,
-          use_bias: Optional[bool] = None) -> DenseGeneral:
+          use_bias: Optional[bool] = None, lora: tuple[str, ...] = ()) -> DenseGeneral:
     """A projection whose kernel is named by `kernel_axes` (input axes, then output axes), with a bias when `use_bias`
-    (None: `cfg.use_bias`)."""
+    (None: `cfg.use_bias`); `lora` names its parts for LoRA (see `DenseGeneral`)."""
     features = (features,) if isinstance(features, int) else tuple(features)
     axis = (axis,) if isinstance(axis, int) else tuple(axis)
-    return DenseGeneral(features, axis, kernel_axes, cfg, use_bias, name=name)
+    return DenseGeneral(features, axis, kernel_axes, cfg, use_bias, lora, name=name)
 
 
 class RMSNorm(nn.Module):
@@ -125,17 +161,22 @@ class MultiHeadAttention(nn.Module):
         heads = (cfg.num_heads, cfg.head_dim)
         bias = cfg.use_bias or cfg.attention_qkv_bias
         if self.cross_attention:
-            query = dense(cfg, heads, (EMBED, HEADS, HEAD_DIM), name="query", use_bias=bias)(x)
-            key_value = dense(cfg, (2, *heads), (EMBED, None, HEADS, HEAD_DIM), name="key_value", use_bias=bias)
-            key, value = self._source_keys_values(key_value, encoded, decode)
+            query = dense(cfg, heads, (EMBED, HEADS, HEAD_DIM), name="query", use_bias=bias,
+                          lora=("query",))(x, deterministic)
+            key_value = dense(cfg, (2, *heads), (EMBED, None, HEADS, HEAD_DIM), name="key_value", use_bias=bias,
+                              lora=FUSED_PARTS["key_value"])
+            key, value = self._source_keys_values(functools.partial(key_value, deterministic=deterministic), encoded,
+                                                  decode)
         else:
             if cfg.kv_heads == cfg.num_heads:
-                qkv = dense(cfg, (3, *heads), (EMBED, None, HEADS, HEAD_DIM), name="qkv", use_bias=bias)(x)
+                qkv = dense(cfg, (3, *heads), (EMBED, None, HEADS, HEAD_DIM), name="qkv", use_bias=bias,
+                            lora=FUSED_PARTS["qkv"])(x, deterministic)
                 query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each [batch, length, heads, head_dim]
             else:  # grouped-query: key and value [batch, length, kv_heads, head_dim]
-                query = dense(cfg, heads, (EMBED, HEADS, HEAD_DIM), name="query", use_bias=bias)(x)
+                query = dense(cfg, heads, (EMBED, HEADS, HEAD_DIM), name="query", use_bias=bias,
+                              lora=("query",))(x, deterministic)
                 kv = dense(cfg, (2, cfg.kv_heads, cfg.head_dim), (EMBED, None, HEADS, HEAD_DIM), name="key_value",
-                           use_bias=bias)(x)
+                           use_bias=bias, lora=FUSED_PARTS["key_value"])(x, deterministic)
                 key, value = kv[:, :, 0], kv[:, :, 1]
             if rotary is not None:
                 query, key = apply_rotary(query, rotary), apply_rotary(key, rotary)
@@ -144,7 +185,8 @@ class MultiHeadAttention(nn.Module):
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0
         dropout = nn.Dropout(cfg.attention_dropout_rate, deterministic=False) if use_dropout else None
         out = attend(query, key, value, mask, cfg, dropout=dropout, sparse=not self.cross_attention, decode=decode)
-        return dense(cfg, cfg.hidden_size, (HEADS, HEAD_DIM, EMBED), axis=(-2, -1), name="out")(out)
+        return dense(cfg, cfg.hidden_size, (HEADS, HEAD_DIM, EMBED), axis=(-2, -1), name="out",
+                     lora=("out",))(out, deterministic)
 
     def _source_keys_values(self, key_value, encoded, decode):
         """-> (keys, values) of the source, each [batch, source_length, heads, head_dim]: `key_value` applied to
@@ -189,15 +231,16 @@ class FeedForward(nn.Module):
     def __call__(self, x, *, deterministic: bool):
         cfg = self.config
         if cfg.activation in GATES:
-            gate = dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi_0")(x)
-            linear = dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi_1")(x)
+            gate = dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi_0", lora=("wi_0",))(x, deterministic)
+            linear = dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi_1", lora=("wi_1",))(x, deterministic)
             h = ACTIVATIONS[GATES[cfg.activation]](gate) * linear
         else:
-            h = ACTIVATIONS[cfg.activation](dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi")(x))
+            h = ACTIVATIONS[cfg.activation](dense(cfg, cfg.intermediate_size, (EMBED, MLP), name="wi",
+                                                  lora=("wi",))(x, deterministic))
         h = nn.with_logical_constraint(h, (BATCH, LENGTH, MLP))
         rate = cfg.dropout_rate if cfg.activation_dropout_rate is None else cfg.activation_dropout_rate
         h = nn.Dropout(rate, deterministic=deterministic)(h)
-        return dense(cfg, cfg.hidden_size, (MLP, EMBED), name="wo")(h)
+        return dense(cfg, cfg.hidden_size, (MLP, EMBED), name="wo", lora=("wo",))(h, deterministic)
 
 
 class TransformerLayer(nn.Module):
