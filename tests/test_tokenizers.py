@@ -542,7 +542,8 @@ def test_decoder_tokenizer_batches_equal_transformers(decoder_folder, decoder_re
 
 
 def test_decoder_tokenizer_template_is_the_files_post_processor_whatever_add_eos_token_says(decoder_folder):
-    ours = zt.from_pretrained(decoder_folder)  # transformers 5 drops add_bos_token / add_eos_token with a tokenizer.json
+    # llama2-add-eos: transformers 5 drops add_bos_token / add_eos_token when the folder has a tokenizer.json
+    ours = zt.from_pretrained(decoder_folder)
     assert ours.prefix == ((ours.bos_id,) if ours.bos_id is not None else ()) and ours.suffix == ()
 
 
