@@ -203,9 +203,10 @@ def roberta_byte_level_bpe(vocab_file: PathLike, merges_file: PathLike,
     return RustTokenizer(tok, specials, word_prefix=BYTE_LEVEL_WORD_START)
 
 
-TOKEN_JSON_ROLE_GUESSES = {"pad": ("[PAD]", "<pad>"), "unk": ("[UNK]", "<unk>"), "cls": ("[CLS]", "<s>"),
-                           "sep": ("[SEP]", "</s>"), "mask": ("[MASK]", "<mask>"), "bos": ("<s>", "<|endoftext|>"),
-                           "eos": ("</s>", "<|endoftext|>")}
+# role -> the added tokens that play it, for a tokenizer.json whose folder names no special tokens
+TOKENIZER_JSON_ROLE_GUESSES = {"pad": ("[PAD]", "<pad>"), "unk": ("[UNK]", "<unk>"), "cls": ("[CLS]", "<s>"),
+                               "sep": ("[SEP]", "</s>"), "mask": ("[MASK]", "<mask>"),
+                               "bos": ("<s>", "<|endoftext|>"), "eos": ("</s>", "<|endoftext|>")}
 
 
 def from_tokenizer_json(file: PathLike, special_tokens: Optional[dict[str, Optional[str]]] = None) -> RustTokenizer:
@@ -232,7 +233,7 @@ def from_tokenizer_json(file: PathLike, special_tokens: Optional[dict[str, Optio
     if not special_tokens:
         added = [t.content for t in tok.get_added_tokens_decoder().values()]
         guesses = {role: next((t for t in names if t in added), None)
-                   for role, names in TOKEN_JSON_ROLE_GUESSES.items()}
+                   for role, names in TOKENIZER_JSON_ROLE_GUESSES.items()}
         roles = {r: t for r, t in guesses.items() if t}
     if isinstance(tok.model, models.WordPiece):
         return RustTokenizer(tok, roles, continuation=tok.model.continuing_subword_prefix or "##")
