@@ -45,7 +45,7 @@ def test_every_recipe_sets_only_known_keys_and_names_a_model_task_and_optimizer_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["bert_tiny", "albert_tiny", "gpt_tiny", "transformer_tiny", "t5_tiny"])
+@pytest.mark.parametrize("name", ["bert_tiny", "albert_tiny", "gpt_tiny", "llama_tiny", "transformer_tiny", "t5_tiny"])
 def test_tiny_recipe_loss_falls_over_its_first_steps(name, tmp_path):
     from train.tasks import make_datasets
     from train.loop import create_model, train_and_evaluate

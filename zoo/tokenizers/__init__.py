@@ -1,7 +1,9 @@
 """Tokenizers for every zoo family, one small interface over the well-kept libraries.
 
 - WordPiece (BERT `vocab.txt`), the byte-level BPE of GPT-2 and of RoBERTa (`vocab.json` + `merges.txt`), and any
-  `tokenizer.json`, run on the `tokenizers` package (the Rust code behind `transformers`' fast tokenizers): `rust.py`.
+  `tokenizer.json` (Llama 2 / Mistral's SentencePiece-BPE with byte fallback, the byte-level BPE of Llama 3 and Qwen2,
+  each with the special tokens its tokenizer_config.json names), run on the `tokenizers` package (the Rust code behind
+  `transformers`' fast tokenizers): `rust.py`.
 - SentencePiece models (ALBERT's `spiece.model`, Marian's `source.spm`/`target.spm`, or one trained here with
   `train_sentencepiece`) run on `sentencepiece`: `sentencepiece.py`.
 

@@ -36,8 +36,9 @@ def read_tokenizer_config(folder: pathlib.Path) -> dict:
     return config
 
 
-def special_tokens_from_config(config: dict) -> dict[str, str]:
-    """role -> token of the `{role}_token` entries of a tokenizer config (a string, or an object with "content")."""
+def special_tokens_from_config(config: dict, keep_null: bool = False) -> dict[str, Optional[str]]:
+    """role -> token of the `{role}_token` entries of a tokenizer config (a string, or an object with "content");
+    `keep_null` keeps a role the config sets to null as None (Llama's `"pad_token": null`)."""
     roles = {}
     for role in ROLES:
         value = config.get(f"{role}_token")
@@ -45,6 +46,8 @@ def special_tokens_from_config(config: dict) -> dict[str, str]:
             value = value.get("content")
         if isinstance(value, str):
             roles[role] = value
+        elif keep_null and f"{role}_token" in config and value is None:
+            roles[role] = None
     return roles
 
 
@@ -67,7 +70,10 @@ def from_pretrained(folder: PathLike) -> Union[Tokenizer, TranslationTokenizers]
     or RoBERTa's when the folder says roberta: see `BYTE_LEVEL_BPE_OF_MODEL`) > `vocab.txt` (BERT WordPiece) >
     `spiece.model` or another single `*.model` (SentencePiece; ALBERT's when it has [CLS]; T5's, A </s> with its
     `extra_ids` sentinels, when the folder says t5).
-    `tokenizer_config.json` / `special_tokens_map.json` give special tokens and `do_lower_case` when present.
+    `tokenizer_config.json` / `special_tokens_map.json` give special tokens and `do_lower_case` when present; with a
+    `tokenizer.json` they give all its special-token roles when they name any (a role set to null or left out has
+    none); the tokenizer.json's post-processor, not `add_bos_token` / `add_eos_token`, gives its template (see
+    `from_tokenizer_json`).
 
     Raises:
       FileNotFoundError: no tokenizer file in the folder. ValueError: a file that does not parse.
@@ -82,7 +88,7 @@ def from_pretrained(folder: PathLike) -> Union[Tokenizer, TranslationTokenizers]
         return marian(folder / "source.spm", folder / "target.spm",
                       folder / "vocab.json" if has("vocab.json") else None)
     if has("tokenizer.json"):
-        return from_tokenizer_json(folder / "tokenizer.json", specials)
+        return from_tokenizer_json(folder / "tokenizer.json", special_tokens_from_config(config, keep_null=True))
     if has("vocab.json") and has("merges.txt"):
         bpe = BYTE_LEVEL_BPE_OF_MODEL.get(model_type_of(folder, config), byte_level_bpe)
         return bpe(folder / "vocab.json", folder / "merges.txt", specials or None)

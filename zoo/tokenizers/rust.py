@@ -203,8 +203,20 @@ def roberta_byte_level_bpe(vocab_file: PathLike, merges_file: PathLike,
     return RustTokenizer(tok, specials, word_prefix=BYTE_LEVEL_WORD_START)
 
 
-def from_tokenizer_json(file: PathLike, special_tokens: Optional[dict[str, str]] = None) -> RustTokenizer:
-    """Any `tokenizer.json`; special-token roles come from `special_tokens` or are guessed from the added tokens.
+# role -> the added tokens that play it, for a tokenizer.json whose folder names no special tokens
+TOKENIZER_JSON_ROLE_GUESSES = {"pad": ("[PAD]", "<pad>"), "unk": ("[UNK]", "<unk>"), "cls": ("[CLS]", "<s>"),
+                               "sep": ("[SEP]", "</s>"), "mask": ("[MASK]", "<mask>"),
+                               "bos": ("<s>", "<|endoftext|>"), "eos": ("</s>", "<|endoftext|>")}
+
+
+def from_tokenizer_json(file: PathLike, special_tokens: Optional[dict[str, Optional[str]]] = None) -> RustTokenizer:
+    """Any `tokenizer.json`; its post-processor says which special tokens a text gets (Llama 2's `<s> A`, Llama 3's
+    `<|begin_of_text|> A`, Qwen2's nothing): tokenizer_config.json's `add_bos_token` / `add_eos_token` do not change
+    it, as in `transformers` 5, which drops those keys when a folder has a tokenizer.json.
+
+    Special-token roles: when `special_tokens` (role -> token, as a tokenizer_config.json names them) names any
+    role, it alone gives them, and a role it leaves out or sets to None has no token (Llama has no pad, Qwen2 no
+    bos, as `transformers` reads those configs); with none named they are guessed from the added tokens.
 
     Raises FileNotFoundError naming a missing file; ValueError naming one that is not UTF-8 or not a tokenizer.json.
     """
@@ -217,13 +229,12 @@ def from_tokenizer_json(file: PathLike, special_tokens: Optional[dict[str, str]]
         raise ValueError(f"{file}: not a valid tokenizer.json ({e})") from None
     tok.no_truncation()  # encode_batch pads and truncates, to the length each call asks for
     tok.no_padding()
-    added = [t.content for t in tok.get_added_tokens_decoder().values()]
-    guesses = {"pad": ("[PAD]", "<pad>"), "unk": ("[UNK]", "<unk>"), "cls": ("[CLS]", "<s>"),
-               "sep": ("[SEP]", "</s>"), "mask": ("[MASK]", "<mask>"), "bos": ("<s>", "<|endoftext|>"),
-               "eos": ("</s>", "<|endoftext|>")}
-    roles = {role: next((t for t in names if t in added), None) for role, names in guesses.items()}
-    roles = {r: t for r, t in roles.items() if t}
-    roles.update(special_tokens or {})
+    roles = {r: t for r, t in (special_tokens or {}).items() if t}
+    if not special_tokens:
+        added = [t.content for t in tok.get_added_tokens_decoder().values()]
+        guesses = {role: next((t for t in names if t in added), None)
+                   for role, names in TOKENIZER_JSON_ROLE_GUESSES.items()}
+        roles = {r: t for r, t in guesses.items() if t}
     if isinstance(tok.model, models.WordPiece):
         return RustTokenizer(tok, roles, continuation=tok.model.continuing_subword_prefix or "##")
     if isinstance(tok.model, models.BPE) and BYTE_LEVEL_WORD_START in "".join(list(tok.get_vocab())[:1000]):
