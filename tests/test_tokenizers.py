@@ -569,3 +569,17 @@ def test_decoder_tokenizer_follows_its_tokenizer_json_at_leading_spaces_and_spec
         assert ids == file.encode(text, add_special_tokens=False), text
         if byte_level:  # Llama 3 and Qwen2 load the file as it is
             assert ours.encode(text) == decoder_reference(text)["input_ids"], text
+
+
+def test_causal_lm_rows_open_each_document_with_the_tokenizers_own_bos(decoder_folder):
+    from train.data import causal_lm_batches
+
+    ours = zt.from_pretrained(decoder_folder)
+    documents = [["the first document."], ["the second one, a little longer."]] * 4
+    first, second = (ours.encode(d[0], add_special_tokens=False) for d in documents[:2])
+    opening = [] if ours.bos_id in (None, ours.eos_id) else [ours.bos_id]  # Llama's <s>; Qwen2 has no BOS
+    expected = [*opening, *first, ours.eos_id, *opening, *second, ours.eos_id]
+    rows = causal_lm_batches(documents, ours, batch_size=1, max_length=len(expected), shuffle=False)
+    assert list(next(rows)["input_ids"][0]) == expected
+    assert bool(opening) == (decoder_folder.name[:-1] in ("llama2", "llama2-add-eos", "mistral",  # mktemp adds 0
+                                                                         "llama3"))

@@ -119,7 +119,9 @@ class SentencePairRecipe:
 
 
 class CausalLMRecipe:
-    """GPT rows: documents joined with EOS and packed into `max_length` tokens (see `pack_rows`)."""
+    """GPT rows: documents joined with EOS and packed into `max_length` tokens (see `pack_rows`). A tokenizer with a
+    BOS of its own (Llama's <s>, Llama 3's <|begin_of_text|>; not GPT-2's, which is its EOS) also opens each
+    document with it, as those models saw their documents in pre-training."""
 
     packs = True
 
@@ -128,6 +130,7 @@ class CausalLMRecipe:
             raise ValueError(f"max_length={max_length} is too small for causal LM rows")
         self.tokenizer, self.max_length = tokenizer, max_length
         self.eos_id = end_of_text_id(tokenizer) if eos_id is None else eos_id
+        self.opening = [] if tokenizer.bos_id in (None, self.eos_id) else [tokenizer.bos_id]
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else self.eos_id
 
     def rows(self, documents: TokenizedDocuments, order: np.ndarray, start: tuple[int, int]):
@@ -136,7 +139,7 @@ class CausalLMRecipe:
                 sentences = documents[order[position]]
                 if not sentences:
                     continue
-                tokens = np.concatenate([*sentences, [self.eos_id]]).astype(np.int32)
+                tokens = np.concatenate([self.opening, *sentences, [self.eos_id]]).astype(np.int32)
                 offset = start[1] if position == start[0] else 0
                 if offset < len(tokens):
                     yield position, offset, tokens[offset:]
