@@ -24,7 +24,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(steps=1000, batch_size=32, log_every=50,
                                              eval_every=0))  # 0: no eval during training
     c.optimizer = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-4, b1=0.9, b2=0.999, eps=1e-6,
-                                                 weight_decay=0.01, clip_norm=1.0, grad_accum_steps=1))
+                                                 weight_decay=0.01, clip_norm=1.0, grad_accum_steps=1,
+                                                 # "name=multiplier,...": parameters under those names train at
+                                                 # that many times the learning rate (train.optimizer.scale_by_name)
+                                                 lr_multipliers=""))
     c.schedule = ml_collections.ConfigDict(dict(name="linear", warmup_steps=100, end_value=0.0))
     # mlm_max_predictions > 0: the MLM head runs at that many masked positions per row, not all (BERT's recipe);
     # set data.max_predictions to the same number so no masked token is dropped.
