@@ -1,9 +1,27 @@
 """A small BERT pre-trained (MLM + NSP, 15% masked 80/10/10) on the shipped corpus in about five minutes on 2 CPU
 cores: `make demo`.
 
-Tuned for that budget (README, "The demo"): two post-LN layers of 128 (wider or deeper models learned less per
-second here), rows of 128 tokens so each next-sentence pair holds a few sentences, 64 rows a step, and a peak
-learning rate of 3e-3 with Adam's b2 = 0.98 (RoBERTa's choice for stability at high learning rates).
+Tuned for that budget (README, "The demo", which lists the arms tried):
+- Two post-LN layers of 128 with 4 heads (wider or deeper models learned less per second here), rows of 128 tokens so
+  each next-sentence pair holds a few sentences, 64 rows a step, Adam's b2 = 0.98 (RoBERTa's choice for stability at
+  high learning rates) and a peak learning rate of 5e-3 (with relative positions it reached 0.48 MLM accuracy where
+  3e-3 reached 0.45; with absolute positions neither got past 0.20).
+- Relative positions (`position_embedding="relative_bias"`: T5's bucketed per-head bias on the attention logits, as
+  Shaw et al. 2018 and DeBERTa use relative positions in BERT-style encoders) instead of a learned absolute table.
+  With absolute positions the model sat on a plateau at about 20% MLM accuracy, guessing the corpus's commonest
+  tokens: a head must learn "look at my neighbour" through the product of the position table and two projections.
+  With the bias one scalar per head and distance says it, once that scalar is large (the next two points): at T5's
+  init and the common learning rate it was not (0.19 in 300 steps, against 0.18).
+- The bias table starts at ALiBi's slopes times 4 (`relative_attention_alibi_init`; Press et al. 2022, MosaicBERT's
+  encoder): heads from local (1 per token of distance) to broad (1/64), instead of uniform attention.
+- The bias table trains at 10x the learning rate (`optimizer.lr_multipliers`): Adam moves a parameter by about the
+  learning rate per step, so at 3e-3 the table reached only ~0.3 after 300 steps, while "attend to the token on my
+  left" needs a logit of 3 to 6 over 127 others. Faster, it gets there in about a hundred steps and the heads split
+  into left-neighbour, right-neighbour and two-to-the-left heads. In 300-step runs the ALiBi start alone reached 0.26
+  MLM accuracy, the faster table alone (30x) 0.29, both 0.31.
+- 800 steps, not 900: the bias costs 8 to 16% more per step than a position table (measured interleaved on a busy
+  2-core machine), so 800 steps take about the time the 900 steps of absolute positions took.
+Next-sentence accuracy stays near chance (0.48 to 0.55 on the held-out documents) in every arm tried, this one too.
 """
 
 from train.recipes import base_config
@@ -13,9 +31,11 @@ def get_config():
     c = base_config()
     c.model, c.task = "bert-tiny", "pretraining"
     c.model_overrides.update(dict(hidden_size=128, num_heads=4, intermediate_size=512, num_layers=2,
-                                  dropout_rate=0.0, attention_dropout_rate=0.0))
-    c.train.update(dict(steps=900, batch_size=64, log_every=10, eval_every=100))
-    c.optimizer.update(dict(learning_rate=3e-3, b2=0.98, weight_decay=0.01))
+                                  dropout_rate=0.0, attention_dropout_rate=0.0,
+                                  position_embedding="relative_bias", relative_attention_alibi_init=4.0))
+    c.train.update(dict(steps=800, batch_size=64, log_every=10, eval_every=100))
+    c.optimizer.update(dict(learning_rate=5e-3, b2=0.98, weight_decay=0.01,
+                            lr_multipliers="relative_position_bias=10"))
     c.schedule.update(dict(name="linear", warmup_steps=100))
     c.checkpoint.update(dict(every_steps=300, keep=2))
     c.loss.mlm_max_predictions = 20  # BERT's max_predictions_per_seq at 128 tokens

@@ -1,5 +1,5 @@
-"""Fine-tune a pre-trained T5 on the shipped date-translation task ("monday, the twenty fifth of march 2002" -> "2002-03-25"):
-T5's fine-tuning settings (a constant learning rate, Raffel et al. 2020 section 3.1.4) with AdamW at 1e-3 in place
+"""Fine-tune a pre-trained T5 on the shipped date-translation task ("monday, the twenty fifth of march 2002" ->
+"2002-03-25"): T5's fine-tuning settings (a constant learning rate, Raffel et al. 2020 section 3.1.4) with AdamW at 1e-3 in place
 of Adafactor at 1e-3, and dropout 0.1 as the checkpoint has it.
 
 --config.init_from names the checkpoint folder (config.json + model.safetensors + tokenizer files): the `model/`

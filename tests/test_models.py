@@ -3,6 +3,7 @@
 import functools
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 import zoo
 from zoo.embeddings import sinusoidal_positions
-from zoo.layers import stack_layer_params
+from zoo.layers import RelativePositionBias, stack_layer_params
 from tests.model_helpers import decode_in_chunks, jitted_apply, random_params
 from zoo.registry import example_inputs
 
@@ -215,6 +216,23 @@ def test_sinusoidal_model_adds_the_table_to_scaled_token_embeddings(key):
     table = variables["params"]["token_embedding"]["embedding"]
     expected = table[src] * np.sqrt(64) + sinusoidal_positions(128, 64)[:5]
     chex.assert_trees_all_close(got, expected, atol=1e-5)
+
+
+def test_alibi_initialised_relative_bias_is_minus_slope_times_distance_in_each_direction(key):
+    cfg = zoo.get_config("bert-tiny").replace(position_embedding="relative_bias", relative_attention_alibi_init=2.0)
+    # distances 0..8: T5's exact buckets (8 per direction of 32 buckets) and the first log one
+    positions = jnp.arange(9)
+    bias = RelativePositionBias(cfg, bidirectional=True).init_with_output(key, positions, positions)[0]
+    slopes = 2.0 * 2.0 ** (-8.0 * np.arange(1, 5) / 4)  # ALiBi's geometric slopes of 4 heads, times 2
+    distance = np.abs(np.arange(9)[None, :] - np.arange(9)[:, None])
+    chex.assert_trees_all_close(bias[0], -slopes[:, None, None] * distance[None], atol=1e-6)
+    # The model's own table starts there: its encoder reads it on the first call
+    model = zoo.create("bert-tiny", task="pretraining", position_embedding="relative_bias",
+                       relative_attention_alibi_init=2.0)
+    table = jax.jit(model.init)(key, ids(key))["params"]["encoder"]["relative_position_bias"]["embedding"]
+    chex.assert_trees_all_close(nn.unbox(table)[17], -slopes, atol=1e-6)  # bucket 17: one key to the right
+    with pytest.raises(ValueError, match="relative_attention_alibi_init=1.0 initialises the table"):
+        zoo.get_config("bert-tiny").replace(relative_attention_alibi_init=1.0)
 
 
 @pytest.mark.parametrize("norm_position", ["pre", "post"])

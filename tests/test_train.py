@@ -20,7 +20,7 @@ from train.checkpointing import Checkpointer, abstract_like
 from train.losses import cross_entropy, next_token_targets
 from train.loop import NonFiniteLoss, train_and_evaluate
 from train.metrics import read_metrics
-from train.optimizer import make_optimizer, make_schedule, weight_decay_mask
+from train.optimizer import make_optimizer, make_schedule, parse_lr_multipliers, weight_decay_mask
 from train.partitioning import make_mesh
 from train.step import compile_steps, init_train_state
 from train.showcase import untrained_params
@@ -102,6 +102,28 @@ def test_weight_decay_spares_layernorm_and_biases():
     kernel = params["encoder"]["layers_0"]["attention"]["qkv"]["kernel"]
     chex.assert_trees_all_close(updates["encoder"]["layers_0"]["attention"]["qkv"]["kernel"], -0.1 * 0.5 * kernel)
     assert float(jnp.abs(updates["encoder"]["layers_0"]["mlp_norm"]["scale"]).max()) == 0.0
+
+
+def test_lr_multiplier_scales_the_update_of_the_named_parameters_only():
+    params = {"encoder": {"relative_position_bias": {"embedding": jnp.full((4, 2), 0.5)},
+                          "layers_0": {"kernel": jnp.full((3, 3), 0.5)}}}
+    grads = {"encoder": {"relative_position_bias": {"embedding": jnp.full((4, 2), 0.1)},
+                         "layers_0": {"kernel": jnp.full((3, 3), -0.2)}}}
+
+    def update(**kwargs):
+        tx = make_optimizer(optax.constant_schedule(1e-3), weight_decay=0.01, clip_norm=None, **kwargs)
+        return tx.update(grads, tx.init(params), params)[0]["encoder"]
+
+    plain, scaled = update(), update(lr_multipliers=parse_lr_multipliers("relative_position_bias=30"))
+    # Adam's first step is lr * sign(g), plus lr * weight_decay * p: both times 30 for the named table only
+    chex.assert_trees_all_close(plain["relative_position_bias"]["embedding"], -1e-3 * (1 + 0.01 * 0.5), rtol=1e-4)
+    chex.assert_trees_all_close(scaled["relative_position_bias"]["embedding"], -30e-3 * (1 + 0.01 * 0.5), rtol=1e-4)
+    chex.assert_trees_all_close(scaled["layers_0"]["kernel"], plain["layers_0"]["kernel"])
+    with pytest.raises(ValueError, match="relative_bias"):  # a name no parameter has
+        update(lr_multipliers={"relative_bias": 30.0})
+    with pytest.raises(ValueError, match="'relative_position_bias=fast'"):
+        parse_lr_multipliers("relative_position_bias=fast")
+    assert parse_lr_multipliers("") == {}
 
 
 def test_label_smoothed_cross_entropy_equals_the_formula():

@@ -19,7 +19,7 @@ import zoo
 from train.checkpointing import Checkpointer, abstract_like
 from train.losses import add_to_window, summarize
 from train.metrics import MetricWriter, plot_loss_curve, read_metrics
-from train.optimizer import make_optimizer, make_schedule
+from train.optimizer import make_optimizer, make_schedule, parse_lr_multipliers
 from train.partitioning import batch_sharding, make_mesh
 from train.step import abstract_train_state, compile_steps, init_train_state
 from train.tasks import get_task
@@ -70,7 +70,8 @@ def make_optimizer_from_config(config: ml_collections.ConfigDict, trainable: Cal
     schedule = make_schedule(sched.name, peak_value=opt.learning_rate, warmup_steps=sched.warmup_steps,
                              total_steps=config.train.steps // opt.grad_accum_steps, end_value=sched.end_value)
     tx = make_optimizer(schedule, name=opt.name, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                        clip_norm=opt.clip_norm, grad_accum_steps=opt.grad_accum_steps, trainable=trainable)
+                        clip_norm=opt.clip_norm, grad_accum_steps=opt.grad_accum_steps, trainable=trainable,
+                        lr_multipliers=parse_lr_multipliers(opt.lr_multipliers))
     return schedule, tx
 
 

@@ -3,6 +3,8 @@ optax."""
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -49,16 +51,62 @@ def weight_decay_mask(params):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def parse_lr_multipliers(spec: str) -> dict[str, float]:
+    """"name=multiplier,name=multiplier" (a recipe's `optimizer.lr_multipliers`) -> {name: multiplier}; "" -> {}.
+
+    Raises ValueError naming the entry that is not `name=number` with a positive number.
+    """
+    multipliers = {}
+    for entry in filter(None, (e.strip() for e in spec.split(","))):
+        name, _, value = entry.partition("=")
+        try:
+            multiplier = float(value)
+        except ValueError:
+            multiplier = float("nan")
+        if not name.strip() or not multiplier > 0:
+            raise ValueError(f"optimizer.lr_multipliers entry {entry!r} is not name=multiplier with a positive "
+                             f"multiplier (e.g. 'relative_position_bias=30')")
+        multipliers[name.strip()] = multiplier
+    return multipliers
+
+
+def scale_by_name(multipliers: Mapping[str, float]) -> optax.GradientTransformation:
+    """Multiplies the update of each parameter whose path ('encoder/relative_position_bias/embedding') has a
+    component named in `multipliers` by that multiplier: after AdamW, a learning rate (and decoupled weight decay)
+    that many times the schedule's for those parameters. Raises ValueError at init when a name matches no parameter
+    (a misspelt name would otherwise change nothing, silently)."""
+    def multiplier(path) -> float:
+        names = {str(getattr(k, "key", getattr(k, "name", k))) for k in path}
+        found = [m for name, m in multipliers.items() if name in names]
+        return found[0] if found else 1.0
+
+    def init(params):
+        names = {str(getattr(k, "key", getattr(k, "name", k))) for path, _ in
+                 jax.tree_util.tree_flatten_with_path(params)[0] for k in path}
+        missing = sorted(set(multipliers) - names)
+        if missing:
+            raise ValueError(f"optimizer.lr_multipliers names {missing}, which no parameter path contains")
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(lambda path, u: u * multiplier(path), updates), state
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(schedule: optax.Schedule, *, name: str = "adamw", b1: float = 0.9, b2: float = 0.999,
                    eps: float = 1e-6, weight_decay: float = 0.01, clip_norm: float | None = 1.0,
-                   grad_accum_steps: int = 1, trainable=None) -> optax.GradientTransformation:
+                   grad_accum_steps: int = 1, trainable=None,
+                   lr_multipliers: Mapping[str, float] | None = None) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW, LAMB or Adafactor with decoupled weight decay masked off norms and biases.
 
     adafactor is T5's (Shazeer & Stern 2018, optax's defaults): factored second moments decaying as step^-0.8, no
     momentum, updates clipped to RMS 1 and scaled by each parameter's RMS; Adam's b1, b2 and eps do not apply to it.
-    `grad_accum_steps` > 1 averages that many micro-batches' gradients before one update (optax.MultiSteps).
-    `trainable` (params -> a tree of bools, e.g. `zoo.lora.trainable_mask`) freezes the others: they get no update
-    and no optimizer state.
+    `lr_multipliers` ({parameter name: multiplier}, see `scale_by_name`) gives the parameters under those names a
+    learning rate that many times the schedule's. `grad_accum_steps` > 1 averages that many micro-batches' gradients
+    before one update (optax.MultiSteps). `trainable` (params -> a tree of bools, e.g. `zoo.lora.trainable_mask`)
+    freezes the others: they get no update and no optimizer state.
     """
     if name == "adamw":
         tx = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=weight_decay_mask)
@@ -68,6 +116,8 @@ def make_optimizer(schedule: optax.Schedule, *, name: str = "adamw", b1: float =
         tx = optax.adafactor(schedule, weight_decay_rate=weight_decay or None, weight_decay_mask=weight_decay_mask)
     else:
         raise ValueError(f"optimizer {name!r} is not one of {OPTIMIZERS}")
+    if lr_multipliers:
+        tx = optax.chain(tx, scale_by_name(lr_multipliers))
     if clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
     if trainable is not None:

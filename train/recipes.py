@@ -27,7 +27,10 @@ def base_config() -> ml_collections.ConfigDict:
                                                  weight_decay=0.01, clip_norm=1.0, grad_accum_steps=1,
                                                  # with LoRA adapters (model_overrides.lora_rank) only they train,
                                                  # and what this adds: "head", "biases" or "head,biases"
-                                                 lora_also_train=""))
+                                                 lora_also_train="",
+                                                 # "name=multiplier,...": parameters under those names train at
+                                                 # that many times the learning rate (train.optimizer.scale_by_name)
+                                                 lr_multipliers=""))
     c.schedule = ml_collections.ConfigDict(dict(name="linear", warmup_steps=100, end_value=0.0))
     # mlm_max_predictions > 0: the MLM head runs at that many masked positions per row, not all (BERT's recipe);
     # set data.max_predictions to the same number so no masked token is dropped.

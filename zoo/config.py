@@ -125,6 +125,10 @@ class Config:
     position_offset: int = 0
     relative_attention_num_buckets: int = 32  # relative_bias: distance buckets (half per direction if bidirectional)
     relative_attention_max_distance: int = 128  # relative_bias: distances beyond this share the last bucket
+    # relative_bias: 0 draws the table from normal(initializer_range), as T5; s > 0 starts it at s times ALiBi's
+    # penalty (Press et al. 2022; MosaicBERT's encoder): head h of n adds -s * 2^(-8h/n) * distance, so the heads
+    # begin local (steep) to global (flat) instead of uniform, and training learns from there (left vs right too).
+    relative_attention_alibi_init: float = 0.0
     # LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019, T5's T5LayerNorm): x / rms(x) * scale, no mean
     # subtraction and no bias.
     norm: str = "layer"
@@ -234,6 +238,11 @@ class Config:
             if rate is not None and not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
         self._check_rotary_and_kv_heads()
+        if self.relative_attention_alibi_init < 0 or (self.relative_attention_alibi_init
+                                                      and self.position_embedding != "relative_bias"):
+            raise ValueError(f"relative_attention_alibi_init={self.relative_attention_alibi_init} initialises the "
+                             f"table of position_embedding='relative_bias' (not {self.position_embedding!r}): it "
+                             f"must be >= 0, and 0 without that table")
         if self.position_embedding == "relative_bias" and self.attention != "dense":
             raise ValueError(f"position_embedding='relative_bias' adds a bias to dense attention logits; "
                              f"attention={self.attention!r} is not dense")

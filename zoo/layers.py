@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from zoo.attention import attend, cache_length
 from zoo.axes import BATCH, EMBED, HEAD_DIM, HEADS, LAYERS, LENGTH, MLP
@@ -274,28 +275,45 @@ class TransformerLayer(nn.Module):
         return norm(x + dropout(sublayer(x)))  # BERT, Vaswani et al.: normalise after the sum
 
 
-def relative_position_bucket(relative_position, *, bidirectional: bool, num_buckets: int, max_distance: int):
+def relative_position_bucket(relative_position, *, bidirectional: bool, num_buckets: int, max_distance: int,
+                             xp=jnp):
     """T5's bucket (Raffel et al. 2020) of `relative_position` = key - query: exact for small distances, then
     logarithmic up to `max_distance`; bidirectional buckets keep half for keys after the query, causal ones map keys
-    after the query to bucket 0."""
-    buckets = jnp.zeros_like(relative_position)
+    after the query to bucket 0. `xp=np` computes it in NumPy (for an initialiser, outside any trace)."""
+    buckets = xp.zeros_like(relative_position)
     if bidirectional:
         num_buckets //= 2
         buckets = buckets + (relative_position > 0).astype(relative_position.dtype) * num_buckets
-        distance = jnp.abs(relative_position)
+        distance = xp.abs(relative_position)
     else:
-        distance = -jnp.minimum(relative_position, 0)
+        distance = -xp.minimum(relative_position, 0)
     max_exact = num_buckets // 2
-    log_ratio = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact) / math.log(max_distance / max_exact)
+    log_ratio = xp.log(xp.maximum(distance, 1).astype(xp.float32) / max_exact) / math.log(max_distance / max_exact)
     large = max_exact + (log_ratio * (num_buckets - max_exact)).astype(relative_position.dtype)
-    large = jnp.minimum(large, num_buckets - 1)
-    return buckets + jnp.where(distance < max_exact, distance, large)
+    large = xp.minimum(large, num_buckets - 1)
+    return buckets + xp.where(distance < max_exact, distance, large)
+
+
+def alibi_bias_table(cfg: Config, bidirectional: bool) -> np.ndarray:
+    """[buckets, heads] float32: `relative_attention_alibi_init` times ALiBi's bias (Press et al. 2022), -slope_h *
+    distance with slope_h = 2^(-8h/heads) for heads h = 1..heads; a bucket stands for the smallest distance it holds
+    (0 for a bucket that no distance reaches)."""
+    relative = np.arange(-cfg.relative_attention_max_distance, cfg.relative_attention_max_distance + 1)
+    buckets = relative_position_bucket(relative, bidirectional=bidirectional,
+                                       num_buckets=cfg.relative_attention_num_buckets,
+                                       max_distance=cfg.relative_attention_max_distance, xp=np)
+    distance = np.full(cfg.relative_attention_num_buckets, np.inf)
+    np.minimum.at(distance, buckets, np.abs(relative).astype(np.float64))
+    distance[np.isinf(distance)] = 0.0
+    slopes = 2.0 ** (-8.0 * np.arange(1, cfg.num_heads + 1) / cfg.num_heads)
+    return (-cfg.relative_attention_alibi_init * distance[:, None] * slopes[None, :]).astype(np.float32)
 
 
 class RelativePositionBias(nn.Module):
     """[1, heads, queries, keys] bias of `position_embedding="relative_bias"`: a learned [buckets, heads] table read at
-    the bucket of each key - query distance. A stack builds it once from its mask's positions (in KV-cache decoding
-    the queries' positions follow the cache) and every layer adds it to its self-attention logits."""
+    the bucket of each key - query distance (initialised at ALiBi's slopes with `relative_attention_alibi_init`). A
+    stack builds it once from its mask's positions (in KV-cache decoding the queries' positions follow the cache) and
+    every layer adds it to its self-attention logits."""
 
     config: Config
     bidirectional: bool
@@ -303,9 +321,12 @@ class RelativePositionBias(nn.Module):
     @nn.compact
     def __call__(self, query_positions, key_positions):
         cfg = self.config
-        table = self.param("embedding", nn.with_logical_partitioning(
-            nn.initializers.normal(cfg.initializer_range), (None, HEADS)),
-            (cfg.relative_attention_num_buckets, cfg.num_heads), cfg.param_dtype)
+        init = nn.initializers.normal(cfg.initializer_range)
+        if cfg.relative_attention_alibi_init:
+            alibi = alibi_bias_table(cfg, self.bidirectional)
+            init = lambda key, shape, dtype: jnp.asarray(alibi, dtype)
+        table = self.param("embedding", nn.with_logical_partitioning(init, (None, HEADS)),
+                           (cfg.relative_attention_num_buckets, cfg.num_heads), cfg.param_dtype)
         buckets = relative_position_bucket(key_positions[None, :] - query_positions[:, None],
                                            bidirectional=self.bidirectional,
                                            num_buckets=cfg.relative_attention_num_buckets,

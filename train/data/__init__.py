@@ -21,7 +21,8 @@ from train.data.sources import (TfdsDocuments, TfdsPairs, TfdsRecords, parse_doc
                                 split_sentences)
 
 __all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", "Seq2SeqRecipe",
-           "SentencePairRecipe", "SpanCorruptionRecipe", "TextInfillingRecipe", "TfdsDocuments", "TfdsPairs", "TfdsRecords", "TokenizedDocuments",
+           "SentencePairRecipe", "SpanCorruptionRecipe", "TextInfillingRecipe", "TfdsDocuments", "TfdsPairs",
+           "TfdsRecords", "TokenizedDocuments",
            "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches", "classification_batches",
            "date_translation_pairs", "make_sentence_pairs", "make_seq2seq_example", "mask_tokens",
            "maskable_positions", "pack_documents", "pack_rows", "parse_documents", "question_answering_batches",
