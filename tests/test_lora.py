@@ -137,3 +137,22 @@ def test_a_checkpoint_loaded_with_lora_gets_fresh_adapters_and_the_same_outputs(
     ids = jnp.arange(16).reshape(2, 8) % 50 + 3
     np.testing.assert_array_equal(adapted.apply({"params": loaded}, ids).logits,
                                   model.apply({"params": params}, ids).logits)
+
+
+def test_lora_options_of_a_recipe_are_checked_before_training():
+    from tests.train_helpers import tiny_config
+    from train.loop import lora_trainable
+
+    config = tiny_config()
+    config.optimizer.lora_also_train = "head"
+    with pytest.raises(ValueError, match="optimizer.lora_also_train='head' needs LoRA adapters"):
+        lora_trainable(config, zoo.create("bert-tiny", task="mlm"))
+    config.optimizer.lora_also_train = "head, embeddings"
+    with pytest.raises(ValueError, match=r"optimizer.lora_also_train names \['embeddings'\]"):
+        lora_trainable(config, adapted_bert())
+    config.optimizer.lora_also_train = "head,biases"
+    params = nn.unbox(adapted_bert().init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"])
+    mask = lora_trainable(config, adapted_bert())(params)
+    assert mask["mlm_head"]["dense"]["kernel"] and mask["encoder"]["layers_0"]["mlp"]["wi"]["bias"]
+    assert not mask["encoder"]["layers_0"]["mlp"]["wi"]["kernel"]
+    assert mask["encoder"]["layers_0"]["attention"]["qkv"]["lora_b_value"]
