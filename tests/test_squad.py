@@ -21,6 +21,28 @@ def tokenizer():
     return shipped_tokenizer()
 
 
+@pytest.fixture(scope="module", params=["wordpiece", "byte_level_bpe", "sentencepiece"])
+def any_tokenizer(request, tmp_path_factory):
+    """The shipped WordPiece, and a byte-level BPE (GPT-2's, RoBERTa's) and a SentencePiece (ALBERT's) trained on the
+    shipped corpus."""
+    import zoo.tokenizers as zt
+    from train.data import shipped_documents
+
+    if request.param == "wordpiece":
+        return shipped_tokenizer()
+    lines = [sentence for document in shipped_documents()[:300] for sentence in document]
+    folder = tmp_path_factory.mktemp(request.param)
+    if request.param == "byte_level_bpe":
+        from tokenizers import ByteLevelBPETokenizer
+
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(lines, vocab_size=600, special_tokens=["<|endoftext|>"], show_progress=False)
+        bpe.save_model(str(folder))
+    else:
+        zt.train_sentencepiece(lines, folder / "spiece", vocab_size=600, character_coverage=1.0)
+    return zt.from_pretrained(folder)
+
+
 # -- the official evaluation ----------------------------------------------------------------------------------
 def test_normalize_answer_lowers_drops_punctuation_articles_and_extra_spaces():
     assert normalize_answer("The Cat!") == "cat"
@@ -91,6 +113,21 @@ def test_every_context_token_maps_back_to_the_characters_it_came_from(tokenizer)
                 continue  # or end inside one
             text = LONG_CONTEXT[starts[begin]:ends[begin]]
             assert text == text.strip() and tokenizer.encode_plain([text])[0] == list(ids[begin:stop]), text
+
+
+def test_the_windows_hold_the_tokenizers_own_ids_of_the_context_and_an_answer_decodes_back(any_tokenizer):
+    """Cutting the context into words keeps each tokenizer's ids (BPE reads a word's leading space, SentencePiece
+    falls back to whole words where cutting at punctuation would change its ids)."""
+    context = LONG_CONTEXT + ' "Quoted", it\'s (really) 1990s-era text; don\'t stop.'
+    rows = SpanQARecipe(any_tokenizer, 96, doc_stride=16).examples([("Q?", context, 0, "Norman")], 0, None)
+    windows = [context_part(row)[1] for row in rows]
+    ids = np.concatenate([windows[0]] + [window[16:] for window in windows[1:]])
+    assert list(ids) == any_tokenizer.encode_plain([context])[0]
+    for answer in ("Duke William", "The Answer, Here!", "(really) 1990s-era"):
+        first_char = context.index(answer)
+        spans = [token_span(row, first_char, first_char + len(answer)) for row in rows]
+        start_logits, end_logits = logits_pointing_at(rows, spans)
+        assert decode_answers(start_logits, end_logits, stacked(rows), [context]) == {0: answer}
 
 
 def test_answer_tokens_are_right_in_every_window_that_holds_them_and_cls_elsewhere(tokenizer):
