@@ -281,3 +281,16 @@ def test_squad_records_give_the_first_answer_to_train_on_and_all_of_them_to_scor
     assert records[0] == ("Who?", "The Cat sat.", 0, "The Cat")
     assert records.contexts[0] == "The Cat sat." and records.references[0] == ["The Cat", "Cat"]
     assert len(records) == len(records.contexts) == 1
+
+
+def test_a_recipe_without_an_eval_split_or_tfds_source_has_no_squad_metric():
+    from train.recipes import load_recipe
+    from train.squad import squad_metric_from_config
+
+    config = load_recipe("squad_finetune")
+    config.data.eval_split = ""
+    with pytest.raises(ValueError, match="no data.eval_split to score against"):
+        squad_metric_from_config(config)
+    config.data.update(dict(eval_split="validation", source="shipped"))
+    with pytest.raises(ValueError, match="question_answering data.source='shipped': use tfds"):
+        squad_metric_from_config(config)

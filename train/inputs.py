@@ -165,21 +165,24 @@ def question_answering_data(config: ml_collections.ConfigDict, tokenizer) -> Dat
     """SQuAD-style span records from tfds (e.g. squad/v1.1), trained on the first reference answer of each; a context
     longer than a row is cut into windows sharing `data.doc_stride` tokens (128 in run_qa at 384 tokens).
 
-    The eval split's `SquadRecords` gives `contexts` and `references` for `train.squad.squad_metric`."""
+    The eval rows' `example_index` indexes `squad_records(config.data, config.data.eval_split)`, whose `contexts` and
+    `references` `train.squad.squad_metric_from_config` scores against."""
     cfg = config.data
-    if cfg.source != "tfds":
-        raise ValueError(f"question_answering data.source={cfg.source!r}: use tfds (e.g. squad/v1.1)")
-
-    def squad(split):
-        return SquadRecords(data.TfdsRecords(cfg.tfds_name, split, fields=("question", "context", "answers")))
 
     def batches(records, **options):
         return data.question_answering_batches(records, tokenizer, batch_size=config.train.batch_size,
                                                max_length=cfg.max_length, doc_stride=cfg.doc_stride,
                                                seed=config.seed, **options)
 
-    return Datasets(batches(squad(cfg.split)), _eval(config, batches, squad(cfg.eval_split) if cfg.eval_split else None),
-                    tokenizer)
+    eval_records = squad_records(cfg, cfg.eval_split) if cfg.eval_split else None
+    return Datasets(batches(squad_records(cfg, cfg.split)), _eval(config, batches, eval_records), tokenizer)
+
+
+def squad_records(cfg: ml_collections.ConfigDict, split: str) -> "SquadRecords":
+    """The `split` of the tfds SQuAD set `cfg.tfds_name` (e.g. squad/v1.1), as `SquadRecords`."""
+    if cfg.source != "tfds":
+        raise ValueError(f"question_answering data.source={cfg.source!r}: use tfds (e.g. squad/v1.1)")
+    return SquadRecords(data.TfdsRecords(cfg.tfds_name, split, fields=("question", "context", "answers")))
 
 
 def _text(value) -> str:

@@ -11,10 +11,12 @@ and, once, the eval examples themselves: `contexts[i]` (the original context str
 
     metric = squad_metric(contexts, references)      # for the eval plumbing: (outputs, batch) -> floats
     metric(outputs, batch)                           # {"exact_match": 81.2, "f1": 88.5}, as the official script
+    metric = squad_metric_from_config(config)        # the same, for a recipe's tfds eval split
 
 or in two steps, `decode_answers(...)` -> {example_index: answer} and `squad_scores(predictions, references)`.
 Rows may come in any order and an example's windows need not be adjacent; the scores average over the examples the
-rows cover (an eval of the first N batches scores those examples, not the whole split).
+rows cover (an eval of the first N batches scores those examples, not the whole split). Every row must be a real
+window: rows an eval adds to fill a batch must be dropped before (they would answer for example_index 0).
 """
 
 from __future__ import annotations
@@ -128,4 +130,16 @@ def squad_metric(contexts: Examples, references: Examples, *, max_answer_length:
     return metric
 
 
-__all__ = ["decode_answers", "exact_match", "f1", "normalize_answer", "squad_metric", "squad_scores"]
+def squad_metric_from_config(config) -> Callable[[Mapping, Mapping], dict[str, float]]:
+    """`squad_metric` for a question_answering recipe: against the contexts and all reference answers of its
+    `data.eval_split` (`train.inputs.squad_records`), the split its eval rows come from."""
+    from train import inputs
+
+    if not config.data.eval_split:
+        raise ValueError("squad_metric_from_config: the recipe has no data.eval_split to score against")
+    records = inputs.squad_records(config.data, config.data.eval_split)
+    return squad_metric(records.contexts, records.references)
+
+
+__all__ = ["decode_answers", "exact_match", "f1", "normalize_answer", "squad_metric", "squad_metric_from_config",
+           "squad_scores"]
