@@ -283,13 +283,16 @@ class ClassificationRecipe:
         return stack(examples)
 
 
+MAX_CACHED_WORDS = 1 << 20  # SpanQARecipe's distinct words (with their leading whitespace) remembered: ~200 MB at most
+
+
 class SpanQARecipe:
     """Extractive QA rows (SQuAD-style) from (question, context, answer_start, answer_text) records.
 
     A row is [CLS] question [SEP] window [SEP], where a window is a run of the context's tokens: a context longer than
-    the room left after the question becomes several windows, each `doc_stride` tokens into the one before
-    (`return_overflowing_tokens` with `stride=doc_stride` in `transformers`, whose run_qa uses 128 at 384 tokens;
-    BERT's run_squad instead steps each window start by its doc_stride). `start_positions` / `end_positions` index
+    the room left after the question becomes several windows, each sharing its first `doc_stride` tokens with the end
+    of the one before (`return_overflowing_tokens` with `stride=doc_stride` in `transformers`, whose run_qa uses 128
+    at 384 tokens; BERT's run_squad instead moves each window's start on by its doc_stride). `start_positions` / `end_positions` index
     the answer's first and last token; a window that does not hold the whole answer points both at [CLS] (0), as
     BERT's SQuAD recipe does. The question keeps at most half the room.
 
@@ -314,33 +317,46 @@ class SpanQARecipe:
             raise ValueError(f"doc_stride={doc_stride} must be >= 0 (tokens shared by consecutive windows)")
         self.tokenizer, self.max_length, self.doc_stride = tokenizer, max_length, doc_stride
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-        # SQuAD asks ~5 questions of each context: tokenize a context once
-        self.context_tokens = functools.lru_cache(maxsize=4096)(self._context_tokens)
+        # SQuAD asks ~5 questions of each of its ~20k contexts: tokenize a context once (~2 KB each)
+        self.context_tokens = functools.lru_cache(maxsize=1 << 15)(self._context_tokens)
+        self.word_ids: dict[str, list[int]] = {}  # a word (with the whitespace before it) -> its ids
 
-    def _context_tokens(self, context: str) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """(ids, char_start, char_end) of the context's tokens; token t came from context[char_start[t]:char_end[t]]."""
+    def _encode_words(self, texts: list[str]) -> list[list[int]]:
+        """`encode_plain` of each text, remembering the ids of each distinct word: most of a context's words were in
+        an earlier one, and a dictionary look-up is far cheaper than the tokenizer's call per word."""
+        new = [text for text in dict.fromkeys(texts) if text not in self.word_ids]
+        fresh = dict(zip(new, self.tokenizer.encode_plain(new))) if new else {}
+        if len(self.word_ids) < MAX_CACHED_WORDS:
+            self.word_ids.update(fresh)
+        return [fresh[text] if text in fresh else self.word_ids[text] for text in texts]
+
+    def _context_tokens(self, context: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, char_start, char_end) [tokens] of the context; token t came from context[char_start[t]:char_end[t]]."""
         words = list(re.finditer(r"\S+", context))
+        # a word with punctuation in its pieces ("Cat!" -> "Cat", "!"); one piece: None, its ids are the word's
         pieces = [list(re.finditer(r"\w+|[^\w\s]", word.group())) for word in words]
+        pieces = [word_pieces if len(word_pieces) > 1 else None for word_pieces in pieces]
         texts, previous_end = [], 0
         for word, word_pieces in zip(words, pieces):
             leading = context[previous_end:word.start()]  # the whitespace before the word rides with its first piece
             texts.append(leading + word.group())
-            texts += [(leading if k == 0 else "") + piece.group() for k, piece in enumerate(word_pieces)]
+            if word_pieces:
+                texts += [(leading if k == 0 else "") + piece.group() for k, piece in enumerate(word_pieces)]
             previous_end = word.end()
-        encoded = iter(self.tokenizer.encode_plain(texts))
+        encoded = iter(self._encode_words(texts))
         ids, char_start, char_end = [], [], []
         for word, word_pieces in zip(words, pieces):
             word_ids = next(encoded)
-            piece_ids = [next(encoded) for _ in word_pieces]
-            if sum(piece_ids, []) == word_ids:
-                spans = [(word.start() + p.start(), word.start() + p.end()) for p in word_pieces]
-            else:  # cutting at punctuation changed the ids (SentencePiece, BPE merges across it): whole word
+            piece_ids = [next(encoded) for _ in word_pieces or ()]
+            if word_pieces and sum(piece_ids, []) == word_ids:
+                spans = [(word.start() + piece.start(), word.start() + piece.end()) for piece in word_pieces]
+            else:  # one piece, or cutting at punctuation changed the ids (SentencePiece, BPE merges): the whole word
                 piece_ids, spans = [word_ids], [word.span()]
             for token_ids, (start, end) in zip(piece_ids, spans):
                 ids += token_ids
                 char_start += [start] * len(token_ids)
                 char_end += [end] * len(token_ids)
-        return ids, np.array(char_start, np.int32), np.array(char_end, np.int32)
+        return np.array(ids, np.int32), np.array(char_start, np.int32), np.array(char_end, np.int32)
 
     def examples(self, records: Sequence, index: int, rng: np.random.Generator) -> list[dict]:
         question, context, start_char, answer = records[index]
@@ -361,7 +377,7 @@ class SpanQARecipe:
         rows, window_start = [], 0
         while True:
             window_end = min(window_start + room, len(context_ids))
-            ids, token_types = self.tokenizer.build_pair(question_ids, context_ids[window_start:window_end])
+            ids, token_types = self.tokenizer.build_pair(question_ids, context_ids[window_start:window_end].tolist())
             start = end = 0
             if len(overlapping) and window_start <= overlapping[0] and overlapping[-1] < window_end:
                 start, end = offset + overlapping[0] - window_start, offset + overlapping[-1] - window_start
