@@ -294,3 +294,26 @@ def test_a_recipe_without_an_eval_split_or_tfds_source_has_no_squad_metric():
     config.data.update(dict(eval_split="validation", source="shipped"))
     with pytest.raises(ValueError, match="question_answering data.source='shipped': use tfds"):
         squad_metric_from_config(config)
+
+
+def test_a_question_answering_models_outputs_on_the_windows_decode_into_context_substrings(tokenizer):
+    """The eval's path end to end: batches of windows -> bert-tiny's start/end logits -> answers and scores."""
+    import jax
+
+    import zoo
+    from tests.model_helpers import jitted_apply, random_params
+
+    records = [answer_record(), ("who sat?", "Meanwhile The Cat! sat on the mat.", 10, "The Cat")]
+    batch = next(question_answering_batches(records, tokenizer, batch_size=8, max_length=48, doc_stride=12,
+                                            shuffle=False, num_epochs=1))
+    model = zoo.create("bert-tiny", task="question_answering")
+    inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    outputs = jitted_apply(model)(random_params(model, *inputs), *inputs)
+    gathered = {"start_logits": np.asarray(jax.device_get(outputs.start_logits)),
+                "end_logits": np.asarray(jax.device_get(outputs.end_logits))}
+    contexts = [record[1] for record in records]
+    answers = decode_answers(gathered["start_logits"], gathered["end_logits"], batch, contexts)
+    assert set(answers) == set(batch["example_index"].tolist())
+    assert all(answers[example] in contexts[example] for example in answers)
+    scores = squad_metric(contexts, [[record[3]] for record in records])(gathered, batch)
+    assert set(scores) == {"exact_match", "f1"} and all(0.0 <= value <= 100.0 for value in scores.values())
