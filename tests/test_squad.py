@@ -162,6 +162,8 @@ def test_a_record_whose_answer_is_not_at_its_start_is_an_error_naming_it(tokeniz
         recipe.examples(records, 1, None)
     with pytest.raises(ValueError, match="record 2: the answer 'a tuple' is not at character 3"):
         recipe.examples(records, 2, None)
+    with pytest.raises(ValueError, match="record 0: the answer is empty"):
+        recipe.examples([("q?", "returns a list", 3, "")], 0, None)
 
 
 def test_a_doc_stride_that_leaves_a_window_no_new_tokens_is_an_error_naming_the_record(tokenizer):

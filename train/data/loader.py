@@ -362,9 +362,11 @@ class SpanQARecipe:
         question, context, start_char, answer = records[index]
         start_char = int(start_char)
         end_char = start_char + len(answer)
-        if not answer or context[start_char:end_char] != answer:
+        if not answer:
+            raise ValueError(f"record {index}: the answer is empty (SQuAD v1.1 answers every question)")
+        if context[start_char:end_char] != answer:
             raise ValueError(f"record {index}: the answer {answer!r} is not at character {start_char} of its context")
-        context_ids, char_start, char_end = self.context_tokens(context)
+        context_ids, char_start, char_end = self.context_tokens(context)  # [context tokens] each
         # the answer's tokens: those whose characters overlap [start_char, end_char)
         overlapping = np.flatnonzero((char_end > start_char) & (char_start < end_char))
         budget = self.max_length - self.tokenizer.num_special_tokens(pair=True)
@@ -382,7 +384,7 @@ class SpanQARecipe:
             if len(overlapping) and window_start <= overlapping[0] and overlapping[-1] < window_end:
                 start, end = offset + overlapping[0] - window_start, offset + overlapping[-1] - window_start
             context_place = slice(offset, offset + window_end - window_start)
-            row_char_start = np.full(self.max_length, -1, np.int32)
+            row_char_start = np.full(self.max_length, -1, np.int32)  # [max_length]
             row_char_end = np.full(self.max_length, -1, np.int32)
             row_char_start[context_place] = char_start[window_start:window_end]
             row_char_end[context_place] = char_end[window_start:window_end]
