@@ -14,12 +14,25 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from zoo.attention import attend, cache_length
 from zoo.axes import BATCH, EMBED, HEAD_DIM, HEADS, LAYERS, LENGTH, MLP
 from zoo.config import Config
 from zoo.masks import AttentionMask
 from zoo.rotary import apply_rotary, rotary_embedding
+
+# The name of each attention block's output (before its out projection), which remat="attention" saves.
+ATTENTION_OUTPUT = "attention_output"
+# What the backward pass keeps of a layer's forward pass under each `Config.remat` (the rest is recomputed); the
+# planned memory and FLOPs of each are measured in bench/remat.py.
+REMAT_POLICY = {
+    "full": jax.checkpoint_policies.nothing_saveable,  # only the layer's input
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # every matmul's output
+    # the matmuls with weights (no batch dimension): not attention's scores and weighted sums, which grow with L^2
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "attention": jax.checkpoint_policies.save_only_these_names(ATTENTION_OUTPUT),  # recompute all but attention
+}
 
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),  # BERT: the exact erf form
@@ -186,6 +199,7 @@ class MultiHeadAttention(nn.Module):
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0
         dropout = nn.Dropout(cfg.attention_dropout_rate, deterministic=False) if use_dropout else None
         out = attend(query, key, value, mask, cfg, dropout=dropout, sparse=not self.cross_attention, decode=decode)
+        out = checkpoint_name(out, ATTENTION_OUTPUT)  # [batch, length, heads, head_dim]: what remat="attention" keeps
         return dense(cfg, cfg.hidden_size, (HEADS, HEAD_DIM, EMBED), axis=(-2, -1), name="out",
                      lora=("out",))(out, deterministic)
 
@@ -361,7 +375,7 @@ class LayerStack(nn.Module):
             mask = mask.replace(bias=bias)
         layer = TransformerLayer
         if cfg.remat != "none":
-            policy = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}[cfg.remat]
+            policy = REMAT_POLICY[cfg.remat]
             # argnums count `self`: 7 and 8 are the Python flags deterministic and decode
             layer = nn.remat(layer, policy=policy, static_argnums=(7, 8))
         args = (mask, encoded, cross_mask, cache_slots, rotary, deterministic, decode)
