@@ -468,7 +468,8 @@ def _adapter_modules(model: nn.Module, shapes: dict[str, tuple]) -> dict[str, li
             if len(public) != len(parts):
                 raise ValueError(f"{model.config.family}: LoRA on {path} cannot be written in peft's layout: zoo "
                                  f"adapts each of {'/'.join(parts)} with its own A, peft adapts the fused "
-                                 f"{public[0]} with one A for all of them (lora_targets without them can be written)")
+                                 f"{public[0].removesuffix('.weight')} with one A for all of them (lora_targets without "
+                                 f"{'/'.join(parts)} can be written)")
             names.append(public[parts.index(part)].removesuffix(".weight"))
         modules[path] = names
     return modules
