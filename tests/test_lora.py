@@ -240,7 +240,7 @@ def test_an_adapter_peft_saves_loads_in_zoo_with_the_same_outputs(tmp_path, pres
 
 def test_save_adapter_refuses_what_peft_cannot_express_and_load_adapter_names_the_bad_file(tmp_path):
     gpt = zoo.create("gpt-tiny", task="causal_lm", lora_rank=4)
-    with pytest.raises(ValueError, match="peft adapts the fused transformer.h.0.attn.c_attn.weight with one A"):
+    with pytest.raises(ValueError, match="peft adapts the fused transformer.h.0.attn.c_attn with one A"):
         zoo.save_adapter(gpt, nn.unbox(gpt.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"]), tmp_path)
     model = zoo.create("bert-tiny", task="mlm", lora_rank=4)
     params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"])

@@ -112,10 +112,6 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
     if problem is not None:
         raise ValueError(problem)
     cfg, task = model.config, model.task
-    if cfg.lora_rank:
-        raise ValueError(f"the model has LoRA adapters (lora_rank={cfg.lora_rank}), which a transformers checkpoint "
-                         "cannot hold: save zoo.merge_lora(model, params), or the base model's params and the "
-                         "adapters with zoo.save_adapter")
     fmt = FAMILIES[cfg.family].public
     architecture = fmt.architecture(task)
     public = fmt.config_to_public(cfg)
@@ -369,9 +365,13 @@ def _initialize_heads(model, missing: list[str], spec: dict, abstract: dict, pla
 
 
 def public_format_problem(model: nn.Module) -> Optional[str]:
-    """Why `save_pretrained` cannot write `model` in its family's public format (no format, no architecture for its
-    task, or a switch the format's config.json cannot express, named), or None when it can."""
+    """Why `save_pretrained` cannot write `model` in its family's public format (LoRA adapters, no format, no
+    architecture for its task, or a switch the format's config.json cannot express, named), or None when it can."""
     cfg, task = model.config, model.task
+    if cfg.lora_rank:
+        return (f"the model has LoRA adapters (lora_rank={cfg.lora_rank}), which a transformers checkpoint cannot "
+                "hold: save zoo.merge_lora(model, params), or the base model's params and the adapters with "
+                "zoo.save_adapter")
     fmt = FAMILIES[cfg.family].public if cfg.family in FAMILIES else None
     if fmt is None:
         with_one = [name for name, f in FAMILIES.items() if f.public is not None]
@@ -453,7 +453,7 @@ def _adapter_modules(model: nn.Module, shapes: dict[str, tuple]) -> dict[str, li
     projection whose public tensor is fused too (GPT-2's c_attn: zoo gives each of q/k/v its own A, peft one A for the
     whole of c_attn).
     """
-    problem = public_format_problem(model)
+    problem = public_format_problem(type(model)(model.config.replace(lora_rank=0), model.task))  # the base model's
     if problem is not None:
         raise ValueError(f"LoRA adapters of this model cannot be written in peft's layout: {problem}")
     spec = flatten(FAMILIES[model.config.family].public.tensors(model.config, model.task))
