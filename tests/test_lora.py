@@ -185,6 +185,10 @@ PEFT_MODELS = [
      ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], {"scan_layers": True}),
     # GPT-2's unfused Conv1D projections (its fused c_attn: test_what_peft_cannot_express_is_refused_by_name)
     ("gpt-tiny", "causal_lm", "GPT2LMHeadModel", ("out", "wi", "wo"), ["attn.c_proj", "mlp.c_fc", "mlp.c_proj"], {}),
+    # an encoder-decoder (cross-attention's fused key_value) and ALBERT's one shared layer
+    ("t5-tiny", "seq2seq", "T5ForConditionalGeneration", ("query", "key", "value", "out", "wo"),
+     ["q", "k", "v", "o", "wo"], {}),
+    ("albert-tiny", "mlm", "AlbertForMaskedLM", ("query", "value"), ["query", "value"], {}),
 ]
 
 
