@@ -12,7 +12,7 @@ import zoo
 from tests.model_helpers import random_params
 from train.optimizer import make_optimizer
 from train.partitioning import RULES
-from zoo.lora import is_adapter, merge_lora, trainable_mask
+from zoo.lora import is_adapter, merge_lora, param_names, trainable_mask
 
 EVERY_TARGET = ("query", "key", "value", "out", "wi", "wi_0", "wi_1", "wo")
 MODELS = [("bert-tiny", "mlm", {}), ("llama-tiny", "causal_lm", {}), ("t5-tiny", "seq2seq", {}),
@@ -63,7 +63,7 @@ def test_lora_targets_the_blocks_do_not_have_are_named():
         zoo.get_config("llama-tiny").replace(lora_rank=8, lora_alpha=0.0)
 
 
-def lora_setup(model, trainable, mesh=None):
+def lora_setup(model, trainable, mesh=None, grad_accum_steps=1):
     """(the initial state, the compiled train step, the batches) of a LoRA (or, trainable=None, full) fine-tune."""
     from tests.train_helpers import SyntheticBatches
     from train.partitioning import make_mesh
@@ -72,9 +72,10 @@ def lora_setup(model, trainable, mesh=None):
 
     mesh = mesh or make_mesh(1, 1, 1, devices=jax.devices()[:1])
     schedule = optax.constant_schedule(1e-2)
-    tx = make_optimizer(schedule, trainable=trainable)
+    tx = make_optimizer(schedule, trainable=trainable, grad_accum_steps=grad_accum_steps)
     state, shardings = init_train_state(model, tx, jax.random.key(0), mesh)
-    step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=TASKS[model.task], trainable=trainable)
+    step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=TASKS[model.task], trainable=trainable,
+                            grad_accum_steps=grad_accum_steps)
     return state, step, SyntheticBatches(task="mlm")
 
 
@@ -103,6 +104,23 @@ def test_lora_training_updates_only_the_adapters_and_keeps_no_optimizer_state_fo
     state_size = sum(x.size for x in jax.tree.leaves(state.opt_state))
     assert adapter_size * 2 <= state_size <= adapter_size * 2 + 8  # Adam's two moments of the adapters, and counts
     assert losses[-1] < losses[0]
+
+
+def test_lora_trains_with_remat_scan_bf16_and_gradient_accumulation():
+    # one model with every switch: each compile costs seconds
+    model, grad_accum_steps = adapted_bert(scan_layers=True, remat="full", dtype=jnp.bfloat16), 2
+    state, step, batches = lora_setup(model, trainable_mask, grad_accum_steps=grad_accum_steps)
+    start = jax.device_get(state.params)
+    state, _ = run(state, step, batches, steps=2 * grad_accum_steps)
+    end = jax.device_get(state.params)
+    flat = {tuple(param_names(p)): (is_adapter(p), a, b) for (p, a), (_, b) in
+            zip(jax.tree_util.tree_flatten_with_path(start)[0], jax.tree_util.tree_flatten_with_path(end)[0])}
+    assert all((a != b).any() for adapter, a, b in flat.values() if adapter)
+    assert all((a == b).all() for adapter, a, b in flat.values() if not adapter)  # the base: bit-identical
+    adapter_size = sum(a.size for adapter, a, _ in flat.values() if adapter)
+    state_size = sum(x.size for x in jax.tree.leaves(state.opt_state))
+    # Adam's two moments and MultiSteps' gradient sum, of the adapters only, and step counts
+    assert adapter_size * 3 <= state_size <= adapter_size * 3 + 16
 
 
 def test_frozen_weights_get_no_gradient_computed():
@@ -156,3 +174,140 @@ def test_lora_options_of_a_recipe_are_checked_before_training():
     assert mask["mlm_head"]["dense"]["kernel"] and mask["encoder"]["layers_0"]["mlp"]["wi"]["bias"]
     assert not mask["encoder"]["layers_0"]["mlp"]["wi"]["kernel"]
     assert mask["encoder"]["layers_0"]["attention"]["qkv"]["lora_b_value"]
+
+
+# (preset, task, transformers class, the zoo targets, peft's target_modules for the same projections, overrides)
+PEFT_MODELS = [
+    ("bert-tiny", "sequence_classification", "BertForSequenceClassification",
+     ("query", "key", "value", "out", "wi", "wo"),
+     ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"], {"num_labels": 3}),
+    ("llama-tiny", "causal_lm", "LlamaForCausalLM", ("query", "key", "value", "out", "wi_0", "wi_1", "wo"),
+     ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], {"scan_layers": True}),
+    # GPT-2's unfused Conv1D projections (its fused c_attn: test_what_peft_cannot_express_is_refused_by_name)
+    ("gpt-tiny", "causal_lm", "GPT2LMHeadModel", ("out", "wi", "wo"), ["attn.c_proj", "mlp.c_fc", "mlp.c_proj"], {}),
+    # an encoder-decoder (cross-attention's fused key_value) and ALBERT's one shared layer
+    ("t5-tiny", "seq2seq", "T5ForConditionalGeneration", ("query", "key", "value", "out", "wo"),
+     ["q", "k", "v", "o", "wo"], {}),
+    ("albert-tiny", "mlm", "AlbertForMaskedLM", ("query", "value"), ["query", "value"], {}),
+]
+
+
+def adapted_and_base(tmp_path, preset, task, targets, overrides):
+    """(the adapted zoo model, random non-zero params with adapters, the transformers model of its base weights)."""
+    transformers = pytest.importorskip("transformers")
+    from tests.test_checkpoints import zoo_params
+
+    model = zoo.create(preset, task=task, lora_rank=4, lora_alpha=8.0, lora_targets=targets, **overrides)
+    params = zoo_params(model)
+    zoo.save_pretrained(zoo.create(preset, task=task, **overrides), without_adapters_dict(params), tmp_path / "base")
+    torch_model = getattr(transformers, TORCH_CLASSES[preset]).from_pretrained(tmp_path / "base").eval()
+    return model, params, torch_model
+
+
+TORCH_CLASSES = {preset: cls for preset, _, cls, *_ in PEFT_MODELS}
+
+
+def without_adapters_dict(params):
+    return {k: without_adapters_dict(v) if isinstance(v, dict) else v for k, v in params.items()
+            if not k.startswith(("lora_a_", "lora_b_"))}
+
+
+def compare(model, params, torch_model, task):
+    from tests.test_checkpoints import batch, torch_outputs, zoo_outputs
+
+    inputs = batch(model.config.family)
+    ours, theirs = zoo_outputs(model, params, inputs, task), torch_outputs(torch_model, inputs, task)
+    keep = inputs["attention_mask"].astype(bool) if task != "sequence_classification" else slice(None)
+    np.testing.assert_allclose(ours["logits"][keep], theirs["logits"][keep], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset, task, torch_class, targets, peft_targets, overrides", PEFT_MODELS)
+def test_an_adapter_zoo_saves_loads_in_peft_with_the_same_outputs(tmp_path, preset, task, torch_class, targets,
+                                                                  peft_targets, overrides):
+    peft = pytest.importorskip("peft")
+    model, params, torch_model = adapted_and_base(tmp_path, preset, task, targets, overrides)
+    zoo.save_adapter(model, params, tmp_path / "adapter")
+    compare(model, params, peft.PeftModel.from_pretrained(torch_model, tmp_path / "adapter").eval(), task)
+
+
+@pytest.mark.parametrize("preset, task, torch_class, targets, peft_targets, overrides", PEFT_MODELS)
+def test_an_adapter_peft_saves_loads_in_zoo_with_the_same_outputs(tmp_path, preset, task, torch_class, targets,
+                                                                  peft_targets, overrides):
+    peft = pytest.importorskip("peft")
+    model, params, torch_model = adapted_and_base(tmp_path, preset, task, targets, overrides)
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=peft_targets, init_lora_weights=False)
+    peft_model = peft.get_peft_model(torch_model, lora).eval()
+    peft_model.save_pretrained(tmp_path / "peft")
+    loaded = zoo.load_adapter(model, params, tmp_path / "peft")
+    compare(model, loaded, peft_model, task)
+
+
+def test_save_adapter_refuses_what_peft_cannot_express_and_load_adapter_names_the_bad_file(tmp_path):
+    gpt = zoo.create("gpt-tiny", task="causal_lm", lora_rank=4)
+    with pytest.raises(ValueError, match="peft adapts the fused transformer.h.0.attn.c_attn with one A"):
+        zoo.save_adapter(gpt, nn.unbox(gpt.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"]), tmp_path)
+    model = zoo.create("bert-tiny", task="mlm", lora_rank=4)
+    params = nn.unbox(model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"])
+    zoo.save_adapter(model, params, tmp_path / "adapter")
+    wider = zoo.create("bert-tiny", task="mlm", lora_rank=8)
+    with pytest.raises(ValueError, match=r"adapter_config.json: r=4 but the model has 8"):
+        zoo.load_adapter(wider, nn.unbox(wider.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"]),
+                         tmp_path / "adapter")
+    more = zoo.create("bert-tiny", task="mlm", lora_rank=4, lora_targets=("query", "value", "wo"))
+    with pytest.raises(ValueError, match=r"adapter_config.json: target_modules=.* do not adapt all the modules .*output.dense"):
+        zoo.load_adapter(more, nn.unbox(more.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"]),
+                         tmp_path / "adapter")
+    (tmp_path / "adapter" / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match="adapter_model.safetensors is not a readable safetensors file"):
+        zoo.load_adapter(model, params, tmp_path / "adapter")
+
+
+def saved_adapter(folder, **overrides):
+    """A BERT classifier with random non-zero adapters, its adapter written to `folder`; returns (model, params)."""
+    from tests.test_checkpoints import zoo_params
+
+    model = zoo.create("bert-tiny", task="sequence_classification", lora_rank=4, **overrides)
+    params = zoo_params(model)
+    zoo.save_adapter(model, params, folder)
+    return model, params
+
+
+def test_an_adapter_zoo_saves_reads_back_to_the_same_params(tmp_path):
+    model, params = saved_adapter(tmp_path)
+    fresh = nn.unbox(model.init(jax.random.key(3), *inputs(model))["params"])
+    loaded = zoo.load_adapter(model, fresh, tmp_path)
+    adapters_and_head = jax.tree_util.tree_map_with_path(
+        lambda path, x: x if is_adapter(path) or path[0].key == "classifier" else None, params)
+    chex.assert_trees_all_equal(jax.tree_util.tree_map_with_path(
+        lambda path, x: x if is_adapter(path) or path[0].key == "classifier" else None, loaded), adapters_and_head)
+
+
+def test_an_adapter_of_another_rank_or_target_or_a_corrupt_file_is_named(tmp_path):
+    saved_adapter(tmp_path)
+    other_rank = zoo.create("bert-tiny", task="sequence_classification", lora_rank=8)
+    with pytest.raises(ValueError, match=r"adapter_config.json: r=4 but the model has 8"):
+        zoo.load_adapter(other_rank, nn.unbox(other_rank.init(jax.random.key(0), *inputs(other_rank))["params"]),
+                         tmp_path)
+    more_targets = zoo.create("bert-tiny", task="sequence_classification", lora_rank=4,
+                              lora_targets=("query", "value", "wo"))
+    with pytest.raises(ValueError, match=r"adapter_config.json: target_modules=.* do not adapt .*output.dense"):
+        zoo.load_adapter(more_targets, nn.unbox(more_targets.init(jax.random.key(0), *inputs(more_targets))["params"]),
+                         tmp_path)
+    model = zoo.create("bert-tiny", task="sequence_classification", lora_rank=4)
+    params = nn.unbox(model.init(jax.random.key(0), *inputs(model))["params"])
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ValueError, match=r"adapter_model.safetensors is not a readable safetensors file"):
+        zoo.load_adapter(model, params, tmp_path)
+    (tmp_path / "adapter_config.json").write_text("{")
+    with pytest.raises(ValueError, match=r"adapter_config.json"):
+        zoo.load_adapter(model, params, tmp_path)
+
+
+def test_what_peft_cannot_express_is_refused_by_name(tmp_path):
+    gpt = zoo.create("gpt-tiny", task="causal_lm", lora_rank=4, lora_targets=("query", "value"))
+    params = nn.unbox(gpt.init(jax.random.key(0), *inputs(gpt))["params"])
+    with pytest.raises(ValueError, match=r"peft adapts the fused .*c_attn with one A"):
+        zoo.save_adapter(gpt, params, tmp_path)
+    assert not (tmp_path / "adapter_config.json").exists()
+    with pytest.raises(ValueError, match=r"zoo.merge_lora\(model, params\), or .* zoo.save_adapter"):
+        zoo.save_pretrained(gpt, params, tmp_path)

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from zoo.lora import param_names
+
 SCHEDULES = ("linear", "rsqrt", "constant_rsqrt", "cosine", "constant")
 OPTIMIZERS = ("adamw", "lamb", "adafactor")
 
@@ -76,13 +78,12 @@ def scale_by_name(multipliers: Mapping[str, float]) -> optax.GradientTransformat
     that many times the schedule's for those parameters. Raises ValueError at init when a name matches no parameter
     (a misspelt name would otherwise change nothing, silently)."""
     def multiplier(path) -> float:
-        names = {str(getattr(k, "key", getattr(k, "name", k))) for k in path}
+        names = set(param_names(path))
         found = [m for name, m in multipliers.items() if name in names]
         return found[0] if found else 1.0
 
     def init(params):
-        names = {str(getattr(k, "key", getattr(k, "name", k))) for path, _ in
-                 jax.tree_util.tree_flatten_with_path(params)[0] for k in path}
+        names = {name for path, _ in jax.tree_util.tree_flatten_with_path(params)[0] for name in param_names(path)}
         missing = sorted(set(multipliers) - names)
         if missing:
             raise ValueError(f"optimizer.lr_multipliers names {missing}, which no parameter path contains")
@@ -120,9 +121,11 @@ def make_optimizer(schedule: optax.Schedule, *, name: str = "adamw", b1: float =
         tx = optax.chain(tx, scale_by_name(lr_multipliers))
     if clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(clip_norm), tx)
+    if grad_accum_steps < 1:
+        raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
+    if grad_accum_steps > 1:  # inside the trainable mask: frozen parameters get no gradient accumulator either
+        tx = optax.MultiSteps(tx, grad_accum_steps)
     if trainable is not None:
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
                                    lambda params: jax.tree.map(lambda t: "train" if t else "frozen", trainable(params)))
-    if grad_accum_steps < 1:
-        raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
-    return optax.MultiSteps(tx, grad_accum_steps) if grad_accum_steps > 1 else tx
+    return tx

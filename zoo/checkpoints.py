@@ -13,21 +13,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import ml_dtypes
-from safetensors.numpy import save_file
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
 from zoo.config import Config
 from zoo.families import FAMILIES, PUBLIC_FORMATS, PublicFormat
 from zoo.families.mapping import PublicConfig, Tensor, flatten, unflatten
 from zoo.files import read_json_object
-from zoo.lora import LORA_PREFIXES
+from zoo.layers import FUSED_PARTS
+from zoo.lora import is_adapter
 from zoo.registry import create, example_inputs
 
 LOG = logging.getLogger(__name__)
@@ -39,6 +43,8 @@ HEAD_MODULES = ("pooler", "mlm_head", "seq_relationship_head", "classifier", "qa
                 "classification_head")
 # Fields not written in config.json: how zoo runs a model, not what the model is.
 RUNTIME_FIELDS = ("dtype", "param_dtype", "remat", "scan_layers", "pooling")
+# the LoRA switch: a peft adapter folder holds it (save_adapter), not config.json
+ADAPTER_FIELDS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -335,7 +341,8 @@ def _check_unused(fmt: PublicFormat, cfg: Config, unread: list[str]) -> None:
 
 
 def _is_adapter(path: str) -> bool:
-    return path.split("/")[-1].startswith(LORA_PREFIXES)
+    """`zoo.lora.is_adapter` for a '/'-joined parameter path."""
+    return is_adapter(tuple(jax.tree_util.DictKey(k) for k in path.split("/")))
 
 
 def _initialize_heads(model, missing: list[str], spec: dict, abstract: dict, placement, rng) -> dict:
@@ -358,9 +365,13 @@ def _initialize_heads(model, missing: list[str], spec: dict, abstract: dict, pla
 
 
 def public_format_problem(model: nn.Module) -> Optional[str]:
-    """Why `save_pretrained` cannot write `model` in its family's public format (no format, no architecture for its
-    task, or a switch the format's config.json cannot express, named), or None when it can."""
+    """Why `save_pretrained` cannot write `model` in its family's public format (LoRA adapters, no format, no
+    architecture for its task, or a switch the format's config.json cannot express, named), or None when it can."""
     cfg, task = model.config, model.task
+    if cfg.lora_rank:
+        return (f"the model has LoRA adapters (lora_rank={cfg.lora_rank}), which a transformers checkpoint cannot "
+                "hold: save zoo.merge_lora(model, params), or the base model's params and the adapters with "
+                "zoo.save_adapter")
     fmt = FAMILIES[cfg.family].public if cfg.family in FAMILIES else None
     if fmt is None:
         with_one = [name for name, f in FAMILIES.items() if f.public is not None]
@@ -372,7 +383,7 @@ def public_format_problem(model: nn.Module) -> Optional[str]:
     reread = fmt.config_from_public(PublicConfig(fmt.config_to_public(cfg)), task).replace(num_labels=cfg.num_labels)
     lost = [f"{f.name}={getattr(cfg, f.name)!r} (the {fmt.model_type} format has {getattr(reread, f.name)!r})"
             for f in dataclasses.fields(cfg)
-            if f.name not in RUNTIME_FIELDS and getattr(cfg, f.name) != getattr(reread, f.name)]
+            if f.name not in RUNTIME_FIELDS + ADAPTER_FIELDS and getattr(cfg, f.name) != getattr(reread, f.name)]
     if lost:
         return f"config fields a {fmt.model_type} config.json cannot express: {'; '.join(lost)}"
     return None
@@ -402,3 +413,208 @@ def _write_tensors(tensors: dict[str, np.ndarray], folder: Path, max_shard_size:
         weight_map.update(dict.fromkeys(shard, file))
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."  # what peft's PeftModel puts before the transformers module names
+# zoo task -> (peft's task_type, the head modules peft's model of that task trains and saves whole beside the
+# adapters: its modules_to_save, written by their transformers names like the base model's)
+PEFT_TASKS = {"causal_lm": ("CAUSAL_LM", ()), "seq2seq": ("SEQ_2_SEQ_LM", ()),
+              "sequence_classification": ("SEQ_CLS", ("classifier", "score")),
+              "token_classification": ("TOKEN_CLS", ("classifier", "score")),
+              "question_answering": ("QUESTION_ANS", ("qa_outputs",))}
+# adapter_config.json fields that change what peft computes, and the only value zoo's adapters compute
+PEFT_FIXED = {"bias": "none", "use_rslora": False, "use_dora": False, "lora_bias": False, "rank_pattern": {},
+              "alpha_pattern": {}, "layers_to_transform": None, "target_parameters": None}
+
+
+def _params_tree(params: dict) -> dict:
+    """The parameter tree of `params` or of {"params": params}, unboxed."""
+    return nn.unbox(params["params"] if "params" in params and len(params) == 1 else params)
+
+
+def _stacked(path: str, cfg: Config) -> bool:
+    """Whether the parameter at `path` has a leading layer axis (scan over layers)."""
+    return "/layers/" in path and cfg.scan_layers and not cfg.share_layers
+
+
+def _public_names(model: nn.Module, tensor: Tensor) -> tuple[str, ...]:
+    """The names `tensor` has in the transformers model of `model.task` (a bare model's carry no prefix)."""
+    prefix = FAMILIES[model.config.family].public.prefix
+    return tensor.names if model.task is not None else tuple(n.removeprefix(prefix) for n in tensor.names)
+
+
+def _adapter_modules(model: nn.Module, shapes: dict[str, tuple]) -> dict[str, list[str]]:
+    """Each adapter's '/'-joined zoo path -> the transformers module it adapts (one per layer of a scanned stack),
+    found through the family's public tensor mapping of its base kernel.
+
+    Raises ValueError for what peft's layout cannot say: a family or task without a public format, and a fused zoo
+    projection whose public tensor is fused too (GPT-2's c_attn: zoo gives each of q/k/v its own A, peft one A for the
+    whole of c_attn).
+    """
+    problem = public_format_problem(type(model)(model.config.replace(lora_rank=0), model.task))  # the base model's
+    if problem is not None:
+        raise ValueError(f"LoRA adapters of this model cannot be written in peft's layout: {problem}")
+    spec = flatten(FAMILIES[model.config.family].public.tensors(model.config, model.task))
+    modules = {}
+    for path, shape in shapes.items():
+        *module, leaf = path.split("/")
+        part = leaf.removeprefix("lora_a_").removeprefix("lora_b_")
+        parts = FUSED_PARTS.get(module[-1], (part,))
+        names = []
+        for tensor, _ in _parts(spec, "/".join(module + ["kernel"]), shape):
+            public = _public_names(model, tensor)
+            if len(public) != len(parts):
+                raise ValueError(f"{model.config.family}: LoRA on {path} cannot be written in peft's layout: zoo "
+                                 f"adapts each of {'/'.join(parts)} with its own A, peft adapts the fused "
+                                 f"{public[0].removesuffix('.weight')} with one A for all of them (lora_targets without "
+                                 f"{'/'.join(parts)} can be written)")
+            names.append(public[parts.index(part)].removesuffix(".weight"))
+        modules[path] = names
+    return modules
+
+
+def _head_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """'/'-joined zoo path -> the public tensor, of the head parameters peft's model of `model.task` saves whole."""
+    saved = PEFT_TASKS.get(model.task, (None, ()))[1]
+    spec = flatten(FAMILIES[model.config.family].public.tensors(model.config, model.task))
+    return {path: t for path, t in spec.items() if path.split("/")[0] in HEAD_MODULES
+            and all(name.split(".")[0] in saved for name in _public_names(model, t))}
+
+
+def _adapter_config(model: nn.Module, modules: dict[str, list[str]]) -> dict:
+    cfg = model.config
+    task_type, saved = PEFT_TASKS.get(model.task, (None, ()))
+    # full module names: a short one ("dense") would also match modules zoo does not adapt
+    targets = sorted({name for names in modules.values() for name in names})
+    return {"peft_type": "LORA", "task_type": task_type, "r": cfg.lora_rank, "lora_alpha": cfg.lora_alpha,
+            "lora_dropout": cfg.lora_dropout, "fan_in_fan_out": False, "inference_mode": True,
+            "init_lora_weights": True, "modules_to_save": list(saved) or None, "base_model_name_or_path": None,
+            "target_modules": targets, **PEFT_FIXED}
+
+
+def save_adapter(model: nn.Module, params: dict, folder: str | Path) -> None:
+    """Writes the LoRA adapters of `params` as `adapter_config.json` + `adapter_model.safetensors` in the layout of
+    Hugging Face peft, which `peft.PeftModel.from_pretrained` loads onto the transformers model that
+    `zoo.save_pretrained` writes from the same base weights. For a classifier (peft's SEQ_CLS, TOKEN_CLS,
+    QUESTION_ANS) the head that peft trains beside the adapters is written too, as peft does.
+
+    Raises ValueError when the params have no adapters or peft's layout cannot express them (named).
+    """
+    cfg = model.config
+    flat = {path: np.asarray(v) for path, v in flatten(_params_tree(params)).items()}
+    adapters = {path: v for path, v in flat.items() if _is_adapter(path)}
+    if not adapters:
+        raise ValueError("the params have no LoRA adapters (create the model with lora_rank > 0)")
+    modules = _adapter_modules(model, {path: v.shape for path, v in adapters.items()})
+    tensors = {}
+    for path, value in adapters.items():
+        layers = list(value) if _stacked(path, cfg) else [value]
+        for name, v in zip(modules[path], layers, strict=True):
+            if path.split("/")[-1].startswith("lora_a_"):  # zoo [*inputs, r] -> peft's lora_A [r, in]
+                tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = np.ascontiguousarray(v.reshape(-1, v.shape[-1]).T)
+            else:  # zoo [r, *outputs] -> peft's lora_B [out, r]
+                tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = np.ascontiguousarray(v.reshape(v.shape[0], -1).T)
+    for path, tensor in _head_tensors(model).items():
+        tensors.update({f"{PEFT_PREFIX}{name}": t for name, t in tensor.public(flat[path]).items()})
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, folder / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(_adapter_config(model, modules), indent=2, sort_keys=True) + "\n")
+
+
+def _check_adapter_config(model: nn.Module, modules: dict[str, list[str]], file: Path) -> None:
+    """A ValueError naming `file` unless the adapters it describes are the ones `model` has."""
+    cfg, written = model.config, read_json_object(file)
+    if written.get("peft_type") != "LORA":
+        raise ValueError(f"{file}: peft_type={written.get('peft_type')!r}; zoo reads LORA adapters")
+    for field, value in (("r", cfg.lora_rank), ("lora_alpha", cfg.lora_alpha)):
+        if written.get(field) != value:
+            raise ValueError(f"{file}: {field}={written.get(field)!r} but the model has {value!r} (create it with "
+                             f"lora_rank={written.get('r')!r}, lora_alpha={written.get('lora_alpha')!r})")
+    for field, value in PEFT_FIXED.items():
+        if written.get(field, value) not in (value, None):  # peft writes the defaults, or null for some
+            raise ValueError(f"{file}: {field}={written[field]!r} is not supported by zoo's LoRA (supported: "
+                             f"{value!r})")
+    targets = written.get("target_modules")
+    targets = [targets] if isinstance(targets, str) else targets or []
+    # peft adapts a module whose name is a target or ends in "." + one
+    adapted = {name for names in modules.values() for name in names}
+    covered = {name for name in adapted if any(name == t or name.endswith("." + t) for t in targets)}
+    if covered != adapted:
+        raise ValueError(f"{file}: target_modules={targets} do not adapt all the modules the model's "
+                         f"lora_targets={list(cfg.lora_targets)} adapt: {sorted(adapted - covered)[:5]}")
+
+
+def _read_adapter_tensors(file: Path) -> dict[str, np.ndarray]:
+    try:
+        tensors = load_file(file)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{file} is not a readable safetensors file: {error}") from error
+    # peft names the adapter in memory (lora_A.default.weight) and older versions wrote it; a saved head may carry
+    # its wrapper's path (classifier.modules_to_save.default.weight)
+    return {re.sub(r"\.modules_to_save\.[^.]+\.", ".", re.sub(r"\.lora_([AB])\.[^.]+\.weight$", r".lora_\1.weight", k)): v
+            for k, v in tensors.items()}
+
+
+def load_adapter(model: nn.Module, params: dict, folder: str | Path) -> dict:
+    """`params` with its LoRA adapters replaced by the ones of a peft adapter folder (`adapter_config.json` +
+    `adapter_model.safetensors`, as `save_pretrained` of a `peft.PeftModel` writes), and the head too when the folder
+    holds it (peft's classifiers save theirs).
+
+    Raises:
+      FileNotFoundError: a file is missing. ValueError naming the file: not LoRA, r / lora_alpha / target_modules
+      that differ from the model's config, a LoRA variant zoo does not compute (rslora, DoRA, per-module ranks), a
+      corrupt file, or missing, unexpected or misshapen tensors.
+    """
+    folder = Path(folder)
+    for file in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        if not (folder / file).exists():
+            raise FileNotFoundError(f"{folder / file} not found: a peft adapter folder holds {ADAPTER_CONFIG} and "
+                                    f"{ADAPTER_WEIGHTS}")
+    cfg = model.config
+    flat = flatten(_params_tree(params))
+    shapes = {path: v.shape for path, v in flat.items() if _is_adapter(path)}
+    if not shapes:
+        raise ValueError(f"the params have no LoRA adapters for {folder / ADAPTER_CONFIG} (create the model with "
+                         "lora_rank > 0 and the lora_targets of its target_modules)")
+    modules = _adapter_modules(model, shapes)
+    _check_adapter_config(model, modules, folder / ADAPTER_CONFIG)
+    file = folder / ADAPTER_WEIGHTS
+    tensors = _read_adapter_tensors(file)
+    read, loaded = set(), {}
+    for path, names in modules.items():
+        kind = "A" if path.split("/")[-1].startswith("lora_a_") else "B"
+        layer_shape = shapes[path][1:] if _stacked(path, cfg) else shapes[path]
+        layers = []
+        for name in names:
+            key = f"{PEFT_PREFIX}{name}.lora_{kind}.weight"
+            if key not in tensors:
+                raise ValueError(f"{file} lacks {key} (zoo's {path})")
+            # peft's lora_A [r, in], lora_B [out, r]
+            expected = ((layer_shape[-1], math.prod(layer_shape[:-1])) if kind == "A"
+                        else (math.prod(layer_shape[1:]), layer_shape[0]))
+            if tensors[key].shape != expected:
+                raise ValueError(f"{file}: {key} has shape {tuple(tensors[key].shape)}, zoo's {path} "
+                                 f"{layer_shape} needs {expected}")
+            layers.append(tensors[key].T.reshape(layer_shape))
+            read.add(key)
+        loaded[path] = jnp.asarray(np.stack(layers) if _stacked(path, cfg) else layers[0], flat[path].dtype)
+    for path, tensor in _head_tensors(model).items():
+        keys = [f"{PEFT_PREFIX}{name}" for name in _public_names(model, tensor)]
+        if all(key in tensors for key in keys):
+            shape = flat[path].shape
+            if any(tensors[key].shape != tensor.public_shape(shape) for key in keys):
+                raise ValueError(f"{file}: {keys[0]} has shape {tuple(tensors[keys[0]].shape)}, zoo's {path} "
+                                 f"needs {tensor.public_shape(shape)}")
+            parts = tensor.zoo_parts([tensors[k] for k in keys], shape)
+            value = parts[0] if len(parts) == 1 else np.stack(parts, axis=tensor.rows)
+            loaded[path] = jnp.asarray(value, flat[path].dtype)
+            read.update(keys)
+    unexpected = sorted(set(tensors) - read)
+    if unexpected:
+        raise ValueError(f"{file} has tensors the model has no adapter for: {', '.join(unexpected[:5])}"
+                         f"{' ...' if len(unexpected) > 5 else ''}")
+    new = unflatten({**flat, **loaded})
+    return {"params": new} if "params" in params and len(params) == 1 else new
