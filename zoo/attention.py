@@ -233,10 +233,18 @@ def blockwise_attention(query, key, value, mask: AttentionMask, cfg: Config, *, 
     return out
 
 
+def rolling_cache(cfg: Config) -> bool:
+    """Whether the KV cache rolls (a sliding window: new tokens overwrite the oldest), so that a call's queries attend
+    over the cache as it was, followed by the new tokens (a new token may overwrite a key that a query of the same
+    call still sees). Otherwise a slot is written once and the queries attend over the cache after the write, which
+    spares a copy of the whole cache at every step."""
+    return cfg.attention == "sliding_window"
+
+
 def cache_length(cfg: Config, length: int) -> int:
     """Slots of a KV cache that decodes `length` tokens: all of them, or, for a sliding window, the global tokens and
     the last `window` (a rolling cache: memory flat in the generated length; decoding is causal)."""
-    if cfg.attention == "sliding_window":
+    if rolling_cache(cfg):
         return min(length, cfg.global_tokens + cfg.window)
     return length
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from zoo.attention import attend, cache_length
+from zoo.attention import attend, cache_length, rolling_cache
 from zoo.axes import BATCH, EMBED, HEAD_DIM, HEADS, LAYERS, LENGTH, MLP
 from zoo.config import Config
 from zoo.masks import AttentionMask
@@ -164,8 +164,9 @@ class MultiHeadAttention(nn.Module):
     (`query`) apart from the fewer keys and values (`key_value`), and the cache holds only the key/value heads.
     `rotary` (cos, sin from `zoo.rotary.rotary_embedding`) rotates self-attention's queries and keys before the cache.
 
-    In decode mode the new keys and values of self-attention join the cached ones, and are then written into the
-    cache at `cache_slots` (see `zoo.attention.cache_slots`); `mask` covers the cache followed by the new tokens. The
+    In decode mode the new keys and values of self-attention are written into the cache at `cache_slots` (see
+    `zoo.attention.cache_slots`) and the queries attend over the cache (a rolling cache: over the cache before the
+    write followed by the new tokens); `mask` covers those keys, as `zoo.models.DecodeState` builds it. The
     cache is heads first, [batch, kv_heads, slots, head_dim] (`zoo.attention.cache_attention` reads it).
     Cross-attention in decode mode caches the source's keys and values instead: a call given `encoded` (the first
     of a generation) projects and stores them, a call with `encoded=None` reads them and projects nothing.
@@ -229,8 +230,9 @@ class MultiHeadAttention(nn.Module):
         return key, value
 
     def _update_cache(self, key, value, cache_slots):
-        """-> (cached then new keys, cached then new values), each [batch, kv_heads, slots + new, head_dim]; the new
-        ones are written into the cache.
+        """Writes the new keys and values into the cache -> the keys and values the queries attend over, each [batch,
+        kv_heads, keys, head_dim]: the cache after the write, or for a rolling cache (`rolling_cache`) the cache
+        before it followed by the new ones.
 
         The cache holds each head's keys contiguously, heads first: a decoding step reads every slot of every head,
         and XLA's CPU matmul over [batch, slots, heads, head_dim] first copied the whole cache into this order (twice
@@ -243,11 +245,12 @@ class MultiHeadAttention(nn.Module):
         if not initialized:  # the call that sizes the cache: attend over the input itself
             return key, value
         key, value = key.astype(cached_key.value.dtype), value.astype(cached_value.value.dtype)
-        keys = jnp.concatenate([cached_key.value, key], axis=2)
-        values = jnp.concatenate([cached_value.value, value], axis=2)
+        before = cached_key.value, cached_value.value
         cached_key.value = cached_key.value.at[:, :, cache_slots].set(key, mode="drop")
         cached_value.value = cached_value.value.at[:, :, cache_slots].set(value, mode="drop")
-        return keys, values
+        if rolling_cache(self.config):
+            return jnp.concatenate([before[0], key], axis=2), jnp.concatenate([before[1], value], axis=2)
+        return cached_key.value, cached_value.value
 
 
 class FeedForward(nn.Module):

@@ -12,7 +12,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from zoo.attention import cache_length, cache_slots
+from zoo.attention import cache_length, cache_slots, rolling_cache
 from zoo.config import Config
 from zoo.embeddings import Embeddings, padding_offset_position_ids, token_embedding
 from zoo.heads import ENCODER_DECODER_HEADS, ENCODER_ONLY, HEADS, HeadInputs, Pooler, has_pooler
@@ -54,8 +54,9 @@ class DecodeState(nn.Module):
     """Where incremental decoding stands: the next position, and which position each cache slot holds, if a real one.
 
     The call that creates the cache (see `zoo.init_cache`) sizes it from its input and behaves as a plain causal
-    pass. A later call gives its tokens the next positions and returns (the mask of the new queries over the cache
-    followed by the new tokens, their positions, the cache slots to write them to).
+    pass. A later call gives its tokens the next positions and returns (the mask of the new queries over the keys
+    they attend, their positions, the cache slots to write them to); the keys are the cache with the new tokens
+    written, or for a rolling cache the cache before the call followed by the new tokens (`rolling_cache`).
     """
 
     config: Config
@@ -72,13 +73,16 @@ class DecodeState(nn.Module):
             mask = AttentionMask.from_padding(attention_mask, causal=True)
             return mask, jnp.broadcast_to(jnp.arange(length), (batch, length)), None
         positions = index.value + jnp.arange(length)
-        mask = AttentionMask(key_mask=jnp.concatenate([key_mask.value, attention_mask != 0], axis=1),
-                             query_positions=positions,
-                             key_positions=jnp.concatenate([key_positions.value, positions]), causal=True)
+        before = key_mask.value, key_positions.value
         write = cache_slots(self.config, key_mask.value.shape[1], positions)
         key_mask.value = key_mask.value.at[:, write].set(attention_mask != 0, mode="drop")
         key_positions.value = key_positions.value.at[write].set(positions, mode="drop")
         index.value = index.value + length
+        if rolling_cache(self.config):  # the keys: the cache before this call's writes, then the new tokens
+            keys = jnp.concatenate([before[0], attention_mask != 0], axis=1), jnp.concatenate([before[1], positions])
+        else:  # the keys: the cache after the writes (see MultiHeadAttention._update_cache)
+            keys = key_mask.value, key_positions.value
+        mask = AttentionMask(key_mask=keys[0], query_positions=positions, key_positions=keys[1], causal=True)
         return mask, jnp.broadcast_to(positions, (batch, length)), write
 
 
