@@ -95,12 +95,19 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
 
 
 def make_eval_step(model: nn.Module, task: Task):
-    """eval_step(params, batch) -> metrics (sums, see train.losses), dropout off."""
+    """eval_step(params, batch) -> (metric sums (see train.losses), per-example outputs), dropout off.
+
+    The per-example outputs are what a benchmark metric scores on the host (train.benchmarks): the task's
+    `predictions` and its label keys, batch axis first; empty for a task without predictions.
+    """
 
     def eval_step(params, batch: dict):
         outputs = model.apply({"params": params}, **model_inputs(task, batch))
         loss, metrics = task.loss(outputs, loss_inputs(task, batch))
-        return metrics
+        per_example = {}
+        if task.predictions is not None:
+            per_example = {"predictions": task.predictions(outputs), **{k: batch[k] for k in task.labels}}
+        return metrics, per_example
 
     return eval_step
 
@@ -115,7 +122,8 @@ def compile_steps(model, tx, schedule, shardings, mesh: Mesh, rules=RULES, *, ta
     train_step = jax.jit(make_train_step(model, tx, schedule, task=task, **step_kwargs),
                          in_shardings=(shardings, data, replicated), out_shardings=(shardings, replicated),
                          donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, task), in_shardings=(shardings.params, data), out_shardings=replicated)
+    eval_step = jax.jit(make_eval_step(model, task), in_shardings=(shardings.params, data),
+                        out_shardings=(replicated, data))  # per-example outputs keep the batch's sharding
 
     def under_mesh(fn):
         def call(*args):
