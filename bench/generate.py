@@ -25,7 +25,6 @@ Times are the best of `--repeats` runs after a compiling warm-up.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import tempfile
 import time
@@ -33,6 +32,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import packaging.version
 
 import zoo
 
@@ -124,7 +124,8 @@ def transformers_decode_time_per_token(model, batch: int, position: int, steps: 
                      torch.randn(batch, config.num_key_value_heads, position, head_dim), layer)
     token = torch.ones((batch, 1), dtype=torch.long)
     # transformers 5.24 renames forward's past_key_values to cache (the old name warns until 5.40)
-    cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    renamed = packaging.version.Version(transformers.__version__) >= packaging.version.Version("5.24")
+    cache_argument = "cache" if renamed else "past_key_values"
 
     def run():
         torch.set_num_threads(threads)

@@ -1,6 +1,6 @@
-"""Fine-tune BERT-base for SQuAD v1.1 span QA from pretrained weights: lr 3e-5, batch 32, 2 epochs, 384 tokens,
-10% warm-up. --config.init_from=/path/to/bert-base-uncased (config.json + model.safetensors + vocab.txt); data: a
-prepared tfds squad/v1.1."""
+"""Fine-tune BERT-base for SQuAD v1.1 span QA from pretrained weights: lr 3e-5, batch 32, 2 epochs, 384 tokens
+(longer contexts in windows sharing data.doc_stride=128), 10% warm-up. --config.init_from=/path/to/bert-base-uncased
+(config.json + model.safetensors + vocab.txt); data: a prepared tfds squad/v1.1."""
 
 from train.recipes import base_config
 
@@ -13,5 +13,6 @@ def get_config():
     c.schedule.update(dict(name="linear", warmup_steps=547))
     c.checkpoint.update(dict(every_steps=1_000, keep=2))
     c.data.update(dict(source="tfds", tfds_name="squad/v1.1", split="train", eval_split="validation",
-                       max_length=384, tokenizer="", eval_batches=20))
+                       max_length=384, tokenizer="", eval_batches=20,
+                       doc_stride=128))  # tokens consecutive windows of a long context share
     return c

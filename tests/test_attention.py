@@ -134,8 +134,8 @@ def test_rolling_cache_decoding_equals_the_sliding_window_forward_pass(global_to
         decoded, cache = decode_in_chunks(model, {"params": params}, x, chunks)
         chex.assert_trees_all_close(decoded, full, atol=1e-5)
     # the cache holds the global tokens and the last `window` positions, however long the generation
-    assert cache["encoder"]["layers_0"]["attention"]["key"].shape[1] == global_tokens + 4
-    assert zoo.init_cache(model, 1, 4096)["encoder"]["layers_0"]["attention"]["key"].shape[1] == global_tokens + 4
+    assert cache["encoder"]["layers_0"]["attention"]["key"].shape[2] == global_tokens + 4
+    assert zoo.init_cache(model, 1, 4096)["encoder"]["layers_0"]["attention"]["key"].shape[2] == global_tokens + 4
 
 
 def test_block_sparse_decoding_equals_the_forward_pass():
@@ -159,7 +159,7 @@ def test_encoder_decoder_with_sparse_attention_decodes_as_its_forward_pass(atten
     encoded = jitted_apply(model, method="encode")({"params": params}, src, src_mask)
     cache = zoo.init_cache(model, 2, 9, source_length=11)
     expected_slots = 3 if attention == "sliding_window" else 9
-    assert cache["decoder"]["layers_0"]["attention"]["key"].shape[1] == expected_slots
+    assert cache["decoder"]["layers_0"]["attention"]["key"].shape[2] == expected_slots
     step = jitted_apply(model, method="decode", decode=True, mutable=["cache"])
     logits = []
     for t in range(9):

@@ -425,7 +425,8 @@ def test_span_qa_rows_point_at_the_answer_tokens_and_at_cls_when_cut_off():
     records = [("what does the function return?", first, first.index("a list"), "a list"),
                ("what never fails?", first, first.index("It"), "It"),
                ("who?", long, long.index("the end"), "the end")]
-    batch = next(question_answering_batches(records, tokenizer, batch_size=3, max_length=64, shuffle=False))
+    batch = next(question_answering_batches(records, tokenizer, batch_size=3, max_length=64, doc_stride=16,
+                                            shuffle=False))  # the third row: the long context's first window
     assert batch["input_ids"].shape == (3, 64) and batch["token_type_ids"].shape == (3, 64)
     spans = [tokenizer.decode(batch["input_ids"][i][batch["start_positions"][i]:batch["end_positions"][i] + 1])
              for i in range(3)]

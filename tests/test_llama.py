@@ -145,10 +145,10 @@ def test_the_kv_cache_holds_only_the_kv_heads():
         return key.shape, sum(x.nbytes for x in jax.tree.leaves(cache) if x.ndim == 4)
 
     (gqa_shape, gqa), (mha_shape, mha) = cache_bytes(num_kv_heads=2), cache_bytes(num_kv_heads=None)
-    assert gqa_shape == (2, 32, 2, 8) and mha_shape == (2, 32, 8, 8)
+    assert gqa_shape == (2, 2, 32, 8) and mha_shape == (2, 8, 32, 8)  # [batch, kv_heads, slots, head_dim]
     assert mha == 4 * gqa  # num_heads / num_kv_heads
     (mqa_shape, mqa) = cache_bytes(num_kv_heads=1)
-    assert mqa_shape == (2, 32, 1, 8) and mha == 8 * mqa
+    assert mqa_shape == (2, 1, 32, 8) and mha == 8 * mqa
 
 
 @pytest.mark.parametrize("family, fields", [
@@ -163,7 +163,7 @@ def test_kv_cache_decoding_equals_the_full_forward_pass(family, fields):
     full = jitted_apply(model)(variables, tokens).logits
     decoded, cache = decode_in_chunks(model, variables, tokens, [4, 1, 1, 2, 3])
     if family == "mistral":
-        assert cache["encoder"]["layers_0"]["attention"]["key"].shape[1] == 3
+        assert cache["encoder"]["layers_0"]["attention"]["key"].shape[2] == 3
     np.testing.assert_allclose(decoded, full, atol=1e-5, rtol=1e-5)
 
 

@@ -1,6 +1,8 @@
 """Behaviour of every family on tiny configs: shapes, invariances, caches, and errors."""
 
+import contextlib
 import functools
+import io
 
 import chex
 import flax.linen as nn
@@ -11,7 +13,7 @@ import pytest
 
 import zoo
 from zoo.embeddings import sinusoidal_positions
-from zoo.layers import RelativePositionBias, stack_layer_params
+from zoo.layers import ATTENTION_OUTPUT, RelativePositionBias, stack_layer_params
 from tests.model_helpers import decode_in_chunks, jitted_apply, random_params
 from zoo.registry import example_inputs
 
@@ -259,7 +261,7 @@ def test_scan_and_unrolled_stacks_give_the_same_outputs(name, key):
                                 jitted_apply(unrolled)({"params": params}, x).last_hidden_state, atol=1e-5)
 
 
-@pytest.mark.parametrize("remat", ["full", "dots"])
+@pytest.mark.parametrize("remat", [p for p in zoo.config.REMAT_POLICIES if p != "none"])
 def test_remat_gives_the_same_gradients(remat, key):
     plain, rematted = zoo.create("gpt-tiny", task="causal_lm"), zoo.create("gpt-tiny", task="causal_lm", remat=remat)
     x = ids(key)
@@ -269,6 +271,28 @@ def test_remat_gives_the_same_gradients(remat, key):
         return jax.jit(jax.grad(lambda p: model.apply({"params": p}, x).logits.mean()))(params)
 
     chex.assert_trees_all_close(grads(rematted), grads(plain), atol=1e-6)
+
+
+def test_remat_policies_save_what_they_say(key):
+    """The residuals the backward pass keeps (jax's own listing): fewer from none to full, matmul outputs under dots
+    (fewer without the batched attention matmuls), and only the named attention outputs under "attention"."""
+    x = ids(key)
+    params = random_params(zoo.create("gpt-tiny", task="causal_lm"), x)["params"]
+    num_layers = zoo.get_config("gpt-tiny").num_layers
+
+    def saved(remat):
+        model = zoo.create("gpt-tiny", task="causal_lm", remat=remat)
+        listing = io.StringIO()
+        with contextlib.redirect_stdout(listing):
+            jax.ad_checkpoint.print_saved_residuals(lambda p: model.apply({"params": p}, x).logits.mean(), params)
+        lines = listing.getvalue().splitlines()
+        return len(lines), sum("dot_general" in line for line in lines), sum(ATTENTION_OUTPUT in line for line in lines)
+
+    counts = {remat: saved(remat) for remat in ("none", "dots", "dots_no_batch", "attention", "full")}
+    totals = [total for total, _, _ in counts.values()]
+    assert totals == sorted(totals, reverse=True) and len(set(totals)) == len(totals), counts
+    assert counts["dots"][1] > counts["dots_no_batch"][1] > 0 == counts["attention"][1] == counts["full"][1], counts
+    assert counts["attention"][2] == num_layers and counts["full"][2] == 0, counts
 
 
 def test_dropout_needs_the_flag_and_follows_the_key(key):

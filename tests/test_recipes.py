@@ -175,7 +175,8 @@ def test_span_qa_fine_tuning_learns_to_point_at_the_asked_word(tmp_path):
             if len(sentence) < 200 and words:
                 word = words[rng.integers(len(words))]
                 records.append((word.group(), sentence.lower(), word.start(), word.group()))
-    batches = data.question_answering_batches(records, data.shipped_tokenizer(), batch_size=16, max_length=64)
+    batches = data.question_answering_batches(records, data.shipped_tokenizer(), batch_size=16, max_length=64,
+                                              doc_stride=16)
     config = tiny_config(model="bert-tiny", task="question_answering", steps=150, every_steps=150)
     config.model_overrides.dropout_rate = 0.0
     config.optimizer.learning_rate = 3e-3

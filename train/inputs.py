@@ -162,35 +162,61 @@ def classification_data(config: ml_collections.ConfigDict, tokenizer) -> Dataset
 
 
 def question_answering_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
-    """SQuAD-style span records from tfds (e.g. squad/v1.1), the first reference answer of each."""
-    cfg = config.data
-    if cfg.source != "tfds":
-        raise ValueError(f"question_answering data.source={cfg.source!r}: use tfds (e.g. squad/v1.1)")
+    """SQuAD-style span records from tfds (e.g. squad/v1.1), trained on the first reference answer of each; a context
+    longer than a row is cut into windows sharing `data.doc_stride` tokens (128 in run_qa at 384 tokens).
 
-    def squad(split):
-        return SquadRecords(data.TfdsRecords(cfg.tfds_name, split, fields=("question", "context", "answers")))
+    The eval rows' `example_index` indexes `squad_records(config.data, config.data.eval_split)`, whose `contexts` and
+    `references` `train.squad.squad_metric_from_config` scores against."""
+    cfg = config.data
 
     def batches(records, **options):
         return data.question_answering_batches(records, tokenizer, batch_size=config.train.batch_size,
-                                               max_length=cfg.max_length, seed=config.seed, **options)
+                                               max_length=cfg.max_length, doc_stride=cfg.doc_stride,
+                                               seed=config.seed, **options)
 
-    return Datasets(batches(squad(cfg.split)), _eval(config, batches, squad(cfg.eval_split) if cfg.eval_split else None),
-                    tokenizer)
+    eval_records = squad_records(cfg, cfg.eval_split) if cfg.eval_split else None
+    return Datasets(batches(squad_records(cfg, cfg.split)), _eval(config, batches, eval_records), tokenizer)
+
+
+def squad_records(cfg: ml_collections.ConfigDict, split: str) -> "SquadRecords":
+    """The `split` of the tfds SQuAD set `cfg.tfds_name` (e.g. squad/v1.1), as `SquadRecords`."""
+    if cfg.source != "tfds":
+        raise ValueError(f"question_answering data.source={cfg.source!r}: use tfds (e.g. squad/v1.1)")
+    return SquadRecords(data.TfdsRecords(cfg.tfds_name, split, fields=("question", "context", "answers")))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class SquadRecords:
-    """tfds squad records -> (question, context, answer_start, answer_text) with the first reference answer."""
+    """tfds squad records -> (question, context, answer_start, answer_text) with the first reference answer; all the
+    reference answers are in `references` (`references[i]` -> [str]), the contexts in `contexts`, for the eval."""
 
     def __init__(self, records):
         self.records = records
+        self.contexts = _Column(records, lambda record: _text(record[1]))
+        self.references = _Column(records, lambda record: [_text(text) for text in record[2]["text"]])
 
     def __len__(self):
         return len(self.records)
 
     def __getitem__(self, index):
         question, context, answers = self.records[index]
-        text = answers["text"][0]
-        return question, context, int(answers["answer_start"][0]), text.decode() if isinstance(text, bytes) else text
+        return (_text(question), _text(context), int(answers["answer_start"][0]), _text(answers["text"][0]))
+
+
+class _Column:
+    """One field of each record, read when indexed: `column[i] = field(records[i])`."""
+
+    def __init__(self, records, field: Callable):
+        self.records, self.field = records, field
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        return self.field(self.records[index])
 
 
 def _take(iterator, count: int):

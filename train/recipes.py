@@ -62,6 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
         sentence_pair_objective="nsp",  # sentence-pair pre-training: nsp (BERT) | sop (ALBERT)
         whole_word_masking=False, mask_rate=0.15,
         max_predictions=0,  # masked tokens per row at most (0 = no cap)
+        doc_stride=128,  # question answering: tokens consecutive windows of a long context share
     ))
     return c
 

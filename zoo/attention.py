@@ -61,11 +61,36 @@ def attend(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.D
            decode: bool = False):
     """Attention with `cfg.attention`'s pattern when `sparse` (self-attention), else over all unmasked keys.
 
-    `decode`: a KV-cache decoding step (self- or cross-attention), which always takes the XLA path.
+    `decode`: a KV-cache decoding step (self- or cross-attention): the keys and values come in the cache's layout,
+    [batch, kv_heads, keys, head_dim], and go to `cache_attention`.
     """
-    if cfg.attention_kernel == "cudnn" and not decode:
+    if decode:
+        return cache_attention(query, key, value, mask, cfg, sparse=sparse)
+    if cfg.attention_kernel == "cudnn":
         return cudnn_attention(query, key, value, mask, cfg, sparse=sparse)
     return xla_attention(query, key, value, mask, cfg, dropout=dropout, sparse=sparse)
+
+
+def cache_attention(query, key, value, mask: AttentionMask, cfg: Config, *, sparse: bool):
+    """Attention of a few new queries [batch, new, heads, head_dim] over keys and values in the KV cache's layout
+    [batch, kv_heads, keys, head_dim] (decoding; no dropout): `dot_product_attention`'s computation, with a dense
+    mask of the pattern, and each group of query heads sharing its key/value head."""
+    batch, new, heads, head_dim = query.shape
+    kv_heads, keys = key.shape[1], key.shape[2]
+    groups = heads // kv_heads
+    dense_mask = mask.dense(new, keys)  # [batch or 1, 1, new, keys]
+    if sparse:
+        dense_mask &= pattern_mask(cfg, *mask.positions(new, keys), mask.causal)[None, None]
+    grouped = query.reshape(batch, new, kv_heads, groups, head_dim)
+    logits = jnp.einsum("btkgh,bksh->bkgts", grouped, key, preferred_element_type=jnp.float32)
+    if cfg.attention_scale:
+        logits = logits * (1.0 / math.sqrt(head_dim))
+    if mask.bias is not None:  # [batch or 1, heads, new, keys]
+        logits = logits + mask.bias.astype(jnp.float32).reshape(-1, kv_heads, groups, new, keys)
+    logits = jnp.where(dense_mask[:, :, None], logits, 0.7 * jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
+    out = jnp.einsum("bkgts,bksh->btkgh", probs, value)
+    return out.reshape(batch, new, heads, head_dim)
 
 
 def xla_attention(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.Dropout | None, sparse: bool):

@@ -22,7 +22,7 @@ ATTENTION_KERNELS = ("xla", "cudnn")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swish", "gated_gelu", "gated_silu")
 POOLINGS = ("cls", "mean", "max", "mean_max", "last", "none")
 POOLER_ACTIVATIONS = ("tanh", "relu")
-REMAT_POLICIES = ("none", "full", "dots")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attention")  # zoo.layers.REMAT_POLICY
 # The projections LoRA can adapt, by the names the blocks give them: attention's query, key, value and out, and the
 # feed-forward's wi (wi_0 and wi_1 when gated) and wo.
 LORA_TARGETS = ("query", "key", "value", "out", "wi", "wi_0", "wi_1", "wo")
@@ -184,7 +184,7 @@ class Config:
 
     dtype: Any = "float32"  # compute dtype of activations and matmuls
     param_dtype: Any = "float32"  # storage dtype of parameters
-    remat: str = "none"  # rematerialise each layer in the backward pass: none | full | dots (keep matmul outputs)
+    remat: str = "none"  # rematerialise each layer in the backward pass: none | full | dots | dots_no_batch | attention
     scan_layers: bool = False  # nn.scan over layers: compiles one layer instead of num_layers
 
     # LoRA (Hu et al. 2021): a rank-`lora_rank` update beside each projection of `lora_targets` (0: none), scaled by

@@ -39,8 +39,8 @@ _FROM_CONFIG = object()
 # The logical axes of every decoding-cache variable, by its name: the attention layers' (zoo/layers.py) and
 # DecodeState's (zoo/models.py). A scanned layer stack puts a layer axis in front, so axes count from the last one.
 CACHE_LAYOUT = {
-    "key": (BATCH, LENGTH, HEADS, HEAD_DIM),  # self-attention: the cache slots; cross: the source tokens
-    "value": (BATCH, LENGTH, HEADS, HEAD_DIM),
+    "key": (BATCH, HEADS, LENGTH, HEAD_DIM),  # self-attention: the cache slots; cross: the source tokens
+    "value": (BATCH, HEADS, LENGTH, HEAD_DIM),
     "key_mask": (BATCH, LENGTH),  # which slots hold a real token
     "key_positions": (LENGTH,),  # the position each slot holds: the same in every row
     "index": (),  # the next column to fill: the same in every row

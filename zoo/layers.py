@@ -14,12 +14,25 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from zoo.attention import attend, cache_length
 from zoo.axes import BATCH, EMBED, HEAD_DIM, HEADS, LAYERS, LENGTH, MLP
 from zoo.config import Config
 from zoo.masks import AttentionMask
 from zoo.rotary import apply_rotary, rotary_embedding
+
+# The name of each attention block's output (before its out projection), which remat="attention" saves.
+ATTENTION_OUTPUT = "attention_output"
+# What the backward pass keeps of a layer's forward pass under each `Config.remat` (the rest is recomputed); the
+# planned memory and FLOPs of each are measured in bench/remat.py.
+REMAT_POLICY = {
+    "full": jax.checkpoint_policies.nothing_saveable,  # only the layer's input
+    "dots": jax.checkpoint_policies.checkpoint_dots,  # every matmul's output
+    # the matmuls with weights (no batch dimension): not attention's scores and weighted sums, which grow with L^2
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "attention": jax.checkpoint_policies.save_only_these_names(ATTENTION_OUTPUT),  # recompute all but attention
+}
 
 ACTIVATIONS = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),  # BERT: the exact erf form
@@ -139,6 +152,11 @@ def layer_norm(cfg: Config, name: str, axis_name: str = EMBED) -> nn.Module:
     )
 
 
+def to_cache_layout(x):
+    """[batch, length, heads, head_dim] -> the KV cache's [batch, heads, length, head_dim]."""
+    return jnp.swapaxes(x, 1, 2)
+
+
 class MultiHeadAttention(nn.Module):
     """Self-attention (one fused q/k/v projection, `config.attention`'s pattern) or cross-attention over `encoded`.
 
@@ -147,7 +165,8 @@ class MultiHeadAttention(nn.Module):
     `rotary` (cos, sin from `zoo.rotary.rotary_embedding`) rotates self-attention's queries and keys before the cache.
 
     In decode mode the new keys and values of self-attention join the cached ones, and are then written into the
-    cache at `cache_slots` (see `zoo.attention.cache_slots`); `mask` covers the cache followed by the new tokens.
+    cache at `cache_slots` (see `zoo.attention.cache_slots`); `mask` covers the cache followed by the new tokens. The
+    cache is heads first, [batch, kv_heads, slots, head_dim] (`zoo.attention.cache_attention` reads it).
     Cross-attention in decode mode caches the source's keys and values instead: a call given `encoded` (the first
     of a generation) projects and stores them, a call with `encoded=None` reads them and projects nothing.
     """
@@ -186,6 +205,7 @@ class MultiHeadAttention(nn.Module):
         use_dropout = not deterministic and cfg.attention_dropout_rate > 0
         dropout = nn.Dropout(cfg.attention_dropout_rate, deterministic=False) if use_dropout else None
         out = attend(query, key, value, mask, cfg, dropout=dropout, sparse=not self.cross_attention, decode=decode)
+        out = checkpoint_name(out, ATTENTION_OUTPUT)  # [batch, length, heads, head_dim]: what remat="attention" keeps
         return dense(cfg, cfg.hidden_size, (HEADS, HEAD_DIM, EMBED), axis=(-2, -1), name="out",
                      lora=("out",))(out, deterministic)
 
@@ -200,26 +220,33 @@ class MultiHeadAttention(nn.Module):
             return self.variable("cache", "key").value, self.variable("cache", "value").value
         kv = key_value(encoded)
         key, value = kv[:, :, 0], kv[:, :, 1]
-        if decode:
+        if decode:  # stored heads first, as every decoding step reads them (see `_update_cache`)
+            key, value = to_cache_layout(key), to_cache_layout(value)
             # logical axis names, as parameters carry them, so that the cache shards by the same rules
-            zeros = nn.with_logical_partitioning(jnp.zeros, (BATCH, LENGTH, HEADS, HEAD_DIM))
+            zeros = nn.with_logical_partitioning(jnp.zeros, (BATCH, HEADS, LENGTH, HEAD_DIM))
             self.variable("cache", "key", zeros, key.shape, key.dtype).value = key
             self.variable("cache", "value", zeros, value.shape, value.dtype).value = value
         return key, value
 
     def _update_cache(self, key, value, cache_slots):
-        """-> (cached then new keys, cached then new values); the new ones are written into the cache."""
+        """-> (cached then new keys, cached then new values), each [batch, kv_heads, slots + new, head_dim]; the new
+        ones are written into the cache.
+
+        The cache holds each head's keys contiguously, heads first: a decoding step reads every slot of every head,
+        and XLA's CPU matmul over [batch, slots, heads, head_dim] first copied the whole cache into this order (twice
+        the time per token at 2,048 slots)."""
+        key, value = to_cache_layout(key), to_cache_layout(value)
         initialized = self.has_variable("cache", "key")
-        shape = (key.shape[0], cache_length(self.config, key.shape[1]), *key.shape[2:])
+        shape = (*key.shape[:2], cache_length(self.config, key.shape[2]), key.shape[3])
         cached_key = self.variable("cache", "key", jnp.zeros, shape, key.dtype)
         cached_value = self.variable("cache", "value", jnp.zeros, shape, value.dtype)
         if not initialized:  # the call that sizes the cache: attend over the input itself
             return key, value
         key, value = key.astype(cached_key.value.dtype), value.astype(cached_value.value.dtype)
-        keys = jnp.concatenate([cached_key.value, key], axis=1)
-        values = jnp.concatenate([cached_value.value, value], axis=1)
-        cached_key.value = cached_key.value.at[:, cache_slots].set(key, mode="drop")
-        cached_value.value = cached_value.value.at[:, cache_slots].set(value, mode="drop")
+        keys = jnp.concatenate([cached_key.value, key], axis=2)
+        values = jnp.concatenate([cached_value.value, value], axis=2)
+        cached_key.value = cached_key.value.at[:, :, cache_slots].set(key, mode="drop")
+        cached_value.value = cached_value.value.at[:, :, cache_slots].set(value, mode="drop")
         return keys, values
 
 
@@ -361,7 +388,7 @@ class LayerStack(nn.Module):
             mask = mask.replace(bias=bias)
         layer = TransformerLayer
         if cfg.remat != "none":
-            policy = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots}[cfg.remat]
+            policy = REMAT_POLICY[cfg.remat]
             # argnums count `self`: 7 and 8 are the Python flags deterministic and decode
             layer = nn.remat(layer, policy=policy, static_argnums=(7, 8))
         args = (mask, encoded, cross_mask, cache_slots, rotary, deterministic, decode)

@@ -27,6 +27,7 @@ cursor that a dict of five ints captures, which is simpler to keep exact in plai
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -282,42 +283,119 @@ class ClassificationRecipe:
         return stack(examples)
 
 
+MAX_CACHED_WORDS = 1 << 20  # SpanQARecipe's distinct words (with their leading whitespace) remembered: ~200 MB at most
+
+
 class SpanQARecipe:
     """Extractive QA rows (SQuAD-style) from (question, context, answer_start, answer_text) records.
 
-    The row is [CLS] question [SEP] context [SEP]; `start_positions` / `end_positions` index the answer's first and
-    last token. The context is tokenized in three pieces split at the answer's characters, so the span is exact
-    without character offsets whenever the answer begins and ends on word boundaries (WordPiece splits words
-    independently); an answer cut off by `max_length` points at [CLS] (0), as in BERT's SQuAD recipe. There is no
-    document stride: one window per question.
+    A row is [CLS] question [SEP] window [SEP], where a window is a run of the context's tokens: a context longer than
+    the room left after the question becomes several windows, each sharing its first `doc_stride` tokens with the end
+    of the one before (`return_overflowing_tokens` with `stride=doc_stride` in `transformers`, whose run_qa uses 128
+    at 384 tokens; BERT's run_squad instead moves each window's start on by its doc_stride). `start_positions` / `end_positions` index
+    the answer's first and last token; a window that does not hold the whole answer points both at [CLS] (0), as
+    BERT's SQuAD recipe does. The question keeps at most half the room.
+
+    Each row also carries what `train.squad.decode_answers` needs to turn predicted positions back into text of the
+    original context: `example_index` (the record's index) and `token_char_start` / `token_char_end` [length], the
+    characters [start, end) of the context each token came from (-1 for the question, specials and padding).
+
+    Offsets without a tokenizer that reports them: the context is cut at whitespace into words (a word keeps the
+    whitespace before it, which byte-level BPE reads as part of its first token), so each word's ids are those of
+    the whole context; a word is further cut at punctuation ("Cat!" -> "Cat", "!"), and those finer ids are kept
+    when they equal the word's (always for WordPiece, whose pre-tokenizer cuts there too), so answers end exactly
+    at punctuation. Tokens of one piece share its characters: a span starting or ending inside a piece of several
+    sub-words gives the whole piece.
     """
 
     tokenizes_documents = False
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer, max_length: int, *, doc_stride: int = 128):
         if max_length <= tokenizer.num_special_tokens(pair=True) + 1:
             raise ValueError(f"max_length={max_length} leaves no room for a question and a context")
-        self.tokenizer, self.max_length = tokenizer, max_length
+        if doc_stride < 0:
+            raise ValueError(f"doc_stride={doc_stride} must be >= 0 (tokens shared by consecutive windows)")
+        self.tokenizer, self.max_length, self.doc_stride = tokenizer, max_length, doc_stride
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+        # SQuAD asks ~5 questions of each of its ~20k contexts: tokenize a context once (~2 KB each)
+        self.context_tokens = functools.lru_cache(maxsize=1 << 15)(self._context_tokens)
+        self.word_ids: dict[str, list[int]] = {}  # a word (with the whitespace before it) -> its ids
+
+    def _encode_words(self, texts: list[str]) -> list[list[int]]:
+        """`encode_plain` of each text, remembering the ids of each distinct word: most of a context's words were in
+        an earlier one, and a dictionary look-up is far cheaper than the tokenizer's call per word."""
+        new = [text for text in dict.fromkeys(texts) if text not in self.word_ids]
+        fresh = dict(zip(new, self.tokenizer.encode_plain(new))) if new else {}
+        if len(self.word_ids) < MAX_CACHED_WORDS:
+            self.word_ids.update(fresh)
+        return [fresh[text] if text in fresh else self.word_ids[text] for text in texts]
+
+    def _context_tokens(self, context: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, char_start, char_end) [tokens] of the context; token t came from context[char_start[t]:char_end[t]]."""
+        words = list(re.finditer(r"\S+", context))
+        # a word with punctuation in its pieces ("Cat!" -> "Cat", "!"); one piece: None, its ids are the word's
+        pieces = [list(re.finditer(r"\w+|[^\w\s]", word.group())) for word in words]
+        pieces = [word_pieces if len(word_pieces) > 1 else None for word_pieces in pieces]
+        texts, previous_end = [], 0
+        for word, word_pieces in zip(words, pieces):
+            leading = context[previous_end:word.start()]  # the whitespace before the word rides with its first piece
+            texts.append(leading + word.group())
+            if word_pieces:
+                texts += [(leading if k == 0 else "") + piece.group() for k, piece in enumerate(word_pieces)]
+            previous_end = word.end()
+        encoded = iter(self._encode_words(texts))
+        ids, char_start, char_end = [], [], []
+        for word, word_pieces in zip(words, pieces):
+            word_ids = next(encoded)
+            piece_ids = [next(encoded) for _ in word_pieces or ()]
+            if word_pieces and sum(piece_ids, []) == word_ids:
+                spans = [(word.start() + piece.start(), word.start() + piece.end()) for piece in word_pieces]
+            else:  # one piece, or cutting at punctuation changed the ids (SentencePiece, BPE merges): the whole word
+                piece_ids, spans = [word_ids], [word.span()]
+            for token_ids, (start, end) in zip(piece_ids, spans):
+                ids += token_ids
+                char_start += [start] * len(token_ids)
+                char_end += [end] * len(token_ids)
+        return np.array(ids, np.int32), np.array(char_start, np.int32), np.array(char_end, np.int32)
 
     def examples(self, records: Sequence, index: int, rng: np.random.Generator) -> list[dict]:
         question, context, start_char, answer = records[index]
-        end_char = int(start_char) + len(answer)
-        if context[int(start_char):end_char] != answer:
+        start_char = int(start_char)
+        end_char = start_char + len(answer)
+        if not answer:
+            raise ValueError(f"record {index}: the answer is empty (SQuAD v1.1 answers every question)")
+        if context[start_char:end_char] != answer:
             raise ValueError(f"record {index}: the answer {answer!r} is not at character {start_char} of its context")
-        question_ids, before, span, after = self.tokenizer.encode_plain(
-            [question, context[:int(start_char)], answer, context[end_char:]])
+        context_ids, char_start, char_end = self.context_tokens(context)  # [context tokens] each
+        # the answer's tokens: those whose characters overlap [start_char, end_char)
+        overlapping = np.flatnonzero((char_end > start_char) & (char_start < end_char))
         budget = self.max_length - self.tokenizer.num_special_tokens(pair=True)
-        question_ids = question_ids[: budget // 2]
-        context_ids = (before + span + after)[: budget - len(question_ids)]
-        ids, token_types = self.tokenizer.build_pair(question_ids, context_ids)
+        question_ids = self.tokenizer.encode_plain([question])[0][: budget // 2]
+        room = budget - len(question_ids)
+        if len(context_ids) > room and self.doc_stride >= room:
+            raise ValueError(f"record {index}: doc_stride={self.doc_stride} is not below the {room} context tokens "
+                             f"a window holds after its question: lower data.doc_stride or raise max_length")
         offset = len(self.tokenizer.prefix) + len(question_ids) + len(self.tokenizer.middle)
-        start, end = offset + len(before), offset + len(before) + len(span) - 1
-        if not span or end >= offset + len(context_ids):
+        rows, window_start = [], 0
+        while True:
+            window_end = min(window_start + room, len(context_ids))
+            ids, token_types = self.tokenizer.build_pair(question_ids, context_ids[window_start:window_end].tolist())
             start = end = 0
-        pad = self.max_length - len(ids)
-        return [{"input_ids": ids + [self.pad_id] * pad, "attention_mask": [1] * len(ids) + [0] * pad,
-                 "token_type_ids": token_types + [0] * pad, "start_positions": start, "end_positions": end}]
+            if len(overlapping) and window_start <= overlapping[0] and overlapping[-1] < window_end:
+                start, end = offset + overlapping[0] - window_start, offset + overlapping[-1] - window_start
+            context_place = slice(offset, offset + window_end - window_start)
+            row_char_start = np.full(self.max_length, -1, np.int32)  # [max_length]
+            row_char_end = np.full(self.max_length, -1, np.int32)
+            row_char_start[context_place] = char_start[window_start:window_end]
+            row_char_end[context_place] = char_end[window_start:window_end]
+            pad = self.max_length - len(ids)
+            rows.append({"input_ids": ids + [self.pad_id] * pad, "attention_mask": [1] * len(ids) + [0] * pad,
+                         "token_type_ids": token_types + [0] * pad, "start_positions": start,
+                         "end_positions": end, "example_index": index, "token_char_start": row_char_start,
+                         "token_char_end": row_char_end})
+            if window_end == len(context_ids):
+                return rows
+            window_start += room - self.doc_stride
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
         return stack(examples)
@@ -495,10 +573,12 @@ def classification_batches(records: Sequence, tokenizer, *, batch_size: int, max
     return Batches(records, ClassificationRecipe(tokenizer, max_length), batch_size=batch_size, seed=seed, **options)
 
 
-def question_answering_batches(records: Sequence, tokenizer, *, batch_size: int, max_length: int = 384, seed: int = 0,
-                               **options) -> Batches:
-    """Span QA batches (SQuAD) from (question, context, answer_start, answer_text) records."""
-    return Batches(records, SpanQARecipe(tokenizer, max_length), batch_size=batch_size, seed=seed, **options)
+def question_answering_batches(records: Sequence, tokenizer, *, batch_size: int, max_length: int = 384,
+                               doc_stride: int = 128, seed: int = 0, **options) -> Batches:
+    """Span QA batches (SQuAD) from (question, context, answer_start, answer_text) records: one row per window of
+    each context, windows sharing `doc_stride` tokens (see `SpanQARecipe`)."""
+    return Batches(records, SpanQARecipe(tokenizer, max_length, doc_stride=doc_stride), batch_size=batch_size,
+                   seed=seed, **options)
 
 
 __all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", "Seq2SeqRecipe", "SentencePairRecipe",
