@@ -127,3 +127,29 @@ def test_two_hosts_score_the_predictions_of_both(tmp_path):
         assert p.returncode == 0, err[-3000:]
     results = [line.split()[1:] for out, _ in outputs for line in out.splitlines() if line.startswith("RESULT")]
     assert len(results) == 2 and results[0] == results[1]
+
+
+def test_squad_scores_the_windows_and_drops_the_rows_that_fill_a_batch(monkeypatch):
+    """Two real windows (one per example) answer right and wrong; a zero-filled row (no context token) would answer
+    for example 0 and must not count: EM 50, not a third example's worth."""
+    from train import benchmarks, squad
+
+    contexts, references = ["cat sat", "dog ran"], [["cat"], ["ran"]]
+    monkeypatch.setattr(squad, "squad_metric_from_config", lambda config: squad.squad_metric(contexts, references))
+    # tokens: [CLS] word word [PAD]; chars of "xxx yyy" are 0-3 and 4-7; -1 outside the context
+    char_start = np.array([[-1, 0, 4, -1], [-1, 0, 4, -1], [0, 0, 0, 0]])
+    char_end = np.array([[-1, 3, 7, -1], [-1, 3, 7, -1], [0, 0, 0, 0]])
+    pick_first, pick_second = np.array([0.0, 9.0, 1.0, 0.0]), np.array([0.0, 1.0, 9.0, 0.0])
+    outputs = {"start_logits": np.stack([pick_first, pick_first, pick_first]),
+               "end_logits": np.stack([pick_first, pick_first, pick_first])}
+    batches = {"example_index": np.array([0, 1, 0]), "token_char_start": char_start, "token_char_end": char_end}
+    assert benchmarks.real_window_rows(batches).tolist() == [True, True, False]
+    scores = get_metric("squad", config=object())(outputs, batches)
+    assert scores["exact_match"] == pytest.approx(50.0) and scores["f1"] == pytest.approx(50.0)
+    outputs["start_logits"][1] = outputs["end_logits"][1] = pick_second
+    assert get_metric("squad", config=object())(outputs, batches)["exact_match"] == pytest.approx(100.0)
+
+
+def test_squad_needs_the_recipes_config():
+    with pytest.raises(ValueError, match="needs the recipe's config"):
+        get_metric("squad")

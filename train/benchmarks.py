@@ -126,8 +126,32 @@ def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
 METRICS = {f"glue/{t}": glue_metric(t) for t in GLUE_TASKS}
 
 
-def get_metric(name: str) -> Callable[[dict, dict], dict]:
-    """The metric named `name` (`config.eval.metric`); a ValueError lists the known names."""
+def real_window_rows(batches: dict) -> np.ndarray:
+    """[rows] bool: the rows holding a context window. A row an eval adds to fill a batch has no context token
+    (every token_char_end <= token_char_start), and train.squad would score it as an answer to example 0."""
+    return np.any(np.asarray(batches["token_char_end"]) > np.asarray(batches["token_char_start"]), axis=-1)
+
+
+def squad_metric(config) -> Callable[[dict, dict], dict]:
+    """SQuAD v1.1 exact_match and f1 (train.squad) against the recipe's data.eval_split, padding rows dropped."""
+    from train import squad  # reads the tfds eval split: only a SQuAD recipe pays for it
+
+    score = squad.squad_metric_from_config(config)
+
+    def metric(outputs: dict, batches: dict) -> dict:
+        kept = real_window_rows(batches)
+        return score({k: v[kept] for k, v in outputs.items()}, {k: v[kept] for k, v in batches.items()})
+
+    return metric
+
+
+def get_metric(name: str, config=None) -> Callable[[dict, dict], dict]:
+    """The metric named `name` (`config.eval.metric`); a ValueError lists the known names. "squad" needs the
+    recipe's `config` (its eval split is what it scores against)."""
+    if name == "squad":
+        if config is None:
+            raise ValueError("eval metric 'squad' needs the recipe's config (the eval split it scores against)")
+        return squad_metric(config)
     if name not in METRICS:
-        raise ValueError(f"unknown eval metric {name!r}; the metrics are: {', '.join(METRICS)}")
+        raise ValueError(f"unknown eval metric {name!r}; the metrics are: {', '.join((*METRICS, 'squad'))}")
     return METRICS[name]

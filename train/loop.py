@@ -132,7 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
                                           grad_accum_steps=config.optimizer.grad_accum_steps, trainable=trainable)
     writer = MetricWriter(workdir, on_write=on_metrics)
     eval_every = config.train.eval_every
-    metric = get_metric(config.eval.metric) if config.eval.metric else None  # checked before the first step
+    metric = get_metric(config.eval.metric, config) if config.eval.metric else None  # checked before the first step
     last_train, last_eval = {}, {}
     window, window_steps = None, 0  # the train metrics summed on the device since the last log
     data_state = train_data.get_state()
@@ -223,7 +223,6 @@ def evaluate(eval_step, params, batches, sharding, metric: Callable[[dict, dict]
     if metric is not None:
         if not gathered[0]:
             raise ValueError("eval.metric is set but the task's eval step returns no predictions (Task.predictions)")
-        rows = {k: np.concatenate([np.asarray(g[k]) for g in gathered]) for k in gathered[0]}
-        predictions = {"predictions": rows.pop("predictions")}
-        results.update(metric(predictions, rows))
+        rows = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *gathered)
+        results.update(metric(rows["outputs"], rows["batch"]))
     return results

@@ -98,7 +98,7 @@ def make_eval_step(model: nn.Module, task: Task):
     """eval_step(params, batch) -> (metric sums (see train.losses), per-example outputs), dropout off.
 
     The per-example outputs are what a benchmark metric scores on the host (train.benchmarks): the task's
-    `predictions` and its label keys, batch axis first; empty for a task without predictions.
+    `predictions` ("outputs") and its label and eval keys ("batch"), batch axis first; empty for a task without predictions.
     """
 
     def eval_step(params, batch: dict):
@@ -106,7 +106,8 @@ def make_eval_step(model: nn.Module, task: Task):
         loss, metrics = task.loss(outputs, loss_inputs(task, batch))
         per_example = {}
         if task.predictions is not None:
-            per_example = {"predictions": task.predictions(outputs), **{k: batch[k] for k in task.labels}}
+            per_example = {"outputs": task.predictions(outputs),
+                           "batch": {k: batch[k] for k in (*task.labels, *task.eval_keys)}}
         return metrics, per_example
 
     return eval_step
