@@ -126,13 +126,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
         train_data.set_state(data_state)
         print(f"resumed from {checkpointer.directory} at step {start}", flush=True)
 
+    metric = get_metric(config.eval.metric, config) if config.eval.metric else None  # checked before the first step
     train_step, eval_step = compile_steps(model, tx, schedule, shardings, mesh, task=get_task(config.task),
+                                          eval_outputs=metric is not None,
                                           label_smoothing=config.loss.label_smoothing,
                                           mlm_max_predictions=config.loss.mlm_max_predictions,
                                           grad_accum_steps=config.optimizer.grad_accum_steps, trainable=trainable)
     writer = MetricWriter(workdir, on_write=on_metrics)
     eval_every = config.train.eval_every
-    metric = get_metric(config.eval.metric, config) if config.eval.metric else None  # checked before the first step
     last_train, last_eval = {}, {}
     window, window_steps = None, 0  # the train metrics summed on the device since the last log
     data_state = train_data.get_state()
