@@ -11,7 +11,8 @@ def get_config():
     c.train.update(dict(steps=5_475, batch_size=32, log_every=50, eval_every=1_000))
     c.optimizer.update(dict(name="adamw", learning_rate=3e-5, weight_decay=0.01))
     c.schedule.update(dict(name="linear", warmup_steps=547))
-    c.checkpoint.update(dict(every_steps=1_000, keep=2))
+    c.eval.metric = "squad"  # exact_match and f1 of train.squad, as eval_exact_match / eval_f1
+    c.checkpoint.update(dict(every_steps=1_000, keep=2, best_metric="eval_f1", best_mode="max"))
     c.data.update(dict(source="tfds", tfds_name="squad/v1.1", split="train", eval_split="validation",
                        max_length=384, tokenizer="", eval_batches=20,
                        doc_stride=128))  # tokens consecutive windows of a long context share

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 import zoo
@@ -22,6 +23,7 @@ from train.metrics import MetricWriter, plot_loss_curve, read_metrics
 from train.optimizer import make_optimizer, make_schedule, parse_lr_multipliers
 from train.partitioning import batch_sharding, make_mesh
 from train.step import abstract_train_state, compile_steps, init_train_state
+from train.benchmarks import get_metric
 from train.tasks import get_task
 from zoo.checkpoints import public_format_problem
 from zoo.lora import ALSO_TRAINABLE, trainable_mask
@@ -124,7 +126,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
         train_data.set_state(data_state)
         print(f"resumed from {checkpointer.directory} at step {start}", flush=True)
 
+    metric = get_metric(config.eval.metric, config) if config.eval.metric else None  # checked before the first step
     train_step, eval_step = compile_steps(model, tx, schedule, shardings, mesh, task=get_task(config.task),
+                                          eval_outputs=metric is not None,
                                           label_smoothing=config.loss.label_smoothing,
                                           mlm_max_predictions=config.loss.mlm_max_predictions,
                                           grad_accum_steps=config.optimizer.grad_accum_steps, trainable=trainable)
@@ -164,7 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
                                 tok_s=f"{last_train['tokens_per_second']:.0f}")
             evaluated = eval_data is not None and eval_every and (done % eval_every == 0 or done == total)
             if evaluated:
-                last_eval = evaluate(eval_step, state.params, eval_data(), data_sharding)
+                last_eval = evaluate(eval_step, state.params, eval_data(), data_sharding, metric=metric)
                 writer.write(done, last_eval, prefix="eval_")
             if save_now:  # a checkpoint carries the eval metrics of its own step, if any (for keeping the best)
                 metrics = {f"eval_{k}": v for k, v in last_eval.items()} if evaluated else None
@@ -205,10 +209,21 @@ def final_metrics(workdir: str, step: int) -> dict:
     return {**last_train, **last_eval}
 
 
-def evaluate(eval_step, params, batches, sharding) -> dict:
-    """Metrics summed over every eval batch, then divided (so they weight by real tokens, not by batch)."""
-    totals = None
+def evaluate(eval_step, params, batches, sharding, metric: Callable[[dict, dict], dict] | None = None) -> dict:
+    """Metrics summed over every eval batch, then divided (so they weight by real tokens, not by batch), and the
+    benchmark `metric` (train.benchmarks) of the per-example outputs gathered from every batch and every host."""
+    totals, gathered = None, []
     for local in batches:
-        metrics = eval_step(params, global_batch(local, sharding))
+        metrics, per_example = eval_step(params, global_batch(local, sharding))
         totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
-    return summarize(jax.device_get(totals)) if totals is not None else {}
+        if metric is not None:  # each host gets the global rows: the metric is not a sum, it needs them all
+            gathered.append(multihost_utils.process_allgather(per_example, tiled=True))
+    if totals is None:
+        return {}
+    results = summarize(jax.device_get(totals))
+    if metric is not None:
+        if not gathered[0]:
+            raise ValueError("eval.metric is set but the task's eval step returns no predictions (Task.predictions)")
+        rows = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *gathered)
+        results.update(metric(rows["outputs"], rows["batch"]))
+    return results

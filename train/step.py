@@ -94,18 +94,28 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
     return train_step
 
 
-def make_eval_step(model: nn.Module, task: Task):
-    """eval_step(params, batch) -> metrics (sums, see train.losses), dropout off."""
+def make_eval_step(model: nn.Module, task: Task, *, eval_outputs: bool = False):
+    """eval_step(params, batch) -> (metric sums (see train.losses), per-example outputs), dropout off.
+
+    The per-example outputs are what a benchmark metric scores on the host (train.benchmarks): the task's
+    `predictions` ("outputs") and its label and eval keys ("batch"), batch axis first; empty unless `eval_outputs`
+    (a metric is set) and the task has predictions.
+    """
 
     def eval_step(params, batch: dict):
         outputs = model.apply({"params": params}, **model_inputs(task, batch))
         loss, metrics = task.loss(outputs, loss_inputs(task, batch))
-        return metrics
+        per_example = {}
+        if eval_outputs and task.predictions is not None:  # only a benchmark metric needs them on the host
+            per_example = {"outputs": task.predictions(outputs),
+                           "batch": {k: batch[k] for k in (*task.labels, *task.eval_keys)}}
+        return metrics, per_example
 
     return eval_step
 
 
-def compile_steps(model, tx, schedule, shardings, mesh: Mesh, rules=RULES, *, task: Task, **step_kwargs):
+def compile_steps(model, tx, schedule, shardings, mesh: Mesh, rules=RULES, *, task: Task, eval_outputs: bool = False,
+                  **step_kwargs):
     """The train step jitted with explicit shardings and the state donated, and the eval step beside it.
 
     Tracing happens under the mesh and the rules so the models' activation constraints resolve.
@@ -115,7 +125,8 @@ def compile_steps(model, tx, schedule, shardings, mesh: Mesh, rules=RULES, *, ta
     train_step = jax.jit(make_train_step(model, tx, schedule, task=task, **step_kwargs),
                          in_shardings=(shardings, data, replicated), out_shardings=(shardings, replicated),
                          donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, task), in_shardings=(shardings.params, data), out_shardings=replicated)
+    eval_step = jax.jit(make_eval_step(model, task, eval_outputs=eval_outputs), in_shardings=(shardings.params, data),
+                        out_shardings=(replicated, data))  # per-example outputs keep the batch's sharding
 
     def under_mesh(fn):
         def call(*args):

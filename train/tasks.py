@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional
 
+import jax.numpy as jnp
 import ml_collections
 
 from train import inputs, losses, showcase
@@ -36,6 +37,9 @@ class Task:
       masked_lm: the head scores masked positions, so `loss.mlm_max_predictions` may gather them (`mlm_positions`).
       sentence_pair: the data pairs sentences; `data.sentence_pair_objective` says which objective ("nsp", BERT's
         next sentence, or "sop", ALBERT's sentence order): the recipe's choice, not the family's.
+      predictions: model outputs -> {name: per-example array} (jit-traced in the eval step, batch axis first), which
+        a benchmark metric (`config.eval.metric`, train.benchmarks) scores on the host; None: the task has none.
+      eval_keys: batch keys the metric reads besides `labels`, brought to the host with them.
     """
 
     name: str
@@ -47,6 +51,18 @@ class Task:
     showcase: Optional[Callable] = None
     masked_lm: bool = False
     sentence_pair: bool = False
+    predictions: Optional[Callable] = None
+    eval_keys: tuple[str, ...] = ()  # batch keys beyond `labels` the benchmark metric reads (SQuAD's offsets)
+
+
+def argmax_predictions(outputs):
+    """The class of each row ([batch]) or token ([batch, length]): the argmax of the head's logits."""
+    return {"predictions": jnp.argmax(outputs.logits, axis=-1)}
+
+
+def span_logits(outputs):
+    """SQuAD's decoding needs every start and end score of a window, not their argmaxes ([batch, length] each)."""
+    return {"start_logits": outputs.start_logits, "end_logits": outputs.end_logits}
 
 
 TASKS = {t.name: t for t in (
@@ -61,7 +77,7 @@ TASKS = {t.name: t for t in (
     Task("seq2seq", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",), loss=losses.label_loss,
          data=inputs.seq2seq_data),
     Task("sequence_classification", head="sequence_classification", inputs=STACK_INPUTS, labels=("labels",),
-         loss=losses.label_loss, data=inputs.classification_data),
+         loss=losses.label_loss, data=inputs.classification_data, predictions=argmax_predictions),
     Task("span_corruption", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",),
          loss=losses.label_loss, data=inputs.span_corruption_data),  # T5's pre-training
     Task("text_infilling", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",), loss=losses.label_loss,
@@ -70,9 +86,10 @@ TASKS = {t.name: t for t in (
     Task("seq2seq_classification", head="sequence_classification", inputs=("input_ids", "attention_mask"),
          labels=("labels",), loss=losses.label_loss, data=inputs.classification_data),
     Task("token_classification", head="token_classification", inputs=STACK_INPUTS, labels=("labels",),
-         loss=losses.label_loss, data=inputs.classification_data),
+         loss=losses.label_loss, data=inputs.classification_data, predictions=argmax_predictions),
     Task("question_answering", head="question_answering", inputs=STACK_INPUTS,
-         labels=("start_positions", "end_positions"), loss=losses.span_loss, data=inputs.question_answering_data),
+         labels=("start_positions", "end_positions"), loss=losses.span_loss, data=inputs.question_answering_data,
+         predictions=span_logits, eval_keys=("example_index", "token_char_start", "token_char_end")),
 )}
 
 

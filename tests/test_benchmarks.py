@@ -1,0 +1,155 @@
+"""Benchmark metrics (train.benchmarks) against hand-computed values and sacrebleu, and one tiny run reporting one."""
+
+import json
+
+import numpy as np
+import pytest
+
+from train.benchmarks import (binary_f1, bleu_and_chrf, entity_scores, entity_spans, get_metric, glue_metric,
+                              matthews_correlation, tagging_metric)
+
+PREDICTED = np.array([1, 1, 0, 0, 1, 0, 1, 1])
+LABELS = np.array([1, 0, 0, 1, 1, 0, -100, 1])  # one ignored row: 7 scored, tp=3 fp=1 fn=1 tn=2
+
+
+def test_f1_and_matthews_correlation_by_hand():
+    assert binary_f1(PREDICTED, LABELS) == pytest.approx(2 * 3 / (4 + 4))
+    assert matthews_correlation(PREDICTED, LABELS) == pytest.approx((3 * 2 - 1 * 1) / np.sqrt(4 * 4 * 3 * 3))
+    assert matthews_correlation(np.ones(4, int), np.array([1, 0, 1, 0])) == 0.0  # constant predictions
+
+
+def test_glue_metrics_per_task():
+    outputs, batches = {"predictions": PREDICTED}, {"labels": LABELS}
+    assert set(glue_metric("sst2")(outputs, batches)) == {"accuracy"}
+    assert glue_metric("sst2")(outputs, batches)["accuracy"] == pytest.approx(5 / 7)
+    assert set(glue_metric("mrpc")(outputs, batches)) == {"accuracy", "f1"}
+    assert set(glue_metric("cola")(outputs, batches)) == {"accuracy", "matthews_correlation"}
+    with pytest.raises(ValueError, match="stsb needs a regression head"):
+        glue_metric("stsb")
+    with pytest.raises(ValueError, match="unknown eval metric 'glue/sst3'"):
+        get_metric("glue/sst3")
+
+
+def test_entity_spans_edge_cases():
+    assert entity_spans(["I-PER", "I-PER", "O"]) == {("PER", 0, 1)}  # I- without B- starts an entity
+    assert entity_spans(["B-PER", "B-PER", "I-PER"]) == {("PER", 0, 0), ("PER", 1, 2)}  # adjacent entities
+    assert entity_spans(["B-PER", "I-LOC"]) == {("PER", 0, 0), ("LOC", 1, 1)}  # a type change starts another
+    assert entity_spans(["O", "B-LOC"]) == {("LOC", 1, 1)}  # an entity at the end
+
+
+def test_entity_scores_by_hand():
+    true = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    predicted = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "B-ORG"]]  # 2 of 4 predicted match, 2 of 3 true
+    scores = entity_scores(predicted, true)
+    assert scores["entity_precision"] == pytest.approx(0.5)
+    assert scores["entity_recall"] == pytest.approx(2 / 3)
+    assert scores["entity_f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+
+
+def test_tagging_metric_skips_ignored_positions():
+    names = ["O", "B-PER", "I-PER"]
+    labels = np.array([[1, -100, 2, 0], [0, 1, -100, -100]])  # -100: a sub-word continuation and padding
+    predictions = np.array([[1, 0, 2, 0], [0, 2, 1, 1]])  # besides ignored positions only row 2's I-PER differs
+    scores = tagging_metric(names)({"predictions": predictions}, {"labels": labels})
+    assert scores["token_accuracy"] == pytest.approx(4 / 5)  # 5 scored positions
+    assert scores["entity_f1"] == pytest.approx(1.0)  # that I-PER alone is still the true PER span (1, 1)
+
+
+def test_bleu_and_chrf_equal_sacrebleu():
+    sacrebleu = pytest.importorskip("sacrebleu")
+    hypotheses = ["the cat sat on the mat", "2024-01-05", "a quick brown fox"]
+    references = ["the cat sat on a mat", "2024-01-05", "the quick brown fox jumps"]
+    scores = bleu_and_chrf(hypotheses, references)
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+    assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
+
+
+def test_tiny_run_reports_the_glue_metric_and_keeps_the_best(tmp_path):
+    from tests.train_helpers import SyntheticBatches, tiny_config
+    from train.loop import train_and_evaluate
+
+    c = tiny_config(task="sequence_classification", steps=4, every_steps=1)
+    c.model_overrides.update({"num_labels": 2})
+    c.train.eval_every = 1
+    c.eval.metric = "glue/cola"
+    # a checkpoint's metrics must hold best_metric (orbax reads it at every save)
+    c.checkpoint.update({"best_metric": "eval_matthews_correlation", "best_mode": "max", "keep": 1})
+    eval_batches = lambda: [next(SyntheticBatches(task="sequence_classification", seed=7))]
+    train_and_evaluate(c, str(tmp_path), SyntheticBatches(task="sequence_classification"), eval_batches,
+                       show_progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval_loss" in r]
+    assert len(evals) == 4 and all("eval_matthews_correlation" in r and "eval_accuracy" in r for r in evals)
+    best = max(evals, key=lambda r: r["eval_matthews_correlation"])  # the first of equals: orbax keeps the first too
+    kept = {int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()}
+    assert best["step"] in kept, (kept, [(r["step"], r["eval_matthews_correlation"]) for r in evals])
+
+
+TWO_HOSTS = r"""
+import sys
+sys.path.insert(0, {repo!r})
+import jax
+jax.distributed.initialize("127.0.0.1:{port}", num_processes=2, process_id={pid})
+from tests.train_helpers import SyntheticBatches, tiny_config
+from train.loop import train_and_evaluate
+config = tiny_config(task="sequence_classification", steps=3, every_steps=3)
+config.model_overrides.update(dict(num_labels=2))
+config.train.eval_every, config.eval.metric = 3, "glue/mrpc"
+eval_batches = lambda: [next(SyntheticBatches(task="sequence_classification", seed=7, process_index={pid},
+                                              process_count=2))]
+_, metrics = train_and_evaluate(config, {workdir!r}, SyntheticBatches(task="sequence_classification",
+                                process_index={pid}, process_count=2), eval_batches, show_progress=False)
+print("RESULT", repr(metrics["eval_f1"]), repr(metrics["eval_accuracy"]))
+"""
+
+
+@pytest.mark.slow
+def test_two_hosts_score_the_predictions_of_both(tmp_path):
+    """Each host feeds half of each eval batch; the metric sees all rows, so both hosts report the same F1."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.train_helpers import xla_flags
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": xla_flags(2), "PYTHONPATH": repo}
+    procs = [subprocess.Popen([sys.executable, "-c", TWO_HOSTS.format(repo=repo, port=port, pid=pid,
+                                                                       workdir=str(tmp_path / "run"))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=repo)
+             for pid in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    results = [line.split()[1:] for out, _ in outputs for line in out.splitlines() if line.startswith("RESULT")]
+    assert len(results) == 2 and results[0] == results[1]
+
+
+def test_squad_scores_the_windows_and_drops_the_rows_that_fill_a_batch(monkeypatch):
+    """Two real windows (one per example) answer right and wrong; a zero-filled row (no context token) would answer
+    for example 0 and must not count: EM 50, not a third example's worth."""
+    from train import benchmarks, squad
+
+    contexts, references = ["cat sat", "dog ran"], [["cat"], ["ran"]]
+    monkeypatch.setattr(squad, "squad_metric_from_config", lambda config: squad.squad_metric(contexts, references))
+    # tokens: [CLS] word word [PAD]; chars of "xxx yyy" are 0-3 and 4-7; -1 outside the context
+    char_start = np.array([[-1, 0, 4, -1], [-1, 0, 4, -1], [0, 0, 0, 0]])
+    char_end = np.array([[-1, 3, 7, -1], [-1, 3, 7, -1], [0, 0, 0, 0]])
+    pick_first, pick_second = np.array([0.0, 9.0, 1.0, 0.0]), np.array([0.0, 1.0, 9.0, 0.0])
+    outputs = {"start_logits": np.stack([pick_first, pick_first, pick_first]),
+               "end_logits": np.stack([pick_first, pick_first, pick_first])}
+    batches = {"example_index": np.array([0, 1, 0]), "token_char_start": char_start, "token_char_end": char_end}
+    assert benchmarks.real_window_rows(batches).tolist() == [True, True, False]
+    scores = get_metric("squad", config=object())(outputs, batches)
+    assert scores["exact_match"] == pytest.approx(50.0) and scores["f1"] == pytest.approx(50.0)
+    outputs["start_logits"][1] = outputs["end_logits"][1] = pick_second
+    assert get_metric("squad", config=object())(outputs, batches)["exact_match"] == pytest.approx(100.0)
+
+
+def test_squad_needs_the_recipes_config():
+    with pytest.raises(ValueError, match="needs the recipe's config"):
+        get_metric("squad")

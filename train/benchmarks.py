@@ -1,0 +1,157 @@
+"""Benchmark metrics: what the papers report, computed on the host from the eval outputs.
+
+Interface (what a metric is, so other modules such as `train.squad` can add theirs): a metric is a function
+
+    metric(outputs: dict[str, np.ndarray], batches: dict[str, np.ndarray]) -> dict[str, float]
+
+`outputs` holds the eval step's per-example outputs concatenated over the eval batches on the host (e.g.
+`predictions` [examples] for classification, [examples, length] for tagging) and `batches` the eval batches' keys
+concatenated the same way (`labels` [examples] or [examples, length], with -100 at ignored positions). The returned
+names are written `eval_`-prefixed to metrics.jsonl, so `checkpoint.best_metric` can name them. `METRICS` maps a
+name (`config.eval.metric`, e.g. "glue/cola") to its function.
+
+GLUE's metrics are those its paper and leaderboard report: accuracy everywhere, F1 of the positive class beside it
+for MRPC and QQP, Matthews correlation for CoLA. STS-B (Pearson/Spearman) needs a regression head (num_labels=1),
+which zoo's classification head does not train: it is left out. Entity F1 follows seqeval's default (CoNLL) mode on
+BIO/IOB2 tags; BLEU and chrF are sacrebleu's corpus scores, the numbers translation papers compare.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+IGNORED = -100  # label of positions the loss skips (padding, sub-word continuations)
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of non-ignored positions where predictions equal labels (any shape)."""
+    kept = labels != IGNORED
+    return float((predictions[kept] == labels[kept]).mean())
+
+
+def binary_f1(predictions: np.ndarray, labels: np.ndarray, positive: int = 1) -> float:
+    """F1 of the positive class (GLUE's MRPC and QQP); 0 when there are no positives predicted or true."""
+    kept = labels != IGNORED
+    p, y = predictions[kept] == positive, labels[kept] == positive
+    true_positives = np.sum(p & y)
+    denominator = np.sum(p) + np.sum(y)
+    return float(2 * true_positives / denominator) if denominator else 0.0
+
+
+def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Matthews correlation of binary predictions (GLUE's CoLA); 0 when a margin is constant, as scikit-learn."""
+    kept = labels != IGNORED
+    p, y = predictions[kept].astype(bool), labels[kept].astype(bool)
+    tp, tn = float(np.sum(p & y)), float(np.sum(~p & ~y))
+    fp, fn = float(np.sum(p & ~y)), float(np.sum(~p & y))
+    denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return float((tp * tn - fp * fn) / denominator) if denominator else 0.0
+
+
+def glue_metric(task: str) -> Callable[[dict, dict], dict]:
+    """The metric function of GLUE task `task` (cola, sst2, mrpc, qqp, mnli, qnli, rte, wnli)."""
+    if task not in GLUE_TASKS:
+        raise ValueError(f"unknown GLUE task {task!r}; the GLUE tasks with metrics are: {', '.join(GLUE_TASKS)} "
+                         f"(stsb needs a regression head, which zoo does not train)")
+
+    def metric(outputs: dict, batches: dict) -> dict:
+        predictions, labels = outputs["predictions"], batches["labels"]
+        scores = {"accuracy": accuracy(predictions, labels)}
+        if task in ("mrpc", "qqp"):
+            scores["f1"] = binary_f1(predictions, labels)
+        if task == "cola":
+            scores["matthews_correlation"] = matthews_correlation(predictions, labels)
+        return scores
+
+    return metric
+
+
+GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")
+
+
+def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """(type, first, last) spans of BIO/IOB2 `tags`, as seqeval's default mode reads them: an I- that does not
+    continue an entity of its type starts one (so "I-PER" alone is a PER entity), B- always starts one."""
+    spans, start, kind = set(), None, None
+    for i, tag in enumerate((*tags, "O")):  # the trailing O closes the last entity
+        prefix, _, tag_kind = tag.partition("-")
+        continues = prefix == "I" and kind == tag_kind and start is not None
+        if start is not None and not continues:
+            spans.add((kind, start, i - 1))
+            start, kind = None, None
+        if prefix in ("B", "I") and not continues:
+            start, kind = i, tag_kind
+    return spans
+
+
+def entity_scores(predicted: Sequence[Sequence[str]], true: Sequence[Sequence[str]]) -> dict:
+    """seqeval-style micro precision, recall and F1 over exact (type, start, end) span matches, per sentence."""
+    matched = n_predicted = n_true = 0
+    for p, t in zip(predicted, true, strict=True):
+        p_spans, t_spans = entity_spans(p), entity_spans(t)
+        matched += len(p_spans & t_spans)
+        n_predicted += len(p_spans)
+        n_true += len(t_spans)
+    precision = matched / n_predicted if n_predicted else 0.0
+    recall = matched / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"entity_precision": precision, "entity_recall": recall, "entity_f1": f1}
+
+
+def tagging_metric(label_names: Sequence[str]) -> Callable[[dict, dict], dict]:
+    """Token accuracy and entity P/R/F1 for a tagger whose label ids index `label_names` (e.g. "O", "B-PER")."""
+
+    def metric(outputs: dict, batches: dict) -> dict:
+        predictions, labels = outputs["predictions"], batches["labels"]  # [examples, length] each
+        predicted, true = [], []
+        for p_row, y_row in zip(predictions, labels):
+            kept = y_row != IGNORED  # sub-word continuations and padding are not words
+            predicted.append([label_names[i] for i in p_row[kept]])
+            true.append([label_names[i] for i in y_row[kept]])
+        return {"token_accuracy": accuracy(predictions, labels), **entity_scores(predicted, true)}
+
+    return metric
+
+
+def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
+    """sacrebleu's corpus BLEU and chrF (one reference per hypothesis), the scores translation papers report."""
+    import sacrebleu  # only the generation eval needs it
+
+    return {"bleu": sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score,
+            "chrf": sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score}
+
+
+METRICS = {f"glue/{t}": glue_metric(t) for t in GLUE_TASKS}
+
+
+def real_window_rows(batches: dict) -> np.ndarray:
+    """[rows] bool: the rows holding a context window. A row an eval adds to fill a batch has no context token
+    (every token_char_end <= token_char_start), and train.squad would score it as an answer to example 0."""
+    return np.any(np.asarray(batches["token_char_end"]) > np.asarray(batches["token_char_start"]), axis=-1)
+
+
+def squad_metric(config) -> Callable[[dict, dict], dict]:
+    """SQuAD v1.1 exact_match and f1 (train.squad) against the recipe's data.eval_split, padding rows dropped."""
+    from train import squad  # reads the tfds eval split: only a SQuAD recipe pays for it
+
+    score = squad.squad_metric_from_config(config)
+
+    def metric(outputs: dict, batches: dict) -> dict:
+        kept = real_window_rows(batches)
+        return score({k: v[kept] for k, v in outputs.items()}, {k: v[kept] for k, v in batches.items()})
+
+    return metric
+
+
+def get_metric(name: str, config=None) -> Callable[[dict, dict], dict]:
+    """The metric named `name` (`config.eval.metric`); a ValueError lists the known names. "squad" needs the
+    recipe's `config` (its eval split is what it scores against)."""
+    if name == "squad":
+        if config is None:
+            raise ValueError("eval metric 'squad' needs the recipe's config (the eval split it scores against)")
+        return squad_metric(config)
+    if name not in METRICS:
+        raise ValueError(f"unknown eval metric {name!r}; the metrics are: {', '.join((*METRICS, 'squad'))}")
+    return METRICS[name]
