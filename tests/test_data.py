@@ -540,3 +540,29 @@ def test_shipped_vocabulary_with_t5_sentinels_appended_feeds_the_span_corruption
     config.data.tokenizer = str(tmp_path / "tokenizer")
     with pytest.raises(ValueError, match="data.extra_ids=100 appends sentinels to the shipped vocabulary"):
         make_datasets(config, model)
+
+
+def test_shuffle_window_mixes_documents_in_a_batch_and_resumes_exactly_mid_window(tokenizer, documents):
+    pairs = [(f"item {i}", str(i)) for i in range(64)]  # one example per document: a row names its document
+    make = lambda window: seq2seq_batches(pairs, tokenizer, batch_size=8, max_source_length=8,  # noqa: E731
+                                          shuffle=False, num_epochs=1, shuffle_window=window)
+    document_of = {tuple(row): i for i, row in enumerate(np.concatenate(
+        [b["input_ids"] for b in make(1)]).tolist())}
+    first_batch = next(make(64))["input_ids"].tolist()
+    assert sorted(document_of[tuple(row)] for row in first_batch) != list(range(8))  # not 8 consecutive documents
+
+    small = [d[:6] for d in documents[:12]]
+    bert = lambda: bert_pretraining_batches(small, tokenizer, batch_size=4, max_length=48, seed=3,  # noqa: E731
+                                            shuffle_window=5)
+    expected = take(bert(), 20)
+    for stop in (1, 3, 11):  # mid-window, and across windows and epochs
+        first = bert()
+        take(first, stop)
+        resumed = bert()
+        resumed.set_state(json.loads(json.dumps(first.get_state())))
+        assert_same_batches(take(resumed, 20 - stop), expected[stop:])
+
+
+def test_shuffle_window_below_one_is_refused(tokenizer, documents):
+    with pytest.raises(ValueError, match="shuffle_window"):
+        bert_pretraining_batches(documents, tokenizer, batch_size=4, max_length=32, shuffle_window=0)

@@ -83,7 +83,9 @@ def sentence_pair_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets
             objective=cfg.sentence_pair_objective, whole_word_masking=cfg.whole_word_masking,
             mask_rate=cfg.mask_rate, max_predictions=cfg.max_predictions or None, **options)
 
-    return Datasets(batches(train_docs), _eval(config, batches, eval_docs), tokenizer)
+    # only the training rows are shuffled across documents: the held-out batches stay the same in every arm
+    return Datasets(batches(train_docs, shuffle_window=cfg.shuffle_window), _eval(config, batches, eval_docs),
+                    tokenizer)
 
 
 def causal_lm_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:

@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
         fields=(),  # tfds classification records: e.g. ("sentence", "label")
         num_examples=20000, num_eval_examples=512,  # the generated date-translation task
         sentence_pair_objective="nsp",  # sentence-pair pre-training: nsp (BERT) | sop (ALBERT)
+        shuffle_window=1,  # sentence-pair training rows: documents whose examples are pooled and permuted; 1 = none
         whole_word_masking=False, mask_rate=0.15,
         max_predictions=0,  # masked tokens per row at most (0 = no cap)
         doc_stride=128,  # question answering: tokens consecutive windows of a long context share

@@ -418,13 +418,21 @@ class Batches:
       process_index, process_count: this host and how many there are (default: `jax.process_index()` and
         `jax.process_count()`).
       shard: "documents" or "rows", see the module docstring.
+      shuffle_window: pools the examples of each `shuffle_window` consecutive documents of the epoch's order and
+        permutes them (seeded by (seed, epoch, window)), so a batch mixes many documents, as BERT's shuffled
+        instances do; 1 keeps each document's examples together. The cursor is then (first document position of
+        the window, index in the permuted window), so resume stays exact. Not used by packing recipes.
     Raises:
       ValueError: an empty corpus, a batch size that does not divide among hosts, or a corpus too small for one batch.
     """
 
     def __init__(self, documents: Sequence, recipe, *, batch_size: int, seed: int = 0, shuffle: bool = True,
                  num_epochs: Optional[int] = None, process_index: Optional[int] = None,
-                 process_count: Optional[int] = None, shard: str = "documents"):
+                 process_count: Optional[int] = None, shard: str = "documents",
+                 shuffle_window: int = 1):
+        if shuffle_window < 1:
+            raise ValueError(f"shuffle_window={shuffle_window} must be at least 1 (1: no cross-document shuffle)")
+        self.shuffle_window = int(shuffle_window)
         if process_index is None or process_count is None:
             import jax
 
@@ -483,12 +491,28 @@ class Batches:
             yield from self.recipe.rows(self.documents, order, self._cursor)
             return
         start, skip = self._cursor
+        if self.shuffle_window > 1:
+            yield from self._window_examples(order, start, skip)
+            return
         for position in range(start, len(order)):
             index = int(order[position])
             rng = np.random.default_rng([self.seed, 0, self._epoch, index])
             examples = self.recipe.examples(self.documents, index, rng)
             for k in range(skip if position == start else 0, len(examples)):
                 yield examples[k], (position, k + 1)
+
+    def _window_examples(self, order: np.ndarray, start: int, skip: int):
+        """The examples of each window of documents, permuted; `start` is always a window's first position."""
+        for window_start in range(start, len(order), self.shuffle_window):
+            pooled = []
+            for position in range(window_start, min(window_start + self.shuffle_window, len(order))):
+                index = int(order[position])
+                pooled.extend(self.recipe.examples(self.documents, index,
+                                                   np.random.default_rng([self.seed, 0, self._epoch, index])))
+            window_index = window_start // self.shuffle_window
+            permutation = np.random.default_rng([self.seed, 3, self._epoch, window_index]).permutation(len(pooled))
+            for k in range(skip if window_start == start else 0, len(pooled)):
+                yield pooled[permutation[k]], (window_start, k + 1)
 
     def __iter__(self) -> "Batches":
         return self
@@ -524,7 +548,7 @@ class Batches:
 def bert_pretraining_batches(documents: Sequence, tokenizer, *, batch_size: int, max_length: int = 128,
                              objective: str = "nsp", seed: int = 0, **options) -> Batches:
     """BERT (MLM + NSP) batches; `objective="sop"` gives ALBERT's (MLM + SOP). `options`: masking and `Batches`."""
-    loader_keys = ("shuffle", "num_epochs", "process_index", "process_count", "shard")
+    loader_keys = ("shuffle", "num_epochs", "process_index", "process_count", "shard", "shuffle_window")
     loader_options = {k: options.pop(k) for k in loader_keys if k in options}
     recipe = SentencePairRecipe(tokenizer, max_length, objective=objective, **options)
     return Batches(documents, recipe, batch_size=batch_size, seed=seed, **loader_options)
