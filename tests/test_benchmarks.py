@@ -106,26 +106,9 @@ print("RESULT", repr(metrics["eval_f1"]), repr(metrics["eval_accuracy"]))
 @pytest.mark.slow
 def test_two_hosts_score_the_predictions_of_both(tmp_path):
     """Each host feeds half of each eval batch; the metric sees all rows, so both hosts report the same F1."""
-    import os
-    import socket
-    import subprocess
-    import sys
+    from tests.train_helpers import run_two_hosts
 
-    from tests.train_helpers import xla_flags
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "XLA_FLAGS": xla_flags(2), "PYTHONPATH": repo}
-    procs = [subprocess.Popen([sys.executable, "-c", TWO_HOSTS.format(repo=repo, port=port, pid=pid,
-                                                                       workdir=str(tmp_path / "run"))],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=repo)
-             for pid in range(2)]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-    results = [line.split()[1:] for out, _ in outputs for line in out.splitlines() if line.startswith("RESULT")]
+    results = run_two_hosts(TWO_HOSTS, tmp_path / "run", timeout=600)
     assert len(results) == 2 and results[0] == results[1]
 
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -10,10 +9,9 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from tests.train_helpers import xla_flags
+from tests.train_helpers import REPO, run_two_hosts, xla_flags
 from train.recipes import RECIPES_DIR, base_config, load_recipe
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": xla_flags(1)}
 
 
@@ -118,18 +116,7 @@ print("RESULT", jax.process_index(), jax.device_count(), repr(metrics["loss"]),
 
 @pytest.mark.slow
 def test_two_processes_with_jax_distributed_train_as_one(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**ENV, "XLA_FLAGS": xla_flags(2)}
-    procs = [subprocess.Popen([sys.executable, "-c", TWO_HOSTS.format(repo=REPO, port=port, pid=pid,
-                                                                       workdir=str(tmp_path / "run"))],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-             for pid in range(2)]
-    outputs = [p.communicate(timeout=900) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-    results = [line.split()[1:] for out, _ in outputs for line in out.splitlines() if line.startswith("RESULT")]
+    results = run_two_hosts(TWO_HOSTS, tmp_path / "run", timeout=900)
     assert sorted(r[0] for r in results) == ["0", "1"] and all(r[1] == "4" for r in results)
     assert results[0][2:] == results[1][2:]  # same loss and same parameters on both hosts
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["3"]

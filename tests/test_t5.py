@@ -66,12 +66,14 @@ def t5_public_config(version):
 
 
 def t5_public_model(architecture, version):
-    model = getattr(transformers, architecture)(t5_public_config(version)).eval()
+    config = t5_public_config(version)
+    model = getattr(transformers, architecture)(config).eval()
     with torch.no_grad():
-        for module in model.modules():
-            for name, p in module.named_parameters(recurse=False):
-                base = 1.0 if "layer_norm" in name or type(module).__name__ == "T5LayerNorm" else 0.0
-                p.copy_(base + 0.2 * torch.randn_like(p))
+        for name, p in model.named_parameters():
+            base = 1.0 if "layer_norm" in name else 0.0
+            # T5 has no 1/sqrt(d_kv) in attention: its init folds it into the query weights, and so does this sample
+            # (unscaled, float32 itself strays 2e-5 from float64 on some draws)
+            p.copy_(base + 0.2 * (config.d_kv ** -0.5 if name.endswith(".q.weight") else 1.0) * torch.randn_like(p))
         if version == "v1.1" and hasattr(model, "lm_head"):  # transformers 5 ties T5's lm_head always: untie it
             model.lm_head.weight = torch.nn.Parameter(0.2 * torch.randn_like(model.lm_head.weight))
     return model

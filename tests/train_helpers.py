@@ -1,8 +1,15 @@
 """Small, deterministic stand-ins for the data pipeline and recipes, shared by the training tests."""
 
+import os
+import socket
+import subprocess
+import sys
+
 import numpy as np
 
 from train.recipes import base_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The suite compiles hundreds of small programs that each run for milliseconds: LLVM's expensive optimisations cost
 # more compile time than they save (measured on a tiny BERT: init and first step compile 45% faster, steps as fast,
@@ -13,6 +20,23 @@ FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=1 --xla_llvm_disable_expe
 def xla_flags(devices: int) -> str:
     """XLA_FLAGS for a test process: `devices` simulated CPU devices, compiled quickly."""
     return f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE_FLAGS}"
+
+
+def run_two_hosts(script: str, workdir, timeout: float) -> list[list[str]]:
+    """Runs `script` as processes 0 and 1 of a two-host job on 127.0.0.1, each with 2 CPU devices; the script is
+    formatted with {repo}, {port}, {pid} and {workdir} and prints its results on lines that start with RESULT.
+    Returns each RESULT line's fields after the word, host 0's lines first."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": xla_flags(2), "PYTHONPATH": REPO}
+    procs = [subprocess.Popen([sys.executable, "-c", script.format(repo=REPO, port=port, pid=pid, workdir=str(workdir))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+             for pid in range(2)]
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+    for pid, (p, (_, err)) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"host {pid}: {err[-3000:]}"
+    return [line.split()[1:] for out, _ in outputs for line in out.splitlines() if line.startswith("RESULT")]
 
 
 class SyntheticBatches:
