@@ -223,3 +223,53 @@ def test_export_names_why_a_model_has_no_public_format(tmp_path):
     problem = export_model(model, {}, None, str(tmp_path / "model"))
     assert "config fields a bert config.json cannot express: position_embedding='relative_bias'" in problem
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_llama_lora_recipe_trains_the_adapters_of_its_checkpoint_and_exports_them_merged_and_for_peft(tmp_path):
+    import flax.linen as nn
+    import jax
+    import torch
+    import transformers
+
+    import zoo
+    from train.loop import create_model, export_adapter, export_model, train_and_evaluate
+    from zoo.lora import is_adapter
+    from train.metrics import read_metrics
+    from train.tasks import make_datasets
+
+    base = load_recipe("llama_tiny")
+    base_model, _ = create_model(base)
+    base_params = nn.unbox(base_model.init(jax.random.key(0), *zoo.registry.example_inputs(base_model)))["params"]
+    assert export_model(base_model, base_params, make_datasets(base, base_model).tokenizer,
+                        str(tmp_path / "base")) is None
+
+    config = load_recipe("llama_lora")
+    config.init_from = str(tmp_path / "base")
+    config.train.update(dict(steps=40, batch_size=8, log_every=10, eval_every=0))
+    config.schedule.warmup_steps = 4
+    config.checkpoint.every_steps = 40
+    model, start = create_model(config)
+    datasets = make_datasets(config, model)
+    initial = jax.device_get(start)  # the step donates its input buffers
+    state, _ = train_and_evaluate(config, str(tmp_path / "run"), datasets.train, model=model, initial_params=start,
+                                  show_progress=False)
+    losses = [row["loss"] for row in read_metrics(str(tmp_path / "run")) if "loss" in row]
+    assert losses[-1] < losses[0] - 0.1, losses  # from a random base: the adapters alone move it
+    trained = jax.device_get(state.params)
+    flat_start, flat_trained = (dict(jax.tree_util.tree_flatten_with_path(p)[0]) for p in (initial, trained))
+    for path, value in flat_trained.items():
+        if is_adapter(path):
+            continue
+        np.testing.assert_array_equal(value, flat_start[path], err_msg=jax.tree_util.keystr(path))  # frozen
+    assert any(np.abs(v).max() > 0 for p, v in flat_trained.items() if "lora_b_" in jax.tree_util.keystr(p))
+
+    assert export_model(model, trained, datasets.tokenizer, str(tmp_path / "model")) is None
+    assert export_adapter(model, trained, str(tmp_path / "adapter")) is None
+    ids = np.array([[5, 6, 7, 8, 9]])
+    ours = np.asarray(model.apply({"params": trained}, ids).logits)
+    merged = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "model").eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(merged(torch.tensor(ids)).logits.numpy(), ours, atol=1e-4)
+    reloaded = zoo.load_adapter(model, initial, tmp_path / "adapter")  # the checkpoint's weights + the saved adapters
+    np.testing.assert_allclose(model.apply({"params": reloaded}, ids).logits, ours, atol=1e-6)

@@ -26,7 +26,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     if _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from train.loop import create_model, export_model, train_and_evaluate
+    from train.loop import create_model, export_adapter, export_model, train_and_evaluate
     from train.tasks import get_task, make_datasets
 
     config = _CONFIG.value
@@ -53,8 +53,13 @@ def main(argv):
             return
         problem = export_model(model, state.params, datasets.tokenizer, os.path.join(workdir, "model"))
         print(f"model:       {workdir}/model (config.json, model.safetensors and the tokenizer, for "
-              f"zoo.from_pretrained, transformers or --config.init_from)" if problem is None
+              f"zoo.from_pretrained, transformers or --config.init_from{'; LoRA merged' if model.config.lora_rank else ''})" if problem is None
               else f"model:       not exported in a public format: {problem}")
+        if model.config.lora_rank:
+            problem = export_adapter(model, state.params, os.path.join(workdir, "adapter"))
+            print(f"adapter:     {workdir}/adapter (adapter_config.json + adapter_model.safetensors, for peft's "
+                  f"PeftModel.from_pretrained or zoo.load_adapter)" if problem is None
+                  else f"adapter:     not exported: {problem}")
 
 
 if __name__ == "__main__":

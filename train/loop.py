@@ -184,14 +184,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
 
 def export_model(model, params, tokenizer, folder: str) -> str | None:
     """Writes the trained model in its family's public format (config.json + safetensors, as `transformers` and
-    `zoo.from_pretrained` read them, so a recipe's `init_from` can start from it) with its tokenizer's files.
-    Returns None, or why the model has no public format (then nothing is written). One process only: the params must
-    be addressable here."""
+    `zoo.from_pretrained` read them, so a recipe's `init_from` can start from it) with its tokenizer's files; a model
+    with LoRA adapters is written with them merged into its base weights (`zoo.merge_lora`). Returns None, or why the
+    model has no public format (then nothing is written). One process only: the params must be addressable here."""
+    model, params = zoo.merge_lora(model, jax.device_get(params))
     problem = public_format_problem(model)
     if problem is None:
-        zoo.save_pretrained(model, jax.device_get(params), folder)
+        zoo.save_pretrained(model, params, folder)
         tokenizer.save(folder)
     return problem
+
+
+def export_adapter(model, params, folder: str) -> str | None:
+    """Writes the LoRA adapters of a model that has them in peft's layout (`zoo.save_adapter`: adapter_config.json +
+    adapter_model.safetensors). Returns None, or why not (no adapters, or ones peft cannot express)."""
+    if not model.config.lora_rank:
+        return "the model has no LoRA adapters"
+    try:
+        zoo.save_adapter(model, jax.device_get(params), folder)
+    except ValueError as error:  # checked before anything is written: names what peft's layout lacks
+        return str(error)
+    return None
 
 
 def final_metrics(workdir: str, step: int) -> dict:
