@@ -36,15 +36,18 @@ def abstract_batch(task: str, batch: int, length: int) -> dict:
     return {"input_ids": shape, "attention_mask": shape, labels: shape}
 
 
-def planned_step(name: str, task: str, batch: int, length: int, remat: str, dtype: str) -> tuple[int, float]:
-    """(temporary bytes, FLOPs) that XLA plans for one train step of `name` under `remat`."""
+def planned_step(name: str, task: str, batch: int, length: int, remat: str, dtype: str,
+                 logits_chunk: int = 0) -> tuple[int, float]:
+    """(temporary bytes, FLOPs) that XLA plans for one train step of `name` under `remat` (with the loss's logits
+    made `logits_chunk` positions at a time when > 0)."""
     model = zoo.create(name, task=task, remat=remat, dtype=dtype)  # unrolled: XLA counts a loop body once
     schedule = make_schedule("constant", peak_value=1e-4, warmup_steps=0, total_steps=10)
     tx = make_optimizer(schedule)
     mesh = make_mesh(1, 1, 1, devices=jax.devices()[:1])
     state, shardings = abstract_train_state(model, tx, mesh)
     train_step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=TASKS[task],
-                                  mlm_max_predictions=MLM_PREDICTIONS if task == "mlm" else 0)
+                                  mlm_max_predictions=MLM_PREDICTIONS if task == "mlm" else 0,
+                                  logits_chunk=logits_chunk)
     with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
         compiled = train_step.jitted.lower(state, abstract_batch(task, batch, length),
                                            jax.eval_shape(lambda: jax.random.key(0))).compile()

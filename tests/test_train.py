@@ -157,12 +157,12 @@ def make_batch(task, rows=8, length=16, seed=0):
     return next(SyntheticBatches(batch_size=rows, length=length, seed=seed, task=task))
 
 
-def run_steps(model, mesh, batch, steps=3, grad_accum_steps=1, batches=None):
+def run_steps(model, mesh, batch, steps=3, grad_accum_steps=1, batches=None, **step_kwargs):
     schedule = make_schedule("linear", peak_value=1e-3, warmup_steps=1, total_steps=10)
     tx = make_optimizer(schedule, grad_accum_steps=grad_accum_steps)
     state, shardings = init_train_state(model, tx, jax.random.key(0), mesh)
     train_step, _ = compile_steps(model, tx, schedule, shardings, mesh, task=TASKS[model.task],
-                                  grad_accum_steps=grad_accum_steps)
+                                  grad_accum_steps=grad_accum_steps, **step_kwargs)
     losses = []
     for i in range(steps):
         state, metrics = train_step(state, batches[i] if batches else batch, jax.random.PRNGKey(1))

@@ -131,6 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
                                           eval_outputs=metric is not None,
                                           label_smoothing=config.loss.label_smoothing,
                                           mlm_max_predictions=config.loss.mlm_max_predictions,
+                                          logits_chunk=config.loss.logits_chunk,
                                           grad_accum_steps=config.optimizer.grad_accum_steps, trainable=trainable)
     writer = MetricWriter(workdir, on_write=on_metrics)
     eval_every = config.train.eval_every

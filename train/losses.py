@@ -32,6 +32,39 @@ def cross_entropy(logits, labels, weights=None, label_smoothing: float = 0.0):
     return jnp.sum(nll * valid), jnp.sum(correct * valid), jnp.sum(valid)
 
 
+def chunked_cross_entropy(projection, hidden, labels, label_smoothing: float = 0.0):
+    """`cross_entropy` of the logits `projection(hidden)` (a zoo.heads.VocabProjection), made `projection.chunk`
+    positions of every row at a time and remade in the backward pass: at no point are the [batch, length, vocab]
+    logits, or their gradient, held in memory, only one chunk's [batch, chunk, vocab]. Equal to the unchunked loss
+    to float32 rounding (the sums add chunk by chunk). hidden [batch, length, embed], labels [batch, length]."""
+    batch, length, embed = hidden.shape
+    chunk = projection.chunk
+    padding = -length % chunk  # ignored positions to fill the last chunk
+    hidden = jnp.pad(hidden, ((0, 0), (0, padding), (0, 0)))
+    labels = jnp.pad(labels, ((0, 0), (0, padding)), constant_values=IGNORE)
+    chunks = (length + padding) // chunk
+    # chunks first, batch kept whole in each: a data-sharded batch stays sharded chunk by chunk
+    hidden = jnp.moveaxis(hidden.reshape(batch, chunks, chunk, embed), 1, 0)
+    labels = jnp.moveaxis(labels.reshape(batch, chunks, chunk), 1, 0)
+
+    @jax.checkpoint  # the backward pass remakes each chunk's logits instead of keeping them from the forward
+    def add_chunk(sums, chunk_inputs):
+        h, y = chunk_inputs
+        return jax.tree.map(jnp.add, sums, cross_entropy(projection(h), y, label_smoothing=label_smoothing)), None
+
+    zero = jnp.zeros((), jnp.float32)
+    sums, _ = jax.lax.scan(add_chunk, (zero, zero, zero), (hidden, labels))
+    return sums
+
+
+def vocab_cross_entropy(outputs, labels, label_smoothing: float = 0.0):
+    """`cross_entropy` of an LM head's output: its logits, or, from a model called with `logits_chunk`, its
+    `vocab_projection` of the last hidden states chunk by chunk (`chunked_cross_entropy`)."""
+    if outputs.vocab_projection is not None:
+        return chunked_cross_entropy(outputs.vocab_projection, outputs.last_hidden_state, labels, label_smoothing)
+    return cross_entropy(outputs.logits, labels, label_smoothing=label_smoothing)
+
+
 def _metrics(prefix: str, loss_sum, correct, weight) -> dict:
     return {f"{prefix}loss_sum": loss_sum, f"{prefix}correct": correct, f"{prefix}weight": weight}
 
@@ -83,13 +116,13 @@ def causal_lm_loss(outputs, batch, label_smoothing: float = 0.0):
     """Next-token prediction: `labels` already shifted (-100 where there is no next token), or, without them, the
     targets derived from the inputs (`next_token_targets`)."""
     labels = batch["labels"] if "labels" in batch else next_token_targets(batch)
-    lm = cross_entropy(outputs.logits, labels, label_smoothing=label_smoothing)
+    lm = vocab_cross_entropy(outputs, labels, label_smoothing)
     return _mean(lm[0], lm[2]), _metrics("", *lm)
 
 
 def label_loss(outputs, batch, label_smoothing: float = 0.0):
     """Cross-entropy of `logits` against `labels`: seq2seq targets, sequence or token classes."""
-    ce = cross_entropy(outputs.logits, batch["labels"], label_smoothing=label_smoothing)
+    ce = vocab_cross_entropy(outputs, batch["labels"], label_smoothing)
     return _mean(ce[0], ce[2]), _metrics("", *ce)
 
 

@@ -34,7 +34,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.schedule = ml_collections.ConfigDict(dict(name="linear", warmup_steps=100, end_value=0.0))
     # mlm_max_predictions > 0: the MLM head runs at that many masked positions per row, not all (BERT's recipe);
     # set data.max_predictions to the same number so no masked token is dropped.
-    c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, mlm_max_predictions=0))
+    # logits_chunk > 0: a causal LM / seq2seq loss makes the logits (and their gradient) that many positions of every
+    # row at a time, so [tokens, vocab] float32 logits are never held at once (a large vocabulary's memory)
+    c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, mlm_max_predictions=0, logits_chunk=0))
     # a benchmark metric of train.benchmarks.METRICS (e.g. "glue/cola"), reported beside eval_loss as eval_<name>s
     c.eval = ml_collections.ConfigDict(dict(metric=""))
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3,

@@ -63,11 +63,13 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: ja
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: Callable, *, task: Task,
                     label_smoothing: float = 0.0, grad_accum_steps: int = 1, mlm_max_predictions: int = 0,
-                    trainable: Callable | None = None):
+                    logits_chunk: int = 0, trainable: Callable | None = None):
     """train_step(state, batch, rng) -> (state, metrics): pure, no host syncs; dropout keyed by fold_in(rng, step).
 
     The model gets the batch keys `task.inputs` names, the loss those and `task.labels`. `mlm_max_predictions` > 0
-    runs a masked-LM head at that many masked positions per row instead of every position. `trainable` (params -> a
+    runs a masked-LM head at that many masked positions per row instead of every position; `logits_chunk` > 0 makes
+    an LM head's logits and their gradient that many positions of every row at a time (train.losses.
+    chunked_cross_entropy), for a vocabulary whose [tokens, vocab] logits would not fit. `trainable` (params -> a
     tree of bools, as the optimizer got it) stops the gradient at the frozen parameters, so none is computed for them.
     """
 
@@ -80,8 +82,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
             if trainable is not None:
                 params = jax.tree.map(lambda p, train: p if train else jax.lax.stop_gradient(p), params,
                                       trainable(params))
+            chunked = {"logits_chunk": logits_chunk} if logits_chunk else {}  # heads without one refuse the flag
             outputs = model.apply({"params": params}, **model_inputs(task, batch), deterministic=False,
-                                  rngs={"dropout": dropout_rng})
+                                  rngs={"dropout": dropout_rng}, **chunked)
             return task.loss(outputs, loss_inputs(task, batch), label_smoothing)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

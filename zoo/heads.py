@@ -8,6 +8,7 @@ import dataclasses
 from typing import Callable, Optional
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -53,29 +54,69 @@ def mean_pool(hidden, attention_mask):
     return jnp.sum(jnp.where(real, hidden, 0), axis=1) / jnp.maximum(jnp.sum(real, axis=1), 1).astype(hidden.dtype)
 
 
+@flax.struct.dataclass
+class VocabProjection:
+    """What an LM head's logits are made of: logits = (hidden * scale) @ kernel + bias, computed in `dtype`.
+
+    A model called with `logits_chunk=n > 0` returns this (ModelOutput.vocab_projection) in place of the logits, so a
+    loss can make them n positions of every row at a time (train.losses.chunked_cross_entropy) and never hold
+    [tokens, vocab] logits and their gradient at once.
+    """
+
+    kernel: jax.Array  # [embed, vocab]: the output projection, or the transposed token embedding when tied
+    bias: Optional[jax.Array]  # [vocab], or None
+    scale: float = flax.struct.field(pytree_node=False, default=1.0)  # T5's tied 1/sqrt(d_model)
+    dtype: Optional[jnp.dtype] = flax.struct.field(pytree_node=False, default=None)  # None: the inputs' type
+    chunk: int = flax.struct.field(pytree_node=False, default=0)  # positions of every row per chunk of the loss
+
+    def __call__(self, hidden):  # hidden [..., embed] -> logits [..., vocab]
+        if self.scale != 1.0:
+            hidden = hidden * self.scale
+        hidden, kernel = nn.dtypes.promote_dtype(hidden, self.kernel, dtype=self.dtype)
+        logits = jnp.dot(hidden, kernel)
+        if self.bias is not None:
+            logits = logits + self.bias.astype(logits.dtype)
+        return logits
+
+
+class Kernel(nn.Module):
+    """A Dense layer's kernel alone (named "kernel", as nn.Dense names it), for a head that applies it itself."""
+
+    shape: tuple[int, ...]
+    initializer: Callable
+    param_dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self):
+        return self.param("kernel", self.initializer, self.shape, self.param_dtype)
+
+
 class LMHead(nn.Module):
-    """Projects onto the vocabulary: with the input embedding matrix when tied (GPT-2, Marian, BERT's MLM)."""
+    """Projects onto the vocabulary: with the input embedding matrix when tied (GPT-2, Marian, BERT's MLM).
+
+    `chunk` > 0: returns the `VocabProjection` instead of the logits (see there)."""
 
     config: Config
     tokens: nn.Embed
     bias: bool
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, chunk: int = 0):
         cfg = self.config
         if cfg.tie_word_embeddings:
-            if cfg.scale_tied_logits:  # T5
-                x = x * cfg.hidden_size ** -0.5
-            logits = self.tokens.attend(x)
+            kernel = self.tokens.embedding.T  # nn.Embed.attend's product, as one matmul form for both cases
         else:
-            kernel_init = nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), (EMBED, VOCAB))
-            logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                              kernel_init=kernel_init, name="decoder")(x)
+            init = nn.with_logical_partitioning(nn.initializers.normal(cfg.initializer_range), (EMBED, VOCAB))
+            kernel = Kernel((x.shape[-1], cfg.vocab_size), init, cfg.param_dtype, name="decoder")()
+        bias = None
         if self.bias:
-            logits = logits + self.param(
-                "bias", nn.with_logical_partitioning(nn.initializers.zeros, (VOCAB,)), (cfg.vocab_size,),
-                cfg.param_dtype).astype(logits.dtype)
-        return nn.with_logical_constraint(logits, (BATCH, LENGTH, VOCAB))
+            bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (VOCAB,)),
+                              (cfg.vocab_size,), cfg.param_dtype)
+        projection = VocabProjection(kernel, bias, scale=cfg.hidden_size ** -0.5 if cfg.tie_word_embeddings
+                                     and cfg.scale_tied_logits else 1.0, dtype=cfg.dtype, chunk=chunk)
+        if chunk:
+            return projection
+        return nn.with_logical_constraint(projection(x), (BATCH, LENGTH, VOCAB))
 
 
 class MaskedLMHead(nn.Module):
@@ -125,6 +166,7 @@ class HeadInputs:
     tokens: nn.Embed  # the input embedding, for tied output projections
     dropout: nn.Dropout  # the classifier's dropout
     mlm_positions: Optional[jax.Array]  # [batch, predictions]: the MLM head runs only at these positions
+    logits_chunk: int = 0  # > 0: the causal LM head returns its VocabProjection (see LMHead), not logits
 
     def masked(self) -> jax.Array:
         """The hidden states the MLM head scores: all positions, or only `mlm_positions`."""
@@ -167,7 +209,8 @@ def mlm_head(h: HeadInputs) -> dict:
 
 
 def causal_lm_head(h: HeadInputs) -> dict:
-    return {"logits": LMHead(h.config, h.tokens, bias=h.config.lm_head_bias, name="lm_head")(h.hidden)}
+    out = LMHead(h.config, h.tokens, bias=h.config.lm_head_bias, name="lm_head")(h.hidden, chunk=h.logits_chunk)
+    return {"vocab_projection" if h.logits_chunk else "logits": out}
 
 
 def sequence_classification_head(h: HeadInputs) -> dict:

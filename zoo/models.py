@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from zoo.attention import cache_length, cache_slots, rolling_cache
 from zoo.config import Config
 from zoo.embeddings import Embeddings, padding_offset_position_ids, token_embedding
-from zoo.heads import ENCODER_DECODER_HEADS, ENCODER_ONLY, HEADS, HeadInputs, Pooler, has_pooler
+from zoo.heads import ENCODER_DECODER_HEADS, ENCODER_ONLY, HEADS, HeadInputs, Pooler, VocabProjection, has_pooler
 from zoo.layers import LayerStack, layer_norm
 from zoo.masks import AttentionMask
 
@@ -32,6 +32,7 @@ class ModelOutput:
     start_logits: Optional[jax.Array] = None  # question answering
     end_logits: Optional[jax.Array] = None
     encoder_last_hidden_state: Optional[jax.Array] = None  # encoder-decoder
+    vocab_projection: Optional[VocabProjection] = None  # in place of `logits` when called with logits_chunk > 0
 
 
 def check_inputs(cfg: Config, input_ids, *masks, name: str = "input_ids", decode: bool = False) -> None:
@@ -102,6 +103,8 @@ class Transformer(nn.Module):
         collection mutable).
       mlm_positions: [batch, predictions] int; the MLM head then runs only at these positions (BERT's
         `masked_lm_positions`), so the vocabulary projection costs predictions, not length, rows.
+      logits_chunk: > 0 (causal_lm): no logits; `vocab_projection` says how to make them, for a loss that makes
+        them this many positions of every row at a time (train.losses.chunked_cross_entropy).
     Returns:
       `ModelOutput`. Raises ValueError for inputs whose shapes do not fit the model.
     """
@@ -112,7 +115,7 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, segment_ids=None,
-                 mlm_positions=None, *, deterministic: bool = True, decode: bool = False):
+                 mlm_positions=None, *, deterministic: bool = True, decode: bool = False, logits_chunk: int = 0):
         cfg = self.config
         check_inputs(cfg, input_ids, ("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
                      ("position_ids", position_ids), ("segment_ids", segment_ids), decode=decode)
@@ -142,9 +145,9 @@ class Transformer(nn.Module):
         if cfg.final_norm:
             x = layer_norm(cfg, name="final_norm")(x)
             x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic or not cfg.final_norm_dropout)
-        return self.head(x, tokens, attention_mask, deterministic, mlm_positions)
+        return self.head(x, tokens, attention_mask, deterministic, mlm_positions, logits_chunk)
 
-    def head(self, x, tokens, attention_mask, deterministic, mlm_positions=None):
+    def head(self, x, tokens, attention_mask, deterministic, mlm_positions=None, logits_chunk: int = 0):
         cfg = self.config
         if self.task not in self.heads:
             raise ValueError(f"unknown task {self.task!r} for a single-stack model; known: {tuple(self.heads)}")
@@ -152,7 +155,10 @@ class Transformer(nn.Module):
         pooled = Pooler(cfg, name="pooler")(x, attention_mask) if has_pooler(cfg, self.task) else None
         dropout = nn.Dropout(cfg.dropout_rate if cfg.classifier_dropout_rate is None else cfg.classifier_dropout_rate,
                              deterministic=deterministic)
-        outputs = head.build(HeadInputs(cfg, x, pooled, tokens, dropout, mlm_positions))
+        if logits_chunk and self.task != "causal_lm":
+            raise ValueError(f"logits_chunk={logits_chunk} needs an LM head over every position (causal_lm); task "
+                             f"{self.task!r} has none")
+        outputs = head.build(HeadInputs(cfg, x, pooled, tokens, dropout, mlm_positions, logits_chunk))
         return ModelOutput(last_hidden_state=x, pooled_output=pooled, **outputs)
 
 
@@ -206,7 +212,7 @@ class EncoderDecoderTransformer(nn.Module):
         return self.final_dropout(norm(x), deterministic=deterministic or not self.config.final_norm_dropout)
 
     def __call__(self, input_ids, decoder_input_ids=None, attention_mask=None, decoder_attention_mask=None, *,
-                 deterministic: bool = True):
+                 deterministic: bool = True, logits_chunk: int = 0):
         encoded = self.encode(input_ids, attention_mask, deterministic=deterministic)
         if not self.head_spec.decoder:
             if decoder_input_ids is not None:
@@ -218,7 +224,7 @@ class EncoderDecoderTransformer(nn.Module):
                                  f"this config does not have (or use task={ENCODER_ONLY!r} for the encoder alone)")
             decoder_input_ids = shift_tokens_right(input_ids, self.config.decoder_start_token_id)
         out = self.decode(decoder_input_ids, encoded, attention_mask, decoder_attention_mask,
-                          deterministic=deterministic)
+                          deterministic=deterministic, logits_chunk=logits_chunk)
         if self.head_spec.build is not None and not self.head_spec.per_position:
             if decoder_input_ids.shape != input_ids.shape:
                 raise ValueError(f"task {self.task!r} reads the decoder states at the tokens of input_ids: "
@@ -239,9 +245,10 @@ class EncoderDecoderTransformer(nn.Module):
         return self.final_norm(self.encoder_norm, x, deterministic) if cfg.final_norm else x
 
     def decode(self, decoder_input_ids, encoded, attention_mask=None, decoder_attention_mask=None, *,
-               deterministic: bool = True, decode: bool = False):
+               deterministic: bool = True, decode: bool = False, logits_chunk: int = 0):
         """Decoder states (and a per-position head's output: `seq2seq`'s logits) given the encoder's; `attention_mask`
-        is the source's.
+        is the source's. `logits_chunk` > 0: the LM head's `vocab_projection` in place of the logits (see
+        `Transformer`).
 
         With `decode=True` (a cache from `zoo.init_cache`), the call given `encoded` stores every layer's
         cross-attention keys and values of the source in the cache; a later call passes `encoded=None` and reads
@@ -275,5 +282,10 @@ class EncoderDecoderTransformer(nn.Module):
         if cfg.final_norm:
             x = self.final_norm(self.decoder_norm, x, deterministic)
         if not self.head_spec.per_position:
+            if logits_chunk:
+                raise ValueError(f"logits_chunk={logits_chunk} needs an LM head over every position (seq2seq); task "
+                                 f"{self.task!r} has none")
             return ModelOutput(last_hidden_state=x)
+        if logits_chunk:
+            return ModelOutput(last_hidden_state=x, vocab_projection=self.head(x, chunk=logits_chunk))
         return ModelOutput(last_hidden_state=x, **{self.head_spec.output: self.head(x)})
