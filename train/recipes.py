@@ -35,7 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
     # mlm_max_predictions > 0: the MLM head runs at that many masked positions per row, not all (BERT's recipe);
     # set data.max_predictions to the same number so no masked token is dropped.
     c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, mlm_max_predictions=0))
-    # a benchmark metric of train.benchmarks.METRICS (e.g. "glue/cola"), reported beside eval_loss as eval_<name>s
+    # a benchmark metric of train.benchmarks (e.g. "glue/cola", "squad", or "translation": BLEU, chrF and exact
+    # match of a seq2seq task's greedy translations), reported beside eval_loss as eval_<name>s
     c.eval = ml_collections.ConfigDict(dict(metric=""))
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3,
                                                   best_metric="",  # e.g. "eval_accuracy": also keep the best
