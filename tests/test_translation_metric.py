@@ -13,7 +13,7 @@ from train.benchmarks import get_metric, translation_metric
 from train.loop import global_batch
 from train.partitioning import batch_sharding, make_mesh
 from train.step import compile_steps, init_train_state
-from train.tasks import get_task
+from train.tasks import Task, argmax_predictions, get_task, greedy_translations
 
 TOKENIZER = data.shipped_tokenizer()
 EOS = TOKENIZER.sep_id  # the shipped vocabulary ends a text with [SEP]
@@ -37,8 +37,9 @@ def test_translation_metric_is_sacrebleu_of_the_decoded_text_and_exact_match_of_
     references = ["2002-03-25", "1999-12-01", "2010-07-14"]
     guesses = ["2002-03-25", "1999-12-02", "2010-07-14"]  # the second is a day off
     labels = np.stack([*map(target_row, references), np.full(TARGET_LENGTH, -100, np.int32)])  # a filling row
+    a_word = tuple(TOKENIZER.encode("march", add_special_tokens=False))
     generated = np.stack([generated_row(guesses[0]), generated_row(guesses[1]),
-                          generated_row(guesses[2], after_eos=tuple(TOKENIZER.encode("march", add_special_tokens=False))),
+                          generated_row(guesses[2], after_eos=a_word),
                           generated_row("1990-01-01")])  # the filling row's guess, which must not count
     scores = translation_metric(TOKENIZER)({"generated_ids": generated}, {"labels": labels})
 
@@ -90,24 +91,41 @@ def test_the_eval_step_on_the_sharded_batch_generates_what_greedy_zoo_generate_d
     np.testing.assert_array_equal(np.asarray(per_example["batch"]["labels"]), labels)
 
 
+def test_a_task_has_one_kind_of_predictions():
+    with pytest.raises(ValueError, match="has both predictions and generated_predictions"):
+        Task("both", head="seq2seq", inputs=(), labels=(), loss=None, data=None, predictions=argmax_predictions,
+             generated_predictions=greedy_translations)
+
+
 def test_a_tiny_transformer_tiny_run_writes_bleu_chrf_and_exact_match(tmp_path):
+    """60 steps of the recipe (enough for a first few right characters), one eval of two batches: the row holds the
+    scores of the final params' greedy translations, decoded here with zoo.generate and the recipe's tokenizer."""
     from train.loop import create_model, train_and_evaluate
     from train.metrics import read_metrics
     from train.recipes import load_recipe
     from train.tasks import make_datasets
 
     config = load_recipe("transformer_tiny")
-    config.train.update(dict(steps=2, batch_size=8, log_every=1, eval_every=2))
-    config.schedule.warmup_steps = 1
-    config.checkpoint.every_steps = 2
-    config.data.update(dict(num_examples=64, num_eval_examples=16, eval_batches=2))
+    config.train.update(dict(steps=60, batch_size=8, log_every=60, eval_every=60))
+    config.schedule.warmup_steps = 5
+    config.checkpoint.every_steps = 60
+    config.data.update(dict(num_examples=512, num_eval_examples=16, eval_batches=2))
     model, _ = create_model(config)
     datasets = make_datasets(config, model)
-    _, metrics = train_and_evaluate(config, str(tmp_path), datasets.train, datasets.eval, model=model,
-                                    show_progress=False)
+    state, metrics = train_and_evaluate(config, str(tmp_path), datasets.train, datasets.eval, model=model,
+                                        show_progress=False)
     evals = [row for row in read_metrics(str(tmp_path)) if "eval_loss" in row]
-    assert [row["step"] for row in evals] == [2]
-    for name in ("eval_bleu", "eval_chrf"):
-        assert 0.0 <= evals[0][name] <= 100.0
-    assert 0.0 <= evals[0]["eval_exact_match"] <= 1.0
+    assert [row["step"] for row in evals] == [60]
+    assert {"eval_bleu", "eval_chrf", "eval_exact_match"} <= set(evals[0])
     assert metrics["eval_bleu"] == evals[0]["eval_bleu"]
+
+    params = jax.device_get(state.params)
+    batches = list(datasets.eval())
+    generated = np.concatenate([np.asarray(zoo.generate(model, params, b["input_ids"], b["attention_mask"],
+                                                        max_new_tokens=config.data.max_target_length).sequences)[:, 1:]
+                                for b in batches])
+    labels = np.concatenate([b["labels"] for b in batches])  # [16, 16]
+    expected = translation_metric(datasets.tokenizer)({"generated_ids": generated}, {"labels": labels})
+    assert expected["chrf"] > 0, expected  # not a comparison of zeros
+    for name in ("bleu", "chrf", "exact_match"):
+        assert evals[0][f"eval_{name}"] == pytest.approx(expected[name], abs=1e-9), name
