@@ -13,7 +13,8 @@ name (`config.eval.metric`, e.g. "glue/cola") to its function.
 GLUE's metrics are those its paper and leaderboard report: accuracy everywhere, F1 of the positive class beside it
 for MRPC and QQP, Matthews correlation for CoLA. STS-B (Pearson/Spearman) needs a regression head (num_labels=1),
 which zoo's classification head does not train: it is left out. Entity F1 follows seqeval's default (CoNLL) mode on
-BIO/IOB2 tags; BLEU and chrF are sacrebleu's corpus scores, the numbers translation papers compare.
+BIO/IOB2 tags; BLEU and chrF are sacrebleu's corpus scores, the numbers translation papers compare: "translation"
+scores a seq2seq task's greedy translations (decoded in the eval step with the KV cache) as text.
 """
 
 from __future__ import annotations
@@ -123,6 +124,36 @@ def bleu_and_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
             "chrf": sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score}
 
 
+def translation_metric(tokenizer) -> Callable[[dict, dict], dict]:
+    """sacreBLEU, chrF (`bleu_and_chrf`) and exact_match (the fraction of hypotheses whose text equals their
+    reference's) of the eval's generated translations (`generated_ids`, the seq2seq task's greedy decoding) against
+    the `labels`, both decoded by `tokenizer` (the target one of a `TranslationTokenizers` pair). A hypothesis ends at
+    its first end-of-text id, as every target does in the data; a row with no target token (all -100) only fills a
+    batch and is not scored. Raises ValueError when no row has a target."""
+    from train.data.loader import end_of_text_id
+    from zoo.tokenizers import TranslationTokenizers
+
+    target = tokenizer.target if isinstance(tokenizer, TranslationTokenizers) else tokenizer
+    eos = end_of_text_id(target)
+
+    def text(ids) -> str:
+        ids = [int(i) for i in ids]
+        return target.decode(ids[:ids.index(eos)] if eos in ids else ids)
+
+    def metric(outputs: dict, batches: dict) -> dict:
+        generated, labels = outputs["generated_ids"], batches["labels"]  # [examples, target_length] each
+        kept = np.any(labels != IGNORED, axis=-1)
+        if not kept.any():
+            raise ValueError(f"none of the {len(labels)} eval rows has a target token (labels all {IGNORED}): "
+                             f"there is no reference to score the translations against")
+        hypotheses = [text(row) for row in generated[kept]]
+        references = [text(row[row != IGNORED]) for row in labels[kept]]
+        exact_match = float(np.mean([h == r for h, r in zip(hypotheses, references)]))
+        return {**bleu_and_chrf(hypotheses, references), "exact_match": exact_match}
+
+    return metric
+
+
 METRICS = {f"glue/{t}": glue_metric(t) for t in GLUE_TASKS}
 
 
@@ -146,12 +177,19 @@ def squad_metric(config) -> Callable[[dict, dict], dict]:
 
 
 def get_metric(name: str, config=None) -> Callable[[dict, dict], dict]:
-    """The metric named `name` (`config.eval.metric`); a ValueError lists the known names. "squad" needs the
-    recipe's `config` (its eval split is what it scores against)."""
+    """The metric named `name` (`config.eval.metric`); a ValueError lists the known names. "squad" and
+    "translation" need the recipe's `config` (the eval split SQuAD scores against; the tokenizer that decodes)."""
     if name == "squad":
         if config is None:
             raise ValueError("eval metric 'squad' needs the recipe's config (the eval split it scores against)")
         return squad_metric(config)
+    if name == "translation":  # the generated text is decoded by the recipe's tokenizer
+        if config is None:
+            raise ValueError("eval metric 'translation' needs the recipe's config (its tokenizer decodes the text)")
+        from train.inputs import recipe_tokenizer
+
+        return translation_metric(recipe_tokenizer(config))
     if name not in METRICS:
-        raise ValueError(f"unknown eval metric {name!r}; the metrics are: {', '.join((*METRICS, 'squad'))}")
+        raise ValueError(f"unknown eval metric {name!r}; the metrics are: "
+                         f"{', '.join((*METRICS, 'squad', 'translation'))}")
     return METRICS[name]

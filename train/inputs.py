@@ -45,14 +45,18 @@ def load_documents(cfg: ml_collections.ConfigDict):
                      f"records for seq2seq, word_order / tfds records for classification)")
 
 
-def load_tokenizer(config: ml_collections.ConfigDict, model):
-    """The tokenizer of `config.data.tokenizer` (or of the `init_from` checkpoint when that is empty), checked to fit
-    the model's vocabulary."""
+def recipe_tokenizer(config: ml_collections.ConfigDict):
+    """The tokenizer of `config.data.tokenizer`, or of the `init_from` checkpoint when that is empty."""
     spec = config.data.tokenizer or config.init_from
     if not spec:
         raise ValueError("config.data.tokenizer is empty: name a checkpoint folder with the tokenizer's files "
                          "(or 'shipped' for the shipped WordPiece vocabulary)")
-    tokenizer = tokenizer_from_spec(spec, config.data.extra_ids)
+    return tokenizer_from_spec(spec, config.data.extra_ids)
+
+
+def load_tokenizer(config: ml_collections.ConfigDict, model):
+    """The recipe's tokenizer (`recipe_tokenizer`), checked to fit the model's vocabulary."""
+    tokenizer = recipe_tokenizer(config)
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
                          f"{model.config.vocab_size}")

@@ -237,7 +237,8 @@ def evaluate(eval_step, params, batches, sharding, metric: Callable[[dict, dict]
     results = summarize(jax.device_get(totals))
     if metric is not None:
         if not gathered[0]:
-            raise ValueError("eval.metric is set but the task's eval step returns no predictions (Task.predictions)")
+            raise ValueError("eval.metric is set but the task's eval step returns no predictions (the task has neither "
+                             "Task.predictions nor Task.generated_predictions)")
         rows = jax.tree.map(lambda *parts: np.concatenate([np.asarray(p) for p in parts]), *gathered)
         results.update(metric(rows["outputs"], rows["batch"]))
     return results

@@ -37,7 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
     # logits_chunk > 0: a causal LM / seq2seq loss makes the logits (and their gradient) that many positions of every
     # row at a time, so [tokens, vocab] float32 logits are never held at once (a large vocabulary's memory)
     c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.0, mlm_max_predictions=0, logits_chunk=0))
-    # a benchmark metric of train.benchmarks.METRICS (e.g. "glue/cola"), reported beside eval_loss as eval_<name>s
+    # a benchmark metric of train.benchmarks (e.g. "glue/cola", "squad", or "translation": BLEU, chrF and exact
+    # match of a seq2seq task's greedy translations), reported beside eval_loss as eval_<name>s
     c.eval = ml_collections.ConfigDict(dict(metric=""))
     c.checkpoint = ml_collections.ConfigDict(dict(every_steps=500, keep=3,
                                                   best_metric="",  # e.g. "eval_accuracy": also keep the best

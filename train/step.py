@@ -101,18 +101,22 @@ def make_eval_step(model: nn.Module, task: Task, *, eval_outputs: bool = False):
     """eval_step(params, batch) -> (metric sums (see train.losses), per-example outputs), dropout off.
 
     The per-example outputs are what a benchmark metric scores on the host (train.benchmarks): the task's
-    `predictions` ("outputs") and its label and eval keys ("batch"), batch axis first; empty unless `eval_outputs`
-    (a metric is set) and the task has predictions.
+    `predictions` of the model's outputs, or its `generated_predictions` of the params and the batch (greedy
+    decoding), as "outputs", and its label and eval keys ("batch"), batch axis first; empty unless `eval_outputs`
+    (a metric is set) and the task has either.
     """
 
     def eval_step(params, batch: dict):
         outputs = model.apply({"params": params}, **model_inputs(task, batch))
         loss, metrics = task.loss(outputs, loss_inputs(task, batch))
-        per_example = {}
-        if eval_outputs and task.predictions is not None:  # only a benchmark metric needs them on the host
-            per_example = {"outputs": task.predictions(outputs),
-                           "batch": {k: batch[k] for k in (*task.labels, *task.eval_keys)}}
-        return metrics, per_example
+        predicted = None  # only a benchmark metric needs predictions on the host
+        if eval_outputs and task.predictions is not None:
+            predicted = task.predictions(outputs)
+        elif eval_outputs and task.generated_predictions is not None:
+            predicted = task.generated_predictions(model, params, batch)
+        if predicted is None:
+            return metrics, {}
+        return metrics, {"outputs": predicted, "batch": {k: batch[k] for k in (*task.labels, *task.eval_keys)}}
 
     return eval_step
 

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import jax.numpy as jnp
 import ml_collections
 
+import zoo
 from train import inputs, losses, showcase
 
 # Batch keys a single-stack model takes (those of `zoo.Transformer.__call__`); a batch passes the ones it has.
@@ -39,6 +40,9 @@ class Task:
         next sentence, or "sop", ALBERT's sentence order): the recipe's choice, not the family's.
       predictions: model outputs -> {name: per-example array} (jit-traced in the eval step, batch axis first), which
         a benchmark metric (`config.eval.metric`, train.benchmarks) scores on the host; None: the task has none.
+      generated_predictions: (model, params, batch) -> {name: per-example array}: predictions the model generates
+        from the batch's inputs (a seq2seq model decoding its sources), not read off the teacher-forced outputs;
+        jit-traced in the eval step like `predictions`, of which a task has at most one.
       eval_keys: batch keys the metric reads besides `labels`, brought to the host with them.
     """
 
@@ -52,7 +56,13 @@ class Task:
     masked_lm: bool = False
     sentence_pair: bool = False
     predictions: Optional[Callable] = None
+    generated_predictions: Optional[Callable] = None
     eval_keys: tuple[str, ...] = ()  # batch keys beyond `labels` the benchmark metric reads (SQuAD's offsets)
+
+    def __post_init__(self):
+        if self.predictions is not None and self.generated_predictions is not None:
+            raise ValueError(f"task {self.name!r} has both predictions and generated_predictions; the eval step "
+                             f"returns one kind of prediction for the benchmark metric")
 
 
 def argmax_predictions(outputs):
@@ -65,6 +75,15 @@ def span_logits(outputs):
     return {"start_logits": outputs.start_logits, "end_logits": outputs.end_logits}
 
 
+def greedy_translations(model, params, batch):
+    """Each source's greedy decoding with the KV cache (`zoo.generate`; EOS, pad and decoder start from the model's
+    config): as many new tokens as the labels have columns (the recipe's `data.max_target_length`), the decoder start
+    dropped so that `generated_ids[:, t]` is the guess for `labels[:, t]`. [batch, target_length] int32."""
+    max_new_tokens = batch["labels"].shape[1]
+    out = zoo.generate(model, params, batch["input_ids"], batch["attention_mask"], max_new_tokens=max_new_tokens)
+    return {"generated_ids": out.sequences[:, 1:]}
+
+
 TASKS = {t.name: t for t in (
     Task("pretraining", head="pretraining", inputs=(*STACK_INPUTS, "mlm_positions"),
          labels=("mlm_labels", "next_sentence_labels"), loss=losses.pretraining_loss, data=inputs.sentence_pair_data,
@@ -75,7 +94,7 @@ TASKS = {t.name: t for t in (
     Task("causal_lm", head="causal_lm", inputs=STACK_INPUTS, labels=("labels",), loss=losses.causal_lm_loss,
          data=inputs.causal_lm_data),
     Task("seq2seq", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",), loss=losses.label_loss,
-         data=inputs.seq2seq_data),
+         data=inputs.seq2seq_data, generated_predictions=greedy_translations),
     Task("sequence_classification", head="sequence_classification", inputs=STACK_INPUTS, labels=("labels",),
          loss=losses.label_loss, data=inputs.classification_data, predictions=argmax_predictions),
     Task("span_corruption", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",),
