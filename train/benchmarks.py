@@ -147,11 +147,17 @@ def squad_metric(config) -> Callable[[dict, dict], dict]:
 
 def get_metric(name: str, config=None) -> Callable[[dict, dict], dict]:
     """The metric named `name` (`config.eval.metric`); a ValueError lists the known names. "squad" needs the
-    recipe's `config` (its eval split is what it scores against)."""
+    recipe's `config` (its eval split is what it scores against), and so does "tagging" (its data's tag names)."""
     if name == "squad":
         if config is None:
             raise ValueError("eval metric 'squad' needs the recipe's config (the eval split it scores against)")
         return squad_metric(config)
+    if name == "tagging":
+        if config is None:
+            raise ValueError("eval metric 'tagging' needs the recipe's config (its data's tag names)")
+        from train.inputs import tagging_label_names  # train.inputs imports the data pipeline: only taggers need it
+
+        return tagging_metric(tagging_label_names(config.data))
     if name not in METRICS:
-        raise ValueError(f"unknown eval metric {name!r}; the metrics are: {', '.join((*METRICS, 'squad'))}")
+        raise ValueError(f"unknown eval metric {name!r}; the metrics are: {', '.join((*METRICS, 'squad', 'tagging'))}")
     return METRICS[name]
