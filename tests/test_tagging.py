@@ -27,6 +27,14 @@ def roberta(tmp_path_factory):
     return zt.from_pretrained(folder)
 
 
+@pytest.fixture(scope="module")
+def sentencepiece(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("albert")
+    zt.train_sentencepiece(corpus.read_corpus_text().splitlines()[:2000], folder / "spiece", vocab_size=600,
+                           character_coverage=1.0)
+    return zt.from_pretrained(folder)
+
+
 def tagging_row(tokenizer, words, tags, max_length=32):
     return TaggingRecipe(tokenizer, max_length).examples([(words, tags)], 0, np.random.default_rng(0))[0]
 
@@ -52,14 +60,14 @@ def test_each_words_tag_is_on_its_first_sub_word_and_the_rest_is_ignored(wordpie
     assert row["token_type_ids"] == [0] * 32
 
 
-@pytest.mark.parametrize("name", ["wordpiece", "roberta"])
+@pytest.mark.parametrize("name", ["wordpiece", "roberta", "sentencepiece"])
 def test_words_tokenized_alone_give_the_ids_of_the_sentence_with_its_specials(name, request):
     tokenizer = request.getfixturevalue(name)
     row = tagging_row(tokenizer, WORDS, TAGS, max_length=64)
-    sentence = tokenizer.encode(" ".join(WORDS))  # the single-sequence template: [CLS] A [SEP] / <s> A </s>
+    sentence = tokenizer.encode(" ".join(WORDS))  # the single-sequence template: [CLS] A [SEP] or <s> A </s>
     assert row["input_ids"][:len(sentence)] == sentence
     assert sum(label != IGNORED for label in row["labels"]) == len(WORDS)
-    assert ("token_type_ids" in row) == (name == "wordpiece")  # RoBERTa's models take none
+    assert ("token_type_ids" in row) == (name != "roberta")  # RoBERTa's models take none, BERT's and ALBERT's do
 
 
 def test_byte_level_words_after_the_first_keep_their_leading_space(roberta):
