@@ -176,20 +176,32 @@ def squad_metric(config) -> Callable[[dict, dict], dict]:
     return metric
 
 
-def get_metric(name: str, config=None) -> Callable[[dict, dict], dict]:
-    """The metric named `name` (`config.eval.metric`); a ValueError lists the known names. "squad" and
-    "translation" need the recipe's `config` (the eval split SQuAD scores against; the tokenizer that decodes)."""
-    if name == "squad":
-        if config is None:
-            raise ValueError("eval metric 'squad' needs the recipe's config (the eval split it scores against)")
-        return squad_metric(config)
-    if name == "translation":  # the generated text is decoded by the recipe's tokenizer
-        if config is None:
-            raise ValueError("eval metric 'translation' needs the recipe's config (its tokenizer decodes the text)")
-        from train.inputs import recipe_tokenizer
+def _translation_metric(config) -> Callable[[dict, dict], dict]:
+    from train.inputs import recipe_tokenizer  # the generated text is decoded by the recipe's tokenizer
 
-        return translation_metric(recipe_tokenizer(config))
+    return translation_metric(recipe_tokenizer(config))
+
+
+def _tagging_metric(config) -> Callable[[dict, dict], dict]:
+    from train.inputs import tagging_label_names  # train.inputs imports the data pipeline: only taggers need it
+
+    return tagging_metric(tagging_label_names(config.data))
+
+
+# metrics made from the recipe's config, and what each reads there
+RECIPE_METRICS = {"squad": (squad_metric, "the eval split it scores against"),
+                  "translation": (_translation_metric, "the tokenizer that decodes the text"),
+                  "tagging": (_tagging_metric, "its data's tag names")}
+
+
+def get_metric(name: str, config=None) -> Callable[[dict, dict], dict]:
+    """The metric named `name` (`config.eval.metric`); a ValueError lists the known names. Those of
+    `RECIPE_METRICS` ("squad", "translation", "tagging") need the recipe's `config`."""
+    if name in RECIPE_METRICS:
+        make, reads = RECIPE_METRICS[name]
+        if config is None:
+            raise ValueError(f"eval metric {name!r} needs the recipe's config ({reads})")
+        return make(config)
     if name not in METRICS:
-        raise ValueError(f"unknown eval metric {name!r}; the metrics are: "
-                         f"{', '.join((*METRICS, 'squad', 'translation'))}")
+        raise ValueError(f"unknown eval metric {name!r}; the metrics are: {', '.join((*METRICS, *RECIPE_METRICS))}")
     return METRICS[name]

@@ -42,7 +42,8 @@ def load_documents(cfg: ml_collections.ConfigDict):
     if cfg.source == "tfds":
         return data.TfdsDocuments(cfg.tfds_name, cfg.split, text_field=cfg.text_field)
     raise ValueError(f"data.source={cfg.source!r} is not one of shipped, text, jsonl, tfds (or dates / tfds "
-                     f"records for seq2seq, word_order / tfds records for classification)")
+                     f"records for seq2seq, word_order / tfds records for classification, code_spans / tfds "
+                     f"records for tagging)")
 
 
 def recipe_tokenizer(config: ml_collections.ConfigDict):
@@ -153,16 +154,65 @@ def classification_data(config: ml_collections.ConfigDict, tokenizer) -> Dataset
         records = data.word_order_records("train", seed=config.seed)
         eval_records = data.word_order_records("validation", seed=config.seed)
     elif cfg.source == "tfds":
-        fields = tuple(cfg.fields)
-        records = data.TfdsRecords(cfg.tfds_name, cfg.split, fields=fields)
-        eval_records = data.TfdsRecords(cfg.tfds_name, cfg.eval_split, fields=fields) if cfg.eval_split else None
+        records, eval_records = _tfds_records(cfg, tuple(cfg.fields))
     else:
         raise ValueError(f"sequence_classification data.source={cfg.source!r} is not one of tfds (e.g. "
                          f"glue/sst2), word_order (the shipped task)")
+    return _record_data(config, tokenizer, data.classification_batches, records, eval_records)
+
+
+def tagging_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
+    """(words, tags) records for token classification: the shipped code-spans task (`source="code_spans"`) or
+    a tfds set whose `data.fields` name its words and its per-word tags (conll2003: ("tokens", "ner")). The tag
+    names are `tagging_label_names(config.data)`; `model_overrides.num_labels` must count them (a ValueError says so),
+    as the loss takes a tag id past the head's classes without an error."""
+    cfg = config.data
+    label_names = tagging_label_names(cfg)
+    if config.model_overrides.get("num_labels") != len(label_names):
+        raise ValueError(f"data.source={cfg.source!r} has {len(label_names)} tags ({', '.join(label_names)}) but "
+                         f"model_overrides.num_labels={config.model_overrides.get('num_labels')}: set it to "
+                         f"{len(label_names)}")
+    if cfg.source == "code_spans":  # the shipped task: offline
+        records = data.code_spans_records("train")
+        eval_records = data.code_spans_records("validation")
+    else:
+        records, eval_records = _tfds_records(cfg, tagging_fields(cfg))
+    return _record_data(config, tokenizer, data.tagging_batches, records, eval_records)
+
+
+def tagging_fields(cfg: ml_collections.ConfigDict) -> tuple[str, str]:
+    """(words field, tags field) of a tfds tagging set, from `data.fields`."""
+    if len(cfg.fields) != 2:
+        raise ValueError(f"token_classification data.fields={tuple(cfg.fields)} must name two tfds features, the "
+                         f"words and their tags: e.g. ('tokens', 'ner') for conll2003")
+    return tuple(cfg.fields)
+
+
+def tagging_label_names(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The tag names of a tagging source's records, by tag id, as the data declares them: the shipped task's
+    `CODE_SPANS_LABELS`, or the class names of the tfds tags feature (`data.fields[1]`). The "tagging" metric
+    (train.benchmarks) reads entities off them."""
+    if cfg.source == "code_spans":
+        return data.CODE_SPANS_LABELS
+    if cfg.source == "tfds":
+        return data.tfds_tag_names(cfg.tfds_name, tagging_fields(cfg)[1])
+    raise ValueError(f"token_classification data.source={cfg.source!r} is not one of tfds (e.g. conll2003), "
+                     f"code_spans (the shipped task)")
+
+
+def _tfds_records(cfg: ml_collections.ConfigDict, fields: tuple[str, ...]):
+    """(training records, eval records or None without `data.eval_split`) of the tfds set `data.tfds_name`."""
+    records = data.TfdsRecords(cfg.tfds_name, cfg.split, fields=fields)
+    eval_records = data.TfdsRecords(cfg.tfds_name, cfg.eval_split, fields=fields) if cfg.eval_split else None
+    return records, eval_records
+
+
+def _record_data(config: ml_collections.ConfigDict, tokenizer, make_batches, records, eval_records) -> Datasets:
+    """Rows of `data.max_length` tokens that `make_batches(records, tokenizer, ...)` makes of labelled records."""
 
     def batches(r, **options):
-        return data.classification_batches(r, tokenizer, batch_size=config.train.batch_size,
-                                           max_length=cfg.max_length, seed=config.seed, **options)
+        return make_batches(r, tokenizer, batch_size=config.train.batch_size, max_length=config.data.max_length,
+                            seed=config.seed, **options)
 
     return Datasets(batches(records), _eval(config, batches, eval_records), tokenizer)
 

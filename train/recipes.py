@@ -46,7 +46,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
     c.data = ml_collections.ConfigDict(dict(
         # where examples come from: shipped | text | jsonl | tfds (documents); dates | tfds (seq2seq pairs);
-        # word_order | tfds (classification records); tfds (question answering)
+        # word_order | tfds (classification records); code_spans | tfds (tagging records); tfds (question
+        # answering)
         source="shipped",
         tokenizer="shipped",  # "shipped" (the corpus's WordPiece vocabulary), or a folder; "" = init_from's
         extra_ids=0,  # T5's sentinels <extra_id_0..N-1> appended to the shipped vocabulary (span corruption)
@@ -60,7 +61,7 @@ def base_config() -> ml_collections.ConfigDict:
         eval_fraction=0.05,  # documents: the last fraction held out for eval
         eval_batches=0,  # eval batches per evaluation; 0 = no eval data
         source_field="", target_field="",  # tfds translation pairs: the two languages' fields
-        fields=(),  # tfds classification records: e.g. ("sentence", "label")
+        fields=(),  # tfds records: e.g. ("sentence", "label") to classify, ("tokens", "ner") to tag
         num_examples=20000, num_eval_examples=512,  # the generated date-translation task
         sentence_pair_objective="nsp",  # sentence-pair pre-training: nsp (BERT) | sop (ALBERT)
         shuffle_window=1,  # sentence-pair training rows: documents whose examples are pooled and permuted; 1 = none

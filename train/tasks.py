@@ -105,7 +105,7 @@ TASKS = {t.name: t for t in (
     Task("seq2seq_classification", head="sequence_classification", inputs=("input_ids", "attention_mask"),
          labels=("labels",), loss=losses.label_loss, data=inputs.classification_data),
     Task("token_classification", head="token_classification", inputs=STACK_INPUTS, labels=("labels",),
-         loss=losses.label_loss, data=inputs.classification_data, predictions=argmax_predictions),
+         loss=losses.label_loss, data=inputs.tagging_data, predictions=argmax_predictions),
     Task("question_answering", head="question_answering", inputs=STACK_INPUTS,
          labels=("start_positions", "end_positions"), loss=losses.span_loss, data=inputs.question_answering_data,
          predictions=span_logits, eval_keys=("example_index", "token_char_start", "token_char_end")),

@@ -4,28 +4,32 @@
 - `train.data.pretraining`: `mask_tokens`, `make_sentence_pairs` (NSP/SOP), `pack_documents`, `make_seq2seq_example`.
 - `train.data.loader`: `Batches` (get_state/set_state) and `bert_pretraining_batches`, `albert_pretraining_batches`,
   `causal_lm_batches`, `seq2seq_batches`, `text_infilling_batches` (BART), `span_corruption_batches` (T5),
-  `classification_batches` and `question_answering_batches` (fine-tuning).
-- `train.data.corpus`: the corpus, WordPiece vocabulary, date-translation and word-order tasks shipped with zoo.
+  `classification_batches`, `tagging_batches` and `question_answering_batches` (fine-tuning).
+- `train.data.corpus`: the corpus, WordPiece vocabulary, date-translation, word-order and code-spans tasks
+  shipped with zoo.
 """
 
-from train.data.corpus import date_translation_pairs, shipped_documents, shipped_tokenizer, word_order_records
+from train.data.corpus import (CODE_SPANS_LABELS, code_spans_records, date_translation_pairs, shipped_documents,
+                               shipped_tokenizer, word_order_records)
 from train.data.loader import (Batches, CausalLMRecipe, ClassificationRecipe, Seq2SeqRecipe, SentencePairRecipe,
-                               SpanCorruptionRecipe, SpanQARecipe, TextInfillingRecipe, TokenizedDocuments,
-                               albert_pretraining_batches, bert_pretraining_batches, causal_lm_batches,
-                               classification_batches, question_answering_batches, seq2seq_batches,
-                               span_corruption_batches, text_infilling_batches)
+                               SpanCorruptionRecipe, SpanQARecipe, TaggingRecipe, TextInfillingRecipe,
+                               TokenizedDocuments, albert_pretraining_batches, bert_pretraining_batches,
+                               causal_lm_batches, classification_batches, question_answering_batches, seq2seq_batches,
+                               span_corruption_batches, tagging_batches, text_infilling_batches)
 from train.data.pretraining import (IGNORE_INDEX, make_sentence_pairs, make_seq2seq_example, mask_tokens,
                                     maskable_positions, pack_documents, pack_rows, random_spans_noise_mask,
                                     span_corruption, text_infilling)
 from train.data.sources import (TfdsDocuments, TfdsPairs, TfdsRecords, parse_documents, read_jsonl, read_text_files,
-                                split_sentences)
+                                split_sentences, tfds_tag_names)
 
 __all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", "Seq2SeqRecipe",
-           "SentencePairRecipe", "SpanCorruptionRecipe", "TextInfillingRecipe", "TfdsDocuments", "TfdsPairs",
-           "TfdsRecords", "TokenizedDocuments",
+           "SentencePairRecipe", "SpanCorruptionRecipe", "CODE_SPANS_LABELS", "TaggingRecipe", "TextInfillingRecipe",
+           "TfdsDocuments", "TfdsPairs", "TfdsRecords", "TokenizedDocuments",
            "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches", "classification_batches",
+           "code_spans_records",
            "date_translation_pairs", "make_sentence_pairs", "make_seq2seq_example", "mask_tokens",
            "maskable_positions", "pack_documents", "pack_rows", "parse_documents", "question_answering_batches",
            "random_spans_noise_mask", "read_jsonl", "read_text_files", "seq2seq_batches", "SpanQARecipe",
            "shipped_documents", "shipped_tokenizer", "span_corruption", "span_corruption_batches",
-           "split_sentences", "text_infilling", "text_infilling_batches", "word_order_records"]
+           "split_sentences", "tagging_batches", "text_infilling", "text_infilling_batches",
+           "tfds_tag_names", "word_order_records"]

@@ -283,6 +283,54 @@ class ClassificationRecipe:
         return stack(examples)
 
 
+class TaggingRecipe:
+    """Token-classification rows (CoNLL-style NER) from (words, tags) records; `labels` is [batch, length].
+
+    Each word is tokenized alone, with the space before it when it is not the first (so byte-level BPE reads it as
+    it reads the word inside the sentence, as `SpanQARecipe` does), and the row is the tokenizer's single-sequence
+    template around the words' ids ([CLS] words [SEP] for BERT, <s> words </s> for RoBERTa). A word's tag goes on its
+    first sub-word and `IGNORE_INDEX` on its other sub-words, the special tokens and the padding, as transformers'
+    run_ner does by default (`label_all_tokens=False`), so the loss and the metric count each word once. A row longer
+    than `max_length` keeps the words that fit whole; the rest are dropped. A word with no tokens at all (only
+    characters the tokenizer removes) has nowhere to put its tag and is dropped too, as in run_ner.
+    """
+
+    tokenizes_documents = False
+
+    def __init__(self, tokenizer, max_length: int):
+        if max_length <= tokenizer.num_special_tokens():
+            raise ValueError(f"max_length={max_length} leaves no room for a word: the special tokens alone need "
+                             f"{tokenizer.num_special_tokens()}")
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+
+    def examples(self, records: Sequence, index: int, rng: np.random.Generator) -> list[dict]:
+        words, tags = records[index]
+        if len(words) != len(tags):
+            raise ValueError(f"record {index}: {len(words)} words but {len(tags)} tags; a tag per word")
+        pieces = self.tokenizer.encode_plain([w if k == 0 else " " + w for k, w in enumerate(words)]) if words else []
+        budget = self.max_length - self.tokenizer.num_special_tokens()
+        word_ids, word_labels = [], []
+        for ids, tag in zip(pieces, tags):
+            if not ids:
+                continue
+            if len(word_ids) + len(ids) > budget:
+                break
+            word_ids += ids
+            word_labels += [int(tag)] + [IGNORE_INDEX] * (len(ids) - 1)
+        ids, token_types = self.tokenizer.build_pair(word_ids)
+        labels = [IGNORE_INDEX] * len(self.tokenizer.prefix) + word_labels
+        pad = self.max_length - len(ids)
+        row = {"input_ids": ids + [self.pad_id] * pad, "attention_mask": [1] * len(ids) + [0] * pad,
+               "labels": labels + [IGNORE_INDEX] * (self.max_length - len(labels))}
+        if self.tokenizer.has_token_types:  # the keys `encode_batch` gives this tokenizer's models
+            row["token_type_ids"] = token_types + [0] * pad
+        return [row]
+
+    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
+        return stack(examples)
+
+
 MAX_CACHED_WORDS = 1 << 20  # SpanQARecipe's distinct words (with their leading whitespace) remembered: ~200 MB at most
 
 
@@ -597,6 +645,13 @@ def classification_batches(records: Sequence, tokenizer, *, batch_size: int, max
     return Batches(records, ClassificationRecipe(tokenizer, max_length), batch_size=batch_size, seed=seed, **options)
 
 
+def tagging_batches(records: Sequence, tokenizer, *, batch_size: int, max_length: int = 128, seed: int = 0,
+                    **options) -> Batches:
+    """Token-classification batches (CoNLL NER) from (words, tags) records: a tag on each word's first sub-word,
+    -100 elsewhere (see `TaggingRecipe`)."""
+    return Batches(records, TaggingRecipe(tokenizer, max_length), batch_size=batch_size, seed=seed, **options)
+
+
 def question_answering_batches(records: Sequence, tokenizer, *, batch_size: int, max_length: int = 384,
                                doc_stride: int = 128, seed: int = 0, **options) -> Batches:
     """Span QA batches (SQuAD) from (question, context, answer_start, answer_text) records: one row per window of
@@ -607,4 +662,5 @@ def question_answering_batches(records: Sequence, tokenizer, *, batch_size: int,
 
 __all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", "Seq2SeqRecipe", "SentencePairRecipe",
            "TokenizedDocuments", "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches",
-           "classification_batches", "end_of_text_id", "question_answering_batches", "seq2seq_batches", "SpanQARecipe"]
+           "classification_batches", "end_of_text_id", "question_answering_batches", "seq2seq_batches", "SpanQARecipe",
+           "TaggingRecipe", "tagging_batches"]

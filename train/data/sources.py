@@ -227,8 +227,29 @@ class TfdsPairs(TfdsRecords):
         super().__init__(name, split, fields=(source_field, target_field), data_dir=data_dir)
 
 
+def tfds_tag_names(name: str, field: str, data_dir: Optional[str] = None) -> tuple[str, ...]:
+    """The class names of tfds set `name`'s per-token tag feature `field`, by tag id, as its builder declares them
+    (conll2003's "ner": O, B-PER, I-PER, ...). Raises ValueError naming the set and field when the field is not a
+    sequence of class labels (or not a feature of the set)."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ImportError("tfds_tag_names needs tensorflow-datasets: pip install 'zoo[data]'") from None
+    features = tfds.builder(name, data_dir=data_dir).info.features
+    if field not in features:
+        raise ValueError(f"tfds {name} has no feature {field!r}; its features: {', '.join(features)}")
+    feature = features[field]
+    if not (isinstance(feature, tfds.features.Sequence) and isinstance(feature.feature, tfds.features.ClassLabel)):
+        raise ValueError(f"tfds {name} feature {field!r} is a {type(feature).__name__}, not a sequence of class "
+                         f"labels (one tag per token): name the tag field in data.fields")
+    return tuple(feature.feature.names)
+
+
 def _plain(value, where: str):
-    """A record's field as str (text, UTF-8 decoded; `where` names it in the error) or a Python number."""
+    """A record's field as str (text, UTF-8 decoded; `where` names it in the error), a Python number, or a list of
+    those for a sequence feature (conll2003's tokens and tags)."""
+    if isinstance(value, list) or (isinstance(value, np.ndarray) and value.ndim):
+        return [_plain(item, f"{where} item {k}") for k, item in enumerate(value)]
     if isinstance(value, bytes):
         return decode_utf8(value, where)
     if isinstance(value, (np.generic, np.ndarray)):  # NumPy scalars and 0-d arrays: labels, bytes text
