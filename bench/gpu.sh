@@ -9,8 +9,9 @@
 # Runs with $PYTHON, else the repository's .venv/bin/python, else `python`; that Python needs jax with its CUDA
 # plugin, torch with CUDA, transformers and zoo's dependencies. Nothing is installed unless --install says so (then
 # pip installs jax[cuda12] and zoo's test extra from the network). --cpu-check runs the same stages on tiny models on
-# the CPU, to check the script where there is no GPU. Each stage has its own timeout (the sum is under 8 minutes); a
-# stage that fails or times out is reported and the next one runs; the exit status says whether any failed.
+# the CPU, to check the script where there is no GPU. Each stage has its own timeout (their sum, with 5 s each to
+# stop, is under 8 minutes, and a stage cut short keeps the rows it printed); a stage that fails or times out is
+# reported and the next one runs; the exit status says whether any failed. PROFILE_DIR says where the trace goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +53,10 @@ else
   compile_peer=(--torch-compile)
 fi
 
+# JAX takes 75% of GPU memory at start-up by default; the stages with a PyTorch peer leave it half, the sweeps 90%.
+with_peer_memory=${WITH_PEER_MEM_FRACTION:-0.45}
+sweep_memory=${SWEEP_MEM_FRACTION:-0.9}
+
 failed=()
 stage() {  # stage NAME SECONDS COMMAND...: run it under a timeout, note a failure and go on
   local name=$1 limit=$2
@@ -59,7 +64,7 @@ stage() {  # stage NAME SECONDS COMMAND...: run it under a timeout, note a failu
   echo
   echo "== $name (at most ${limit}s, $(date -u +%H:%M:%S) UTC)"
   local status=0
-  timeout --kill-after=10 "$limit" "$@" || status=$?
+  timeout --kill-after=5 "$limit" "$@" || status=$?
   if (( status == 124 || status == 137 )); then failed+=("$name (timed out after ${limit}s)")
   elif (( status != 0 )); then failed+=("$name (exit $status)")
   fi
@@ -70,16 +75,18 @@ echo "bench/gpu.sh on $(hostname) at $(date -u '+%Y-%m-%d %H:%M:%S') UTC, commit
 versions='import jax, torch, transformers
 print("jax", jax.__version__, jax.devices(), "| torch", torch.__version__, "cuda", torch.cuda.is_available(),
       "| transformers", transformers.__version__)'
-stage "device" 40 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null ||
+stage "device" 30 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null ||
   echo "no nvidia-smi"
   "$0" -c "$1"' "$python" "$versions"
 bench=("$python" bench/train_step.py "${common[@]}")
-stage "GPT-2 small, zoo vs torch eager and compiled" 150 \
+stage "GPT-2 small, zoo vs torch eager and compiled" 170 env XLA_PYTHON_CLIENT_MEM_FRACTION="$with_peer_memory" \
   "${bench[@]}" --models gpt2 "${gpt2[@]}" "${compile_peer[@]}" --profile "$profile_dir"
-stage "BERT-base MLM, zoo vs torch eager and compiled" 100 \
+stage "BERT-base MLM, zoo vs torch eager and compiled" 100 env XLA_PYTHON_CLIENT_MEM_FRACTION="$with_peer_memory" \
   "${bench[@]}" --models bert "${bert[@]}" "${compile_peer[@]}"
-stage "GPT-2 small batch sweep" 100 "${bench[@]}" --models gpt2 "${gpt2[@]}" --no-torch --sweep "${gpt2_sweep[@]}"
-stage "BERT-base MLM batch sweep" 80 "${bench[@]}" --models bert "${bert[@]}" --no-torch --sweep "${bert_sweep[@]}"
+stage "GPT-2 small batch sweep" 80 env XLA_PYTHON_CLIENT_MEM_FRACTION="$sweep_memory" \
+  "${bench[@]}" --models gpt2 "${gpt2[@]}" --no-torch --sweep "${gpt2_sweep[@]}"
+stage "BERT-base MLM batch sweep" 70 env XLA_PYTHON_CLIENT_MEM_FRACTION="$sweep_memory" \
+  "${bench[@]}" --models bert "${bert[@]}" --no-torch --sweep "${bert_sweep[@]}"
 
 echo
 echo "finished at $(date -u '+%Y-%m-%d %H:%M:%S') UTC; jax.profiler trace of GPT-2 in $profile_dir"

@@ -4,6 +4,9 @@ MFU = model FLOPs per step / seconds per step / peak FLOP/s, with the model FLOP
 them (Chowdhery et al. 2022): a model with N parameters costs 6N matmul FLOPs per token seen (2N forward, 4N
 backward) and the matmuls of dense self-attention add 6·L·H·(2·Q·T) = 12·L·H·Q·T per token (L layers, H heads,
 Q head dimension, T sequence length). PaLM counts the full T for every token, causal mask or not, and so do we.
+PaLM's N is its parameter count, its 6N "matmul FLOPs"; PaLM ties its embeddings and has no position table, so for
+models that do we take N as the weights of matmuls (`matmul_param_count`), as nanoGPT's `estimate_mfu` does (its N
+drops the position table and keeps the token embedding tied to the head).
 """
 
 from __future__ import annotations

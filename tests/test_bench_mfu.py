@@ -1,5 +1,7 @@
-"""bench/mfu.py's peak table and PaLM FLOPs count, and bench/train_step.py's --profile trace. No timings."""
+"""bench/mfu.py's peak table and PaLM FLOPs count, bench/train_step.py's --profile trace and its sweep's stop at out of
+memory. No timings."""
 
+import argparse
 import os
 import subprocess
 import sys
@@ -8,6 +10,8 @@ from pathlib import Path
 import jax
 import pytest
 
+import zoo
+from bench import train_step
 from bench.mfu import BF16_PEAK_TFLOPS, bf16_peak_flops, matmul_param_count, train_flops_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,12 +53,9 @@ def test_palm_flops_of_a_hand_computed_tiny_model():
 
 
 def test_palm_flops_of_gpt2_small_counts_all_but_the_position_table():
-    import zoo
-    from bench.train_step import model_flops_per_token
-
     model = zoo.create("gpt2", task="causal_lm")
     n = 124_439_808 - 1024 * 768  # the published count less the learned positions
-    assert model_flops_per_token(model, model.config, "causal_lm", 1024, 0) == 6 * n + 12 * 12 * 12 * 64 * 1024
+    assert train_step.model_flops_per_token(model, model.config, "causal_lm", 1024, 0) == 6 * n + 12 * 12 * 12 * 64 * 1024
 
 
 def test_profile_writes_a_trace(tmp_path):
@@ -66,3 +67,28 @@ def test_profile_writes_a_trace(tmp_path):
     assert "measured float32 matmul peak" in run.stdout
     assert list((tmp_path / "gpt2" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert list((tmp_path / "gpt2" / "plugins" / "profile").glob("*/perfetto_trace.json.gz"))
+
+
+def test_sweep_stops_at_the_first_out_of_memory_batch_and_names_the_best(monkeypatch, capsys):
+    def fake_step(kind, batch, steps, scan_layers, mlm_max_predictions=0, **overrides):
+        size = batch["input_ids"].shape[0]
+        if size > 4:  # what XLA raises when a buffer does not fit on the device
+            raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9.9GiB.")
+        return {1: 1.0, 2: 0.5, 4: 1.5}[size], 0.0, 100  # batch 2 is the fastest: 4 rows of 8 tokens a second
+
+    monkeypatch.setattr(train_step, "zoo_step", fake_step)
+    args = argparse.Namespace(length=8, steps=1, sweep_min=1, sweep_max=64)
+    train_step.sweep("gpt2", zoo.get_config("gpt2"), args, {}, peak=1e4)
+    out = capsys.readouterr().out
+    assert "8 out of device memory: RESOURCE_EXHAUSTED" in out and " 16 " not in out
+    assert "best batch for gpt2 on cpu: 2 (32 tokens/s)" in out
+
+
+def test_sweep_lets_other_runtime_errors_through(monkeypatch):
+    def failing_step(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("INTERNAL: cuDNN failed")
+
+    monkeypatch.setattr(train_step, "zoo_step", failing_step)
+    args = argparse.Namespace(length=8, steps=1, sweep_min=1, sweep_max=4)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        train_step.sweep("gpt2", zoo.get_config("gpt2"), args, {}, peak=1e4)
