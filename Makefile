@@ -33,7 +33,7 @@ bench: install-test
 	$(PY) bench/attention.py --plot bench/attention.png
 
 test: install-test
-	$(PY) -m pytest -q -n 2  # two workers: XLA compiles one program per core
+	$(PY) -m pytest -q -n 2 --durations=25  # two workers: XLA compiles one program per core; the slowest named
 
 clean:
 	rm -rf $(VENV) build *.egg-info
