@@ -24,10 +24,51 @@ def test_glue_metrics_per_task():
     assert glue_metric("sst2")(outputs, batches)["accuracy"] == pytest.approx(5 / 7)
     assert set(glue_metric("mrpc")(outputs, batches)) == {"accuracy", "f1"}
     assert set(glue_metric("cola")(outputs, batches)) == {"accuracy", "matthews_correlation"}
-    with pytest.raises(ValueError, match="stsb needs a regression head"):
-        glue_metric("stsb")
     with pytest.raises(ValueError, match="unknown eval metric 'glue/sst3'"):
         get_metric("glue/sst3")
+
+
+def test_stsb_correlations_equal_scipys_with_ties():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    labels = np.round(rng.uniform(0, 5, 40) * 2) / 2  # STS-B's scores come in halves: many ties
+    predictions = np.round(labels + rng.normal(0, 1.0, 40), 1).astype(np.float32)
+    scores = glue_metric("stsb")({"predictions": predictions}, {"labels": labels.astype(np.float32)})
+    assert set(scores) == {"pearson", "spearman"}
+    assert scores["pearson"] == pytest.approx(stats.pearsonr(predictions, labels)[0], abs=1e-6)
+    assert scores["spearman"] == pytest.approx(stats.spearmanr(predictions, labels)[0], abs=1e-6)
+
+
+def test_regression_loss_equals_transformers_mse_and_float_labels_need_one_output(tmp_path):
+    """num_labels=1 is transformers' problem_type "regression": the loss is the mean squared error of the one
+    output, as BertForSequenceClassification computes it."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    import jax.numpy as jnp
+
+    import zoo
+    from tests.test_checkpoints import batch
+    from train import losses
+
+    config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=37, num_labels=1)
+    torch.manual_seed(0)
+    reference = transformers.BertForSequenceClassification(config).eval()
+    reference.save_pretrained(tmp_path)
+    model, params = zoo.from_pretrained(tmp_path)
+    inputs = batch("bert")
+    scores = np.array([0.5, 4.25], np.float32)
+    with torch.no_grad():
+        expected = reference(**{k: torch.as_tensor(v) for k, v in inputs.items()},
+                             labels=torch.tensor(scores)).loss.item()
+    outputs = model.apply({"params": params}, **{k: jnp.asarray(v) for k, v in inputs.items()})
+    loss, metrics = losses.sequence_classification_loss(outputs, {"labels": jnp.asarray(scores)})
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert set(losses.summarize(metrics)) == {"loss"}  # no accuracy for a regression
+    two_classes = outputs.replace(logits=jnp.zeros((2, 2)))
+    with pytest.raises(ValueError, match="labels are real numbers .* set model_overrides.num_labels=1"):
+        losses.sequence_classification_loss(two_classes, {"labels": jnp.asarray(scores)})
 
 
 def test_entity_spans_edge_cases():
@@ -136,3 +177,16 @@ def test_squad_scores_the_windows_and_drops_the_rows_that_fill_a_batch(monkeypat
 def test_squad_needs_the_recipes_config():
     with pytest.raises(ValueError, match="needs the recipe's config"):
         get_metric("squad")
+
+
+def test_a_real_valued_label_makes_a_float_regression_target():
+    from train.data import classification_batches, shipped_tokenizer
+
+    records = [("a cat sat", "a cat sat down", 3.8), ("a dog", "the sea", 0.2)]
+    rows = next(iter(classification_batches(records, shipped_tokenizer(), batch_size=2, max_length=16,
+                                            shuffle=False)))
+    assert rows["labels"].dtype == np.float32
+    np.testing.assert_allclose(rows["labels"], [3.8, 0.2], rtol=1e-6)
+    classes = next(iter(classification_batches([("a cat", 1), ("a dog", 0)], shipped_tokenizer(), batch_size=2,
+                                               max_length=16, shuffle=False)))
+    assert classes["labels"].dtype == np.int32

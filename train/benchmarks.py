@@ -11,8 +11,8 @@ names are written `eval_`-prefixed to metrics.jsonl, so `checkpoint.best_metric`
 name (`config.eval.metric`, e.g. "glue/cola") to its function.
 
 GLUE's metrics are those its paper and leaderboard report: accuracy everywhere, F1 of the positive class beside it
-for MRPC and QQP, Matthews correlation for CoLA. STS-B (Pearson/Spearman) needs a regression head (num_labels=1),
-which zoo's classification head does not train: it is left out. Entity F1 follows seqeval's default (CoNLL) mode on
+for MRPC and QQP, Matthews correlation for CoLA, Pearson and Spearman correlations for STS-B (whose head is a
+regression, num_labels=1, trained on the squared error as transformers does). Entity F1 follows seqeval's default (CoNLL) mode on
 BIO/IOB2 tags; BLEU and chrF are sacrebleu's corpus scores, the numbers translation papers compare: "translation"
 scores a seq2seq task's greedy translations (decoded in the eval step with the KV cache) as text.
 """
@@ -51,14 +51,39 @@ def matthews_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float((tp * tn - fp * fn) / denominator) if denominator else 0.0
 
 
+def pearson_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Pearson's r of real-valued predictions and labels (GLUE's STS-B); 0 when either is constant."""
+    p, y = predictions.astype(np.float64) - predictions.mean(), labels.astype(np.float64) - labels.mean()
+    denominator = np.sqrt(np.sum(p * p) * np.sum(y * y))
+    return float(np.sum(p * y) / denominator) if denominator else 0.0
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of `values`, tied values sharing the mean of their ranks (scipy.stats.rankdata's "average")."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])  # first index of each run of ties
+    ends = np.r_[starts[1:], len(values)]
+    ranks = np.empty(len(values), np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)  # mean of ranks start+1 .. end
+    return ranks
+
+
+def spearman_correlation(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Spearman's rho: Pearson's r of the average ranks (GLUE's STS-B)."""
+    return pearson_correlation(average_ranks(predictions), average_ranks(labels))
+
+
 def glue_metric(task: str) -> Callable[[dict, dict], dict]:
-    """The metric function of GLUE task `task` (cola, sst2, mrpc, qqp, mnli, qnli, rte, wnli)."""
+    """The metric function of GLUE task `task` (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli)."""
     if task not in GLUE_TASKS:
-        raise ValueError(f"unknown GLUE task {task!r}; the GLUE tasks with metrics are: {', '.join(GLUE_TASKS)} "
-                         f"(stsb needs a regression head, which zoo does not train)")
+        raise ValueError(f"unknown GLUE task {task!r}; the GLUE tasks with metrics are: {', '.join(GLUE_TASKS)}")
 
     def metric(outputs: dict, batches: dict) -> dict:
         predictions, labels = outputs["predictions"], batches["labels"]
+        if task == "stsb":  # a regression head's scores against the 0-5 similarity
+            return {"pearson": pearson_correlation(predictions, labels),
+                    "spearman": spearman_correlation(predictions, labels)}
         scores = {"accuracy": accuracy(predictions, labels)}
         if task in ("mrpc", "qqp"):
             scores["f1"] = binary_f1(predictions, labels)
@@ -69,7 +94,7 @@ def glue_metric(task: str) -> Callable[[dict, dict], dict]:
     return metric
 
 
-GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli")
+GLUE_TASKS = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli")
 
 
 def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:

@@ -126,6 +126,19 @@ def label_loss(outputs, batch, label_smoothing: float = 0.0):
     return _mean(ce[0], ce[2]), _metrics("", *ce)
 
 
+def sequence_classification_loss(outputs, batch, label_smoothing: float = 0.0):
+    """`label_loss` over the classes, or, for a head of one output (num_labels=1: transformers' problem_type
+    "regression", GLUE's STS-B), the mean squared error of that output against real-valued `labels`."""
+    if outputs.logits.shape[-1] != 1:
+        if jnp.issubdtype(batch["labels"].dtype, jnp.floating):
+            raise ValueError("the labels are real numbers (a regression set such as STS-B) but the head has "
+                             f"{outputs.logits.shape[-1]} classes: set model_overrides.num_labels=1")
+        return label_loss(outputs, batch, label_smoothing)
+    errors = jnp.square(outputs.logits[..., 0].astype(jnp.float32) - batch["labels"].astype(jnp.float32))
+    loss_sum, weight = jnp.sum(errors), jnp.asarray(errors.size, jnp.float32)
+    return _mean(loss_sum, weight), {"loss_sum": loss_sum, "weight": weight}
+
+
 def span_loss(outputs, batch, label_smoothing: float = 0.0):
     """Span QA: the mean of the start and end position cross-entropies (no smoothing, as in BERT's SQuAD recipe)."""
     start = cross_entropy(outputs.start_logits, batch["start_positions"])
@@ -173,7 +186,8 @@ def summarize(metrics: dict, steps: int = 1) -> dict:
             prefix = key[: -len("loss_sum")]
             weight = max(float(metrics[f"{prefix}weight"]), 1.0)
             out[f"{prefix}loss"] = float(value) / weight
-            out[f"{prefix}accuracy"] = float(metrics[f"{prefix}correct"]) / weight
+            if f"{prefix}correct" in metrics:  # a regression has no accuracy
+                out[f"{prefix}accuracy"] = float(metrics[f"{prefix}correct"]) / weight
         elif key in STEP_MEAN_METRICS:
             out[key] = float(value) / steps
         elif not key.endswith(("correct", "weight")):

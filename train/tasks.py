@@ -70,6 +70,13 @@ def argmax_predictions(outputs):
     return {"predictions": jnp.argmax(outputs.logits, axis=-1)}
 
 
+def class_or_score_predictions(outputs):
+    """A classifier's class of each row, or a regression head's (num_labels=1) score of each row ([batch])."""
+    if outputs.logits.shape[-1] == 1:
+        return {"predictions": outputs.logits[..., 0].astype(jnp.float32)}
+    return argmax_predictions(outputs)
+
+
 def span_logits(outputs):
     """SQuAD's decoding needs every start and end score of a window, not their argmaxes ([batch, length] each)."""
     return {"start_logits": outputs.start_logits, "end_logits": outputs.end_logits}
@@ -96,14 +103,16 @@ TASKS = {t.name: t for t in (
     Task("seq2seq", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",), loss=losses.label_loss,
          data=inputs.seq2seq_data, generated_predictions=greedy_translations),
     Task("sequence_classification", head="sequence_classification", inputs=STACK_INPUTS, labels=("labels",),
-         loss=losses.label_loss, data=inputs.classification_data, predictions=argmax_predictions),
+         loss=losses.sequence_classification_loss, data=inputs.classification_data,
+         predictions=class_or_score_predictions),
     Task("span_corruption", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",),
          loss=losses.label_loss, data=inputs.span_corruption_data),  # T5's pre-training
     Task("text_infilling", head="seq2seq", inputs=ENCODER_DECODER_INPUTS, labels=("labels",), loss=losses.label_loss,
          data=inputs.text_infilling_data),  # BART's pre-training
     # An encoder-decoder's classifier (BART's): the model derives the decoder inputs, input_ids shifted right
     Task("seq2seq_classification", head="sequence_classification", inputs=("input_ids", "attention_mask"),
-         labels=("labels",), loss=losses.label_loss, data=inputs.classification_data),
+         labels=("labels",), loss=losses.sequence_classification_loss, data=inputs.classification_data,
+         predictions=class_or_score_predictions),
     Task("token_classification", head="token_classification", inputs=STACK_INPUTS, labels=("labels",),
          loss=losses.label_loss, data=inputs.tagging_data, predictions=argmax_predictions),
     Task("question_answering", head="question_answering", inputs=STACK_INPUTS,

@@ -265,7 +265,8 @@ class SpanCorruptionRecipe:
 
 
 class ClassificationRecipe:
-    """Fine-tuning rows (GLUE-style) from (text, label) or (text_a, text_b, label) records; `labels` is [batch]."""
+    """Fine-tuning rows (GLUE-style) from (text, label) or (text_a, text_b, label) records; `labels` is [batch], int32
+    class ids, or float32 scores for a regression set (STS-B, a num_labels=1 head)."""
 
     tokenizes_documents = False
 
@@ -276,7 +277,8 @@ class ClassificationRecipe:
         *texts, label = records[index]
         text = texts[0] if len(texts) == 1 or texts[1] is None else (texts[0], texts[1])
         row = {k: v[0] for k, v in self.tokenizer.encode_batch([text], max_length=self.max_length).items()}
-        row["labels"] = np.int32(label)
+        # a real-valued label (STS-B's similarity) is a regression target, a whole number a class
+        row["labels"] = np.float32(label) if isinstance(label, float) else np.int32(label)
         return [row]
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
@@ -450,7 +452,10 @@ class SpanQARecipe:
 
 
 def stack(examples: list[dict]) -> Batch:
-    return {key: np.stack([np.asarray(e[key]) for e in examples]).astype(np.int32) for key in examples[0]}
+    """The examples' fields stacked: ids, masks and class labels as int32, real values (regression labels) float32."""
+    stacked = {key: np.stack([np.asarray(e[key]) for e in examples]) for key in examples[0]}
+    return {key: v.astype(np.float32 if np.issubdtype(v.dtype, np.floating) else np.int32)
+            for key, v in stacked.items()}
 
 
 class Batches:
