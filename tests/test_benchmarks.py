@@ -94,6 +94,8 @@ def test_tagging_metric_skips_ignored_positions():
     scores = tagging_metric(names)({"predictions": predictions}, {"labels": labels})
     assert scores["token_accuracy"] == pytest.approx(4 / 5)  # 5 scored positions
     assert scores["entity_f1"] == pytest.approx(1.0)  # that I-PER alone is still the true PER span (1, 1)
+    # tokens: 3 true non-O, 3 predicted non-O, 2 of them the same tag (row 2's I-PER for B-PER is not)
+    assert (scores["token_precision"], scores["token_recall"], scores["token_f1"]) == pytest.approx((2 / 3,) * 3)
 
 
 def test_bleu_and_chrf_equal_sacrebleu():

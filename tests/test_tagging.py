@@ -200,7 +200,8 @@ def test_the_tagging_metric_is_selected_by_name_with_the_datas_tag_names():
     labels = np.array([[IGNORED, 0, 1, 2, 0, IGNORED]])
     predictions = np.array([[2, 0, 1, 2, 1, 1]])  # the code span found, and a spurious B-CODE
     scores = metric({"predictions": predictions}, {"labels": labels})
-    assert scores == {"token_accuracy": 0.75, "entity_precision": 0.5, "entity_recall": 1.0,
+    assert scores == {"token_accuracy": 0.75, "token_precision": pytest.approx(2 / 3), "token_recall": 1.0,
+                      "token_f1": pytest.approx(0.8), "entity_precision": 0.5, "entity_recall": 1.0,
                       "entity_f1": pytest.approx(2 / 3)}
     with pytest.raises(ValueError, match="eval metric 'tagging' needs the recipe's config"):
         get_metric("tagging")

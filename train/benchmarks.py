@@ -126,8 +126,21 @@ def entity_scores(predicted: Sequence[Sequence[str]], true: Sequence[Sequence[st
     return {"entity_precision": precision, "entity_recall": recall, "entity_f1": f1}
 
 
+def token_scores(predicted: Sequence[Sequence[str]], true: Sequence[Sequence[str]], outside: str = "O") -> dict:
+    """Token-level micro precision, recall and F1 of the tags other than `outside`: a token counts as predicted
+    (true) when its predicted (true) tag is not O, and as matched when both are the same such tag."""
+    p, t = np.array([tag for row in predicted for tag in row]), np.array([tag for row in true for tag in row])
+    matched = float(np.sum((p == t) & (t != outside)))
+    n_predicted, n_true = float(np.sum(p != outside)), float(np.sum(t != outside))
+    precision = matched / n_predicted if n_predicted else 0.0
+    recall = matched / n_true if n_true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"token_precision": precision, "token_recall": recall, "token_f1": f1}
+
+
 def tagging_metric(label_names: Sequence[str]) -> Callable[[dict, dict], dict]:
-    """Token accuracy and entity P/R/F1 for a tagger whose label ids index `label_names` (e.g. "O", "B-PER")."""
+    """Token accuracy, token-level P/R/F1 of the non-O tags and entity P/R/F1 for a tagger whose label ids index
+    `label_names` (e.g. "O", "B-PER")."""
 
     def metric(outputs: dict, batches: dict) -> dict:
         predictions, labels = outputs["predictions"], batches["labels"]  # [examples, length] each
@@ -136,7 +149,8 @@ def tagging_metric(label_names: Sequence[str]) -> Callable[[dict, dict], dict]:
             kept = y_row != IGNORED  # sub-word continuations and padding are not words
             predicted.append([label_names[i] for i in p_row[kept]])
             true.append([label_names[i] for i in y_row[kept]])
-        return {"token_accuracy": accuracy(predictions, labels), **entity_scores(predicted, true)}
+        return {"token_accuracy": accuracy(predictions, labels), **token_scores(predicted, true),
+                **entity_scores(predicted, true)}
 
     return metric
 
