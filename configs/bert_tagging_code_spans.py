@@ -9,7 +9,8 @@ and 600 steps (under two minutes on 2 CPU cores) reach an eval_entity_f1 of abou
 --config.init_from=/path/to/bert-base-uncased --config.data.tokenizer="" --config.optimizer.learning_rate=5e-5
 (run_ner's), with --config.model set to its preset for another family. CoNLL-2003: --config.data.source=tfds
 --config.data.tfds_name=conll2003 --config.data.fields='("tokens", "ner")' --config.data.eval_split=dev
---config.model_overrides.num_labels=9 (its tag names come from the tfds features).
+--config.model_overrides.num_labels=9 --config.model_overrides.label_names='()' (the tags come from the tfds
+features; name them there too for the exported id2label).
 """
 
 from train.recipes import base_config
@@ -18,7 +19,8 @@ from train.recipes import base_config
 def get_config():
     c = base_config()
     c.model, c.task = "bert-tiny", "token_classification"
-    c.model_overrides.update(dict(num_labels=3))  # O, B-CODE, I-CODE
+    # the tags by id, which the exported config.json names in id2label
+    c.model_overrides.update(dict(num_labels=3, label_names=("O", "B-CODE", "I-CODE")))
     c.train.update(dict(steps=600, batch_size=32, log_every=50, eval_every=200))
     c.optimizer.update(dict(name="adamw", learning_rate=1e-3, weight_decay=0.01))
     c.schedule.update(dict(name="linear", warmup_steps=60))

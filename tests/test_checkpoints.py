@@ -530,3 +530,17 @@ def test_a_bfloat16_checkpoint_is_read_as_bfloat16_without_a_float32_copy(tmp_pa
     _, loaded = zoo.from_pretrained(tmp_path, param_dtype="bfloat16")
     assert made and {a.dtype for a in made} == {jnp.dtype(jnp.bfloat16)}
     chex.assert_trees_all_equal(jax.device_get(loaded), jax.device_get(params))
+
+
+def test_label_names_are_written_as_id2label_and_read_back(tmp_path):
+    """A classifier's class names travel in config.json's id2label, as transformers writes and reads them."""
+    names = ("O", "B-CODE", "I-CODE")
+    model = zoo.create("bert-tiny", task="token_classification", num_labels=3, label_names=names)
+    zoo.save_pretrained(model, zoo_params(model), tmp_path)
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["id2label"] == {"0": "O", "1": "B-CODE", "2": "I-CODE"} and written["label2id"]["I-CODE"] == 2
+    assert transformers.AutoConfig.from_pretrained(tmp_path).id2label == dict(enumerate(names))
+    loaded, _ = zoo.from_pretrained(tmp_path)
+    assert loaded.config.label_names == names
+    with pytest.raises(ValueError, match="label_names names 2 classes but num_labels=3"):
+        zoo.create("bert-tiny", task="token_classification", num_labels=3, label_names=("O", "B"))

@@ -154,6 +154,9 @@ def test_a_head_that_does_not_count_the_tags_is_an_error(wordpiece):
     c.model_overrides.update({"num_labels": 2})
     with pytest.raises(ValueError, match=r"has 3 tags \(O, B-CODE, I-CODE\) but model_overrides.num_labels=2"):
         tagging_data(c, wordpiece)
+    c.model_overrides.update({"num_labels": 3, "label_names": ("O", "B-PER", "I-PER")})
+    with pytest.raises(ValueError, match=r"label_names=\('O', 'B-PER', 'I-PER'\) are not the tags of"):
+        tagging_data(c, wordpiece)
 
 
 @pytest.mark.slow  # about 20 s alone on 2 CPU cores: it trains until the tiny tagger finds code (TINY_STEPS)

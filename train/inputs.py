@@ -172,6 +172,10 @@ def tagging_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
         raise ValueError(f"data.source={cfg.source!r} has {len(label_names)} tags ({', '.join(label_names)}) but "
                          f"model_overrides.num_labels={config.model_overrides.get('num_labels')}: set it to "
                          f"{len(label_names)}")
+    named = tuple(config.model_overrides.get("label_names", ()))  # written as the exported config.json's id2label
+    if named and named != label_names:
+        raise ValueError(f"model_overrides.label_names={named} are not the tags of data.source={cfg.source!r}: "
+                         f"{label_names}")
     if cfg.source == "code_spans":  # the shipped task: offline
         records = data.code_spans_records("train")
         eval_records = data.code_spans_records("validation")

@@ -83,7 +83,7 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
         LOG.warning("config.json fields not used by zoo: %s", ", ".join(reader.unread()))
     if dtype is not None:
         overrides["dtype"] = dtype
-    cfg = cfg.replace(**{"num_labels": reader.num_labels(), **overrides})
+    cfg = cfg.replace(**{"num_labels": reader.num_labels(), "label_names": reader.label_names(), **overrides})
     model = create(cfg, task)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))["params"]
     abstract = flatten(nn.unbox(shapes))
@@ -135,7 +135,7 @@ def save_pretrained(model: nn.Module, params: dict, folder: str | Path, *, max_s
     _write_tensors(tensors, folder, max_shard_size)
     public = {"architectures": [architecture], "model_type": fmt.model_type, **public, "dtype": cfg.param_dtype.name}
     if model.heads[task].classes_from_config:
-        public.update(_labels(cfg.num_labels))
+        public.update(_labels(cfg.num_labels, cfg.label_names))
     (folder / CONFIG).write_text(json.dumps(public, indent=2, sort_keys=True) + "\n")
 
 
@@ -380,7 +380,8 @@ def public_format_problem(model: nn.Module) -> Optional[str]:
         return (f"task {task!r} has no {fmt.model_type} architecture; the tasks with one: "
                 f"{', '.join(str(t) for t in fmt.architectures.values())}")
     # Read config.json back: a zoo field that comes back different cannot be written in this format.
-    reread = fmt.config_from_public(PublicConfig(fmt.config_to_public(cfg)), task).replace(num_labels=cfg.num_labels)
+    reread = fmt.config_from_public(PublicConfig(fmt.config_to_public(cfg)), task)
+    reread = reread.replace(num_labels=cfg.num_labels, label_names=cfg.label_names)  # written as id2label
     lost = [f"{f.name}={getattr(cfg, f.name)!r} (the {fmt.model_type} format has {getattr(reread, f.name)!r})"
             for f in dataclasses.fields(cfg)
             if f.name not in RUNTIME_FIELDS + ADAPTER_FIELDS and getattr(cfg, f.name) != getattr(reread, f.name)]
@@ -389,8 +390,8 @@ def public_format_problem(model: nn.Module) -> Optional[str]:
     return None
 
 
-def _labels(num_labels: int) -> dict:
-    id2label = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+def _labels(num_labels: int, label_names: tuple[str, ...] = ()) -> dict:
+    id2label = {str(i): label_names[i] if label_names else f"LABEL_{i}" for i in range(num_labels)}
     return {"id2label": id2label, "label2id": {v: int(k) for k, v in id2label.items()}}
 
 

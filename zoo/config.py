@@ -107,6 +107,8 @@ class Config:
     embedding_size: int | None = None  # ALBERT's factorized embedding; None means hidden_size
     type_vocab_size: int = 0  # BERT's segment A/B embedding; 0 means none
     num_labels: int = 2  # classification and token-tagging heads
+    # the classes' names by id (config.json's id2label, e.g. a tagger's "O", "B-PER"); () means LABEL_0, LABEL_1, ...
+    label_names: tuple[str, ...] = ()
 
     # learned or sinusoidal absolute positions added to the embeddings; or "relative_bias" (T5, Raffel et al. 2020):
     # no position embedding, but a learned per-head bias on the attention logits indexed by the bucketed distance
@@ -214,6 +216,9 @@ class Config:
             object.__setattr__(self, "rope_scaling", RopeScaling.from_dict(self.rope_scaling))
         if isinstance(self.eos_token_id, list):
             object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
+        object.__setattr__(self, "label_names", tuple(self.label_names))  # a list from a recipe or JSON
+        if self.label_names and len(self.label_names) != self.num_labels:
+            raise ValueError(f"label_names names {len(self.label_names)} classes but num_labels={self.num_labels}")
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length",
                      "embedding_dim", "num_labels"):
             if getattr(self, name) < 1:

@@ -155,6 +155,12 @@ class PublicConfig:
         id2label = self.fields.get("id2label")
         return len(id2label) if id2label else self.fields.get("num_labels", 2)
 
+    def label_names(self) -> tuple[str, ...]:
+        """id2label's names by id, or () when they are transformers' defaults (LABEL_0, LABEL_1, ...)."""
+        id2label = self.fields.get("id2label") or {}
+        names = tuple(id2label[key] for key in sorted(id2label, key=int))
+        return () if names == tuple(f"LABEL_{i}" for i in range(len(names))) else names
+
     def unread(self) -> list[str]:
         return sorted(set(self.fields) - self.read)
 
