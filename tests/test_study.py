@@ -10,8 +10,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from train.study import (STUDIES, ArmSummary, Beats, Diverges, Study, Ties, get_study, main, pooled_std, run_result,
-                         run_study, set_config_path, study_config, study_report)
+from train.study import (STUDIES, ArmSummary, Beats, Diverges, Study, Ties, curves_figure, get_study, json_safe, main,
+                         pooled_std, report_markdown, run_result, run_study, set_config_path, study_config,
+                         study_report)
 
 
 def flat(config: ml_collections.ConfigDict) -> dict:
@@ -145,6 +146,56 @@ def test_a_runs_result_is_its_last_metric_and_the_loss_variance_over_its_last_qu
     assert result["final"] == 0.5
     assert result["loss_variance_last_quarter"] == pytest.approx(np.var([0.8, 1.0], ddof=1))
     assert math.isnan(run_result(rows, "eval_exact_match", diverged=True)["final"])
+
+
+def test_the_markdown_report_has_a_row_per_arm_and_the_verdict_line_and_nan_is_null_in_json():
+    report = study_report(fake_study(Beats("a", "b")), {"a": results([0.8, 0.9, 0.7]),
+                                                        "b": results([0.5, math.nan, 0.4], diverged=(1,))})
+    markdown = report_markdown({**report, "steps": 100, "quick": False})
+    assert "| a | 0.98 | 0.8 ± 0.1 | 0.8, 0.9, 0.7 | 0/3 |" in markdown
+    assert "| b | 0.999 | 0.45 ± 0.071 | 0.5, diverged, 0.4 | 1/3 |" in markdown
+    assert "**Verdict: held** (a 0.8 ± 0.1 vs b 0.45 ± 0.071: a better by +0.35" in markdown
+    assert json.loads(json.dumps(json_safe(report)))["arms"]["b"]["seeds"]["1"]["final"] is None
+
+
+def test_curves_average_the_seeds_that_logged_a_step():
+    """A diverged seed stops early: later steps are the mean of the seeds that got there."""
+    seed_rows = [[{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}, {"step": 2, "eval_exact_match": 0.5}],
+                 [{"step": 1, "loss": 4.0}]]
+    fig = curves_figure(fake_study(Beats("a", "b")), {"a": seed_rows, "b": seed_rows})
+    metric_axis, loss_axis = fig.axes
+    steps, means = loss_axis.lines[0].get_data()
+    assert list(steps) == [1, 2] and list(means) == [3.0, 1.0]
+    assert list(metric_axis.lines[0].get_data()[1]) == [0.5]
+
+
+def test_a_diverged_seed_is_reported_as_such_and_not_trained_again(tmp_path, monkeypatch):
+    """train_and_evaluate stands in for training: it logs two rows, and raises NonFiniteLoss for one run."""
+    import train.loop
+
+    trained = []
+
+    def fake_training(config, workdir, *args, **kwargs):
+        trained.append(workdir)
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+            for step in (4, 8):
+                f.write(json.dumps({"step": step, "loss": 1.0 / step, "eval_loss": 2.0 / step}) + "\n")
+        if config.optimizer.b2 == 0.999 and config.seed == 1:
+            raise train.loop.NonFiniteLoss("loss is nan at step 9")
+        return None, {}
+
+    monkeypatch.setattr(train.loop, "train_and_evaluate", fake_training)
+    report = run_study(STUDIES["adam_b2"], str(tmp_path), quick=True, show_progress=False)
+    diverged_run = os.path.join(str(tmp_path), "adam_b2", "0.999", "seed1")
+    assert report["arms"]["0.999"]["diverged"] == 1 and report["arms"]["0.98"]["diverged"] == 0
+    assert math.isnan(report["arms"]["0.999"]["seeds"]["1"]["final"])
+    assert report["arms"]["0.999"]["mean"] == 0.25  # the finite seed's last eval_loss
+    with open(os.path.join(tmp_path, "adam_b2", "report.md")) as f:
+        assert "| 0.25, diverged | 1/2 |" in f.read()
+    trained.clear()
+    run_study(STUDIES["adam_b2"], str(tmp_path), quick=True, show_progress=False)
+    assert diverged_run not in trained and len(trained) == 3  # the others have no checkpoint: trained again
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import time
 from typing import Any, Mapping, Sequence
 
 import ml_collections
@@ -33,7 +35,7 @@ EVALS_PER_RUN = 4  # eval rows per run: the metric's curve, and its final value
 LOG_ROWS_PER_RUN = 60  # train rows per run: enough for the loss variance over the last quarter of them
 # --quick: a few steps of small batches, to check that a study runs end to end (tests, notebooks), not to judge it
 QUICK_STEPS, QUICK_SEEDS, QUICK_BATCH_SIZE = 8, 2, 8
-DIVERGED_FILE = "diverged.json"  # in a run's folder: its loss went non-finite at the step it names
+DIVERGED_FILE = "diverged.json"  # in a run's folder: its loss went non-finite (the error names the step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,10 +215,11 @@ STUDIES = {s.name: s for s in (
           metric="eval_loss", higher_is_better=False, steps=400, verdict=Diverges("0", "200"),
           overrides={"schedule.name": "linear"}),
     Study("pooling",
-          claim="the [CLS] vector represents a sentence for classification; mean / max pooling are the alternatives",
+          claim="the [CLS] vector represents a sentence for classification as well as mean + max pooling does",
           recipe="bert_lora_word_order", switch="model_overrides.pooling",
           arms={"cls": "cls", "mean": "mean", "max": "max", "mean_max": "mean_max"},
-          metric="eval_accuracy", higher_is_better=True, steps=300, verdict=Beats("cls", "mean"),
+          metric="eval_accuracy", higher_is_better=True, steps=300,
+          verdict=Ties("cls", "mean_max", tolerance=0.02),
           # the recipe's classifier from scratch: a tiny BERT on the shipped vocabulary, every weight trained
           overrides={"model": "bert-tiny", "model_overrides.lora_rank": 0, "optimizer.lora_also_train": "",
                      "data.tokenizer": "shipped", "model_overrides.dropout_rate": 0.0,
@@ -288,31 +291,57 @@ def run_dir(workdir: str, study: Study, arm: str, seed: int) -> str:
     return os.path.join(workdir, study.name, arm, f"seed{seed}")
 
 
-def train_one_run(config: ml_collections.ConfigDict, folder: str, *, show_progress: bool) -> list[dict]:
-    """Trains (or reuses) one run in `folder` and returns its metrics.jsonl rows. A NaN or inf loss is recorded in
-    `folder/diverged.json` and the run is not trained again on a rerun."""
+def saved_step(folder: str) -> int | None:
+    """The step of the run's last checkpoint in `folder`, or None."""
+    from train.checkpointing import Checkpointer
+
+    checkpointer = Checkpointer(os.path.join(folder, "checkpoints"), every_steps=1, async_save=False)
+    try:
+        return checkpointer.latest_step()
+    finally:
+        checkpointer.close()
+
+
+def train_one_run(config: ml_collections.ConfigDict, folder: str, *,
+                  show_progress: bool) -> tuple[list[dict], bool]:
+    """Trains (or reuses) one run of `config.train.steps` steps in `folder`; returns its metrics.jsonl rows and
+    whether it diverged.
+
+    A finished run is reused (train_and_evaluate returns it without training). A folder whose run stopped short of
+    its one save, or was trained to another number of steps (another --scale), is emptied and trained from the start,
+    so its metrics.jsonl holds one run. A NaN or inf loss is recorded in `folder/diverged.json` (with the steps) and
+    that run is not trained again.
+    """
     from train.loop import NonFiniteLoss, create_model, train_and_evaluate
     from train.metrics import read_metrics
     from train.tasks import make_datasets
 
-    if not os.path.exists(os.path.join(folder, DIVERGED_FILE)):
-        model, initial_params = create_model(config)
-        datasets = make_datasets(config, model)
-        try:
-            train_and_evaluate(config, folder, datasets.train, datasets.eval, model=model,
-                               initial_params=initial_params, show_progress=show_progress)
-        except NonFiniteLoss as error:
-            print(f"  diverged: {error}", flush=True)
-            with open(os.path.join(folder, DIVERGED_FILE), "w") as f:
-                json.dump({"error": str(error)}, f)
-    return read_metrics(folder)
+    steps, marker = config.train.steps, os.path.join(folder, DIVERGED_FILE)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if json.load(f)["steps"] == steps:
+                return read_metrics(folder), True
+    if os.path.isdir(folder) and saved_step(folder) != steps:
+        print(f"  {folder} holds no finished run of {steps} steps: starting it over", flush=True)
+        shutil.rmtree(folder)
+    model, initial_params = create_model(config)
+    datasets = make_datasets(config, model)
+    try:
+        train_and_evaluate(config, folder, datasets.train, datasets.eval, model=model, initial_params=initial_params,
+                           show_progress=show_progress)
+    except NonFiniteLoss as error:
+        print(f"  diverged: {error}", flush=True)
+        with open(marker, "w") as f:
+            json.dump({"error": str(error), "steps": steps}, f)
+        return read_metrics(folder), True
+    return read_metrics(folder), False
 
 
 def run_result(rows: Sequence[dict], metric: str, diverged: bool) -> dict:
     """One run's numbers: the last logged `metric` (NaN if it diverged or never logged it), and the variance of the
     train loss over the last quarter of its train rows (the oscillation the b2 claim is about)."""
     values = [row[metric] for row in rows if metric in row]
-    losses = [row["loss"] for row in rows if "loss" in row and not any(k.startswith("eval_") for k in row)]
+    losses = [row["loss"] for row in rows if "loss" in row]  # train rows: eval rows hold eval_loss
     window = losses[-max(2, len(losses) // 4):]
     return {"final": math.nan if diverged or not values else float(values[-1]),
             "diverged": diverged,
@@ -347,8 +376,9 @@ def json_safe(value):
     return value
 
 
-def report_markdown(report: dict, *, steps: int, quick: bool) -> str:
-    metric = report["metric"]
+def report_markdown(report: dict) -> str:
+    """report.md: what was compared, a row per arm (mean ± std, the per-seed values), and the verdict line."""
+    metric, steps, quick = report["metric"], report["steps"], report["quick"]
     seeds = next(iter(report["arms"].values()))["seeds"]
     lines = [f"# Study `{report['study']}`", "",
              f"Claim: {report['claim']}.", "",
@@ -379,7 +409,7 @@ def curves_figure(study: Study, rows: Mapping[str, Sequence[Sequence[dict]]]):
             by_step: dict[int, list[float]] = {}
             for seed_rows in seeds:
                 for row in seed_rows:
-                    if key in row and (key != "loss" or not any(k.startswith("eval_") for k in row)):
+                    if key in row:
                         by_step.setdefault(row["step"], []).append(row[key])
             if not by_step:
                 continue
@@ -412,16 +442,17 @@ def run_study(study: Study, workdir: str, *, seeds: int | None = None, quick: bo
             path = run_dir(workdir, study, arm, seed)
             print(f"[{study.name} {done}/{runs}] arm {arm} ({study.switch}={study.arms[arm]!r}), seed {seed}: "
                   f"{config.train.steps} steps in {path}", flush=True)
-            run_rows = train_one_run(config, path, show_progress=show_progress)
-            diverged = os.path.exists(os.path.join(path, DIVERGED_FILE))
+            start = time.perf_counter()
+            run_rows, diverged = train_one_run(config, path, show_progress=show_progress)
+            print(f"[{study.name} {done}/{runs}] {time.perf_counter() - start:.0f} s", flush=True)
             results[arm][seed] = run_result(run_rows, study.metric, diverged)
             rows[arm].append(run_rows)
-    report = study_report(study, results)
+    report = {**study_report(study, results), "steps": run_steps(study, quick=quick, scale=scale), "quick": quick,
+              "scale": scale}
     with open(os.path.join(folder, "report.json"), "w") as f:
-        json.dump(json_safe({**report, "steps": run_steps(study, quick=quick, scale=scale), "quick": quick,
-                             "scale": scale}), f, indent=1)
+        json.dump(json_safe(report), f, indent=1)
     with open(os.path.join(folder, "report.md"), "w") as f:
-        f.write(report_markdown(report, steps=run_steps(study, quick=quick, scale=scale), quick=quick))
+        f.write(report_markdown(report))
     curves_figure(study, rows).savefig(os.path.join(folder, "curves.png"), dpi=100, bbox_inches="tight")
     print(f"[{study.name}] verdict: {report['verdict']['outcome']} ({report['verdict']['numbers']}); report in "
           f"{folder}/report.md", flush=True)
