@@ -95,7 +95,8 @@ def test_arm_statistics_are_the_mean_and_sample_std_of_the_finite_seeds():
 
 
 def results(values, diverged=()):
-    return {seed: {"final": v, "diverged": seed in diverged, "loss_variance_last_quarter": 0.0, "steps": 10}
+    return {seed: {"final": v, "diverged": seed in diverged, "loss_variance_last_quarter": 0.0, "steps": 10,
+                   "steps_to_target": None}
             for seed, v in enumerate(values)}
 
 
@@ -138,24 +139,34 @@ def test_diverges_counts_the_seeds_whose_loss_went_non_finite():
     assert report["arms"]["a"]["mean"] == pytest.approx(1.1)
 
 
-def test_a_runs_result_is_its_last_metric_and_the_loss_variance_over_its_last_quarter():
+def test_a_runs_result_is_its_last_metric_its_first_step_at_the_target_and_its_late_loss_variance():
     rows = [{"step": s, "loss": loss} for s, loss in zip(range(1, 9), [5, 4, 3, 2, 1.0, 1.2, 0.8, 1.0])]
     rows += [{"step": 4, "eval_loss": 2.5, "eval_exact_match": 0.25}, {"step": 8, "eval_loss": 1.5,
                                                                         "eval_exact_match": 0.5}]
-    result = run_result(rows, "eval_exact_match", diverged=False)
-    assert result["final"] == 0.5
+    study = dataclasses.replace(fake_study(Beats("a", "b")), target=0.4)
+    result = run_result(rows, study, diverged=False)
+    assert result["final"] == 0.5 and result["steps_to_target"] == 8
     assert result["loss_variance_last_quarter"] == pytest.approx(np.var([0.8, 1.0], ddof=1))
-    assert math.isnan(run_result(rows, "eval_exact_match", diverged=True)["final"])
+    assert math.isnan(run_result(rows, study, diverged=True)["final"])
+    lower = dataclasses.replace(study, metric="eval_loss", higher_is_better=False, target=2.5)
+    assert run_result(rows, lower, diverged=False)["steps_to_target"] == 4
+    assert run_result(rows, dataclasses.replace(study, target=0.9), diverged=False)["steps_to_target"] is None
 
 
 def test_the_markdown_report_has_a_row_per_arm_and_the_verdict_line_and_nan_is_null_in_json():
     report = study_report(fake_study(Beats("a", "b")), {"a": results([0.8, 0.9, 0.7]),
                                                         "b": results([0.5, math.nan, 0.4], diverged=(1,))})
     markdown = report_markdown({**report, "steps": 100, "quick": False})
-    assert "| a | 0.98 | 0.8 ± 0.1 | 0.8, 0.9, 0.7 | 0/3 |" in markdown
+    assert "| a | 0.98 | 0.8 ± 0.1 | 0.8, 0.9, 0.7 | 0/3 | 0, 0, 0 |\n" in markdown
     assert "| b | 0.999 | 0.45 ± 0.071 | 0.5, diverged, 0.4 | 1/3 |" in markdown
     assert "**Verdict: held** (a 0.8 ± 0.1 vs b 0.45 ± 0.071: a better by +0.35" in markdown
     assert json.loads(json.dumps(json_safe(report)))["arms"]["b"]["seeds"]["1"]["final"] is None
+    with_target = study_report(dataclasses.replace(fake_study(Beats("a", "b")), target=0.75),
+                               {"a": results([0.8]), "b": results([0.5])})
+    markdown = report_markdown({**with_target, "steps": 100, "quick": True})
+    assert "quarter | first step at eval_exact_match >= 0.75 |\n|---|---|---|---|---|---|---|\n" in markdown
+    assert "| a | 0.98 | 0.8 ± nan | 0.8 | 0/1 | 0 | never |" in markdown
+    assert "(quick mode: too small to judge the claim)" in markdown
 
 
 def test_curves_average_the_seeds_that_logged_a_step():

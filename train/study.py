@@ -1,5 +1,5 @@
 """Design studies: the articles' claims (shared/seeds/: sinusoids vs learned positions, Adam's b2, warm-up, label
-smoothing, pooling...) rerun as controlled comparisons on the shipped data.
+smoothing...) rerun as controlled comparisons on the shipped data.
 
 `python -m train.study <name> --workdir runs/studies [--seeds 3] [--quick] [--scale N]` (or `all`) trains every arm of
 the study for every seed with `train_and_evaluate` in `workdir/<study>/<arm>/seed<k>`, then writes
@@ -31,7 +31,7 @@ import numpy as np
 from train.recipes import load_recipe
 
 VERDICTS = ("held", "did not hold", "inconclusive at this scale")
-EVALS_PER_RUN = 4  # eval rows per run: the metric's curve, and its final value
+EVALS_PER_RUN = 8  # eval rows per run: the metric's curve, its final value and the step it reached a target
 LOG_ROWS_PER_RUN = 60  # train rows per run: enough for the loss variance over the last quarter of them
 # --quick: a few steps of small batches, to check that a study runs end to end (tests, notebooks), not to judge it
 QUICK_STEPS, QUICK_SEEDS, QUICK_BATCH_SIZE = 8, 2, 8
@@ -160,6 +160,8 @@ class Study:
         arms of `arms`.
       seeds: seeds per arm by default (0, 1, ...): config.seed, which seeds the initialisation and the data.
       overrides: dotted config path -> value, set for every arm before the switch (what fits the recipe to the study).
+      target: a value of the metric whose first eval step reaching it the report gives per seed (how fast an arm
+        converges), or None.
     """
 
     name: str
@@ -173,6 +175,7 @@ class Study:
     verdict: Comparison
     seeds: int = 3
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    target: float | None = None
 
     def __post_init__(self):
         unknown = [arm for arm in self.verdict.arms if arm not in self.arms]
@@ -187,8 +190,9 @@ class Study:
                              f"also be an override or the seed")
 
 
-# The transformer_tiny recipe's 1200 steps reach ~0.9 exact match; a study's runs stop earlier, where the arms still
-# differ, so each study fits its ~10 minutes on 2 CPU cores.
+# Sized on a 2-core CPU shared with another job (2026-12-02): transformer_tiny trains ~31 steps/s, and a run costs
+# ~5 s beyond its steps (data, init, 8 evals with greedy decoding) plus ~20 s of compiling for an arm's first seed.
+# So 4 arms x 3 seeds x 800 steps and 2 arms x 3 seeds x the recipe's 1200 steps each take 5 to 8 minutes.
 DATES = "transformer_tiny"
 STUDIES = {s.name: s for s in (
     Study("positions",
@@ -196,34 +200,24 @@ STUDIES = {s.name: s for s in (
           recipe=DATES, switch="model_overrides.position_embedding",
           # zoo's encoder-decoder takes these (rotary is for single stacks); "none" is the bag of words
           arms={"sinusoidal": "sinusoidal", "learned": "learned", "relative_bias": "relative_bias", "none": "none"},
-          metric="eval_exact_match", higher_is_better=True, steps=400,
-          verdict=Ties("sinusoidal", "learned", tolerance=0.02)),
+          metric="eval_exact_match", higher_is_better=True, steps=800,
+          verdict=Ties("sinusoidal", "learned", tolerance=0.02), target=0.5),
     Study("adam_b2",
           claim="Adam's b2 = 0.999 makes a Transformer's loss oscillate where the paper's 0.98 does not",
           recipe=DATES, switch="optimizer.b2", arms={"0.98": 0.98, "0.999": 0.999},
-          metric="eval_loss", higher_is_better=False, steps=400, verdict=Beats("0.98", "0.999")),
+          metric="eval_loss", higher_is_better=False, steps=1200, verdict=Beats("0.98", "0.999")),
     Study("label_smoothing",
           claim="label smoothing of 0.1 improves the translations (about 0.5 BLEU on WMT)",
           recipe=DATES, switch="loss.label_smoothing", arms={"0.1": 0.1, "0": 0.0},
-          metric="eval_exact_match", higher_is_better=True, steps=400, verdict=Beats("0.1", "0")),
+          metric="eval_exact_match", higher_is_better=True, steps=1200, verdict=Beats("0.1", "0")),
     # A linear decay, not the recipe's rsqrt: rsqrt's decay is peak * sqrt(warmup / step), so removing its warm-up
     # would also shrink every later learning rate; here both arms decay alike from the same peak.
     Study("warmup",
           claim="without warm-up (the peak learning rate from step 0) the loss turns to NaN in the first few hundred "
                 "steps",
           recipe=DATES, switch="schedule.warmup_steps", arms={"200": 200, "0": 0},
-          metric="eval_loss", higher_is_better=False, steps=400, verdict=Diverges("0", "200"),
+          metric="eval_loss", higher_is_better=False, steps=1200, verdict=Diverges("0", "200"),
           overrides={"schedule.name": "linear"}),
-    Study("pooling",
-          claim="the [CLS] vector represents a sentence for classification as well as mean + max pooling does",
-          recipe="bert_lora_word_order", switch="model_overrides.pooling",
-          arms={"cls": "cls", "mean": "mean", "max": "max", "mean_max": "mean_max"},
-          metric="eval_accuracy", higher_is_better=True, steps=300,
-          verdict=Ties("cls", "mean_max", tolerance=0.02),
-          # the recipe's classifier from scratch: a tiny BERT on the shipped vocabulary, every weight trained
-          overrides={"model": "bert-tiny", "model_overrides.lora_rank": 0, "optimizer.lora_also_train": "",
-                     "data.tokenizer": "shipped", "model_overrides.dropout_rate": 0.0,
-                     "optimizer.learning_rate": 1e-3}),
 )}
 
 
@@ -279,8 +273,8 @@ def study_config(study: Study, arm: str, seed: int, *, quick: bool = False,
                              log_every=max(1, steps // LOG_ROWS_PER_RUN)))
     # one save at the end: a run is minutes long, and an interrupted one simply starts over
     config.checkpoint.every_steps = steps
-    if quick:
-        config.train.batch_size = QUICK_BATCH_SIZE
+    if quick:  # two evals: a curve, and the final value
+        config.train.update(dict(batch_size=QUICK_BATCH_SIZE, eval_every=steps // 2))
         config.data.update(dict(eval_batches=1, num_examples=256, num_eval_examples=QUICK_BATCH_SIZE))
     set_config_path(config, study.switch, study.arms[arm])
     config.seed = seed
@@ -337,14 +331,19 @@ def train_one_run(config: ml_collections.ConfigDict, folder: str, *,
     return read_metrics(folder), False
 
 
-def run_result(rows: Sequence[dict], metric: str, diverged: bool) -> dict:
-    """One run's numbers: the last logged `metric` (NaN if it diverged or never logged it), and the variance of the
-    train loss over the last quarter of its train rows (the oscillation the b2 claim is about)."""
+def run_result(rows: Sequence[dict], study: Study, diverged: bool) -> dict:
+    """One run's numbers: the last logged metric (NaN if it diverged or never logged it), the first step whose metric
+    reached the study's target (None if none did), and the variance of the train loss over the last quarter of its
+    train rows (the oscillation the b2 claim is about)."""
+    metric, target, sign = study.metric, study.target, 1 if study.higher_is_better else -1
     values = [row[metric] for row in rows if metric in row]
+    reached = [row["step"] for row in rows
+               if target is not None and metric in row and sign * (row[metric] - target) >= 0]
     losses = [row["loss"] for row in rows if "loss" in row]  # train rows: eval rows hold eval_loss
     window = losses[-max(2, len(losses) // 4):]
     return {"final": math.nan if diverged or not values else float(values[-1]),
             "diverged": diverged,
+            "steps_to_target": reached[0] if reached else None,
             "loss_variance_last_quarter": float(np.var(window, ddof=1)) if len(window) >= 2 else math.nan,
             "steps": rows[-1]["step"] if rows else 0}
 
@@ -357,7 +356,7 @@ def study_report(study: Study, results: Mapping[str, Mapping[int, dict]]) -> dic
     outcome, numbers = study.verdict.judge(arms, study.higher_is_better)
     return {
         "study": study.name, "claim": study.claim, "recipe": study.recipe, "switch": study.switch,
-        "metric": study.metric, "higher_is_better": study.higher_is_better,
+        "metric": study.metric, "higher_is_better": study.higher_is_better, "target": study.target,
         "arms": {arm: {"value": study.arms[arm], "mean": arms[arm].mean, "std": arms[arm].std,
                        "diverged": arms[arm].diverged,
                        "seeds": {str(seed): r for seed, r in results[arm].items()}} for arm in results},
@@ -386,13 +385,19 @@ def report_markdown(report: dict) -> str:
              f"{' (quick mode: too small to judge the claim)' if quick else ''}. Metric `{metric}` "
              f"({'higher' if report['higher_is_better'] else 'lower'} is better), its last logged value per seed.", "",
              f"| arm | {report['switch']} | {metric} mean ± std | per seed | diverged | train-loss variance, last "
-             f"quarter |", "|---|---|---|---|---|---|"]
+             f"quarter |" + (f" first step at {metric} {'>=' if report['higher_is_better'] else '<='} "
+                             f"{report['target']:g} |" if report["target"] is not None else ""),
+             "|---|---|---|---|---|---|" + ("---|" if report["target"] is not None else "")]
     for arm, summary in report["arms"].items():
         runs = summary["seeds"].values()
         per_seed = ", ".join("diverged" if r["diverged"] else f"{r['final']:.4g}" for r in runs)
         variances = ", ".join(f"{r['loss_variance_last_quarter']:.2g}" for r in runs)
-        lines.append(f"| {arm} | {summary['value']!r} | {summary['mean']:.4g} ± {summary['std']:.2g} | {per_seed} | "
-                     f"{summary['diverged']}/{len(runs)} | {variances} |")
+        row = (f"| {arm} | {summary['value']!r} | {summary['mean']:.4g} ± {summary['std']:.2g} | {per_seed} | "
+               f"{summary['diverged']}/{len(runs)} | {variances} |")
+        if report["target"] is not None:
+            row += " " + ", ".join("never" if r["steps_to_target"] is None else str(r["steps_to_target"])
+                                   for r in runs) + " |"
+        lines.append(row)
     verdict = report["verdict"]
     lines += ["", f"**Verdict: {verdict['outcome']}** ({verdict['numbers']}).", "", "![curves](curves.png)", ""]
     return "\n".join(lines)
@@ -445,7 +450,7 @@ def run_study(study: Study, workdir: str, *, seeds: int | None = None, quick: bo
             start = time.perf_counter()
             run_rows, diverged = train_one_run(config, path, show_progress=show_progress)
             print(f"[{study.name} {done}/{runs}] {time.perf_counter() - start:.0f} s", flush=True)
-            results[arm][seed] = run_result(run_rows, study.metric, diverged)
+            results[arm][seed] = run_result(run_rows, study, diverged)
             rows[arm].append(run_rows)
     report = {**study_report(study, results), "steps": run_steps(study, quick=quick, scale=scale), "quick": quick,
               "scale": scale}
