@@ -220,6 +220,20 @@ def test_sinusoidal_model_adds_the_table_to_scaled_token_embeddings(key):
     chex.assert_trees_all_close(got, expected, atol=1e-5)
 
 
+def test_without_positions_an_encoder_sees_a_bag_of_words(key):
+    """position_embedding="none": permuting the source tokens permutes the encoder's states, and nothing else."""
+    model = zoo.create("transformer-tiny", position_embedding="none", dropout_rate=0.0)
+    src = ids(key, length=6)
+    variables = random_params(model, src, src)
+    encode = jitted_apply(model, method=lambda m, x: m.encode(x, jnp.ones_like(x), deterministic=True))
+    permutation = np.array([3, 0, 5, 1, 4, 2])
+    chex.assert_trees_all_close(encode(variables, src[:, permutation]), encode(variables, src)[:, permutation],
+                                atol=1e-5)
+    with_positions = zoo.create("transformer-tiny", dropout_rate=0.0)
+    encode = jitted_apply(with_positions, method=lambda m, x: m.encode(x, jnp.ones_like(x), deterministic=True))
+    assert not np.allclose(encode(variables, src[:, permutation]), encode(variables, src)[:, permutation], atol=1e-3)
+
+
 def test_alibi_initialised_relative_bias_is_minus_slope_times_distance_in_each_direction(key):
     cfg = zoo.get_config("bert-tiny").replace(position_embedding="relative_bias", relative_attention_alibi_init=2.0)
     # distances 0..8: T5's exact buckets (8 per direction of 32 buckets) and the first log one

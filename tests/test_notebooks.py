@@ -27,10 +27,11 @@ PRINTED = {
     "04_translate": ["resumed from", "beam search, 4 beams", "greedy "],
     "05_long_documents": ["sliding window of 512 over 512 tokens vs dense: max |difference|",
                           "2048 tokens  block_sparse", "sliding_window: memory grows"],
+    "06_design_questions": ["claim: learned positions end within", "[adam_b2 4/4] arm 0.999", "verdict: "],
 }
 FIRST_RUN_ONLY = {"resumed from"}  # a second run of the notebook finds its runs finished: nothing resumes
-DRAWN = {"01_quickstart", "02_pretrain_bert", "03_finetune", "05_long_documents"}
-TRAINS = {"01_quickstart", "02_pretrain_bert", "03_finetune", "04_translate"}  # write runs/ (checkpoints, metrics)
+DRAWN = {"01_quickstart", "02_pretrain_bert", "03_finetune", "05_long_documents", "06_design_questions"}
+TRAINS = {"01_quickstart", "02_pretrain_bert", "03_finetune", "04_translate", "06_design_questions"}  # write runs/ (checkpoints, metrics)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-POSITION_EMBEDDINGS = ("learned", "sinusoidal", "relative_bias", "rotary")
+POSITION_EMBEDDINGS = ("learned", "sinusoidal", "relative_bias", "rotary", "none")
 # The rope_scaling types zoo honours (config.json's rope_scaling / rope_parameters rope_type)
 ROPE_SCALINGS = ("linear", "llama3")
 NORMS = ("layer", "rms")
@@ -116,6 +116,8 @@ class Config:
     # "rotary" (RoPE, Su et al. 2021): no position embedding, but queries and keys of self-attention rotated by their
     # position, each pair of dimensions (i, i + head_dim/2) at frequency rope_theta^(-2i/head_dim): the rotate-half
     # layout of the Llama, Mistral and Qwen2 checkpoints. `rope_scaling` stretches the frequencies (RopeScaling).
+    # "none": no position information at all, so a bidirectional stack sees a bag of words (the ablation of the
+    # design studies, train/study.py); a causal mask still tells a decoder which tokens came before.
     position_embedding: str = "learned"
     rope_theta: float = 10000.0
     rope_scaling: RopeScaling | None = None  # a RopeScaling, or its config.json dict form

@@ -64,7 +64,8 @@ class Embeddings(nn.Module):
                 name="position_embedding")(position_ids + cfg.position_offset)
         elif cfg.position_embedding == "sinusoidal":
             table = jnp.asarray(sinusoidal_positions(cfg.max_length, cfg.embedding_dim), cfg.dtype)
-            x = x + table[position_ids]  # "relative_bias" adds nothing here: see zoo.layers.RelativePositionBias
+            x = x + table[position_ids]
+        # "relative_bias" and "rotary" add nothing here (zoo.layers applies them in attention), "none" nowhere
         if cfg.type_vocab_size:
             if token_type_ids is None:
                 token_type_ids = jnp.zeros_like(input_ids)

@@ -1,0 +1,492 @@
+"""Design studies: the articles' claims (shared/seeds/: sinusoids vs learned positions, Adam's b2, warm-up, label
+smoothing...) rerun as controlled comparisons on the shipped data.
+
+`python -m train.study <name> --workdir runs/studies [--seeds 3] [--quick] [--scale N]` (or `all`) trains every arm of
+the study for every seed with `train_and_evaluate` in `workdir/<study>/<arm>/seed<k>`, then writes
+`workdir/<study>/report.json` (each seed's final metric, each arm's mean and sample std), `report.md` (the table and
+a one-line verdict against the claim: held / did not hold / inconclusive at this scale) and `curves.png` (the metric
+and the train loss of every arm over steps, the mean across seeds with a band of one std).
+
+A study is one `Study` record in `STUDIES`: the base recipe, the one switch its arms change (a dotted config path)
+and their values, the metric and the verdict rule. Every arm of a seed gets the same config, the same data and the
+same initialisation key except for that switch. A run that finished is reused on a rerun (train_and_evaluate returns
+its metrics without training), and a run whose loss went non-finite counts as diverged, is recorded as such and is
+not retrained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from train.recipes import load_recipe
+
+VERDICTS = ("held", "did not hold", "inconclusive at this scale")
+EVALS_PER_RUN = 8  # eval rows per run: the metric's curve, its final value and the step it reached a target
+LOG_ROWS_PER_RUN = 60  # train rows per run: enough for the loss variance over the last quarter of them
+# --quick: a few steps of small batches, to check that a study runs end to end (tests, notebooks), not to judge it
+QUICK_STEPS, QUICK_SEEDS, QUICK_BATCH_SIZE = 8, 2, 8
+DIVERGED_FILE = "diverged.json"  # in a run's folder: its loss went non-finite (the error names the step)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArmSummary:
+    """One arm's final metric per seed (NaN for a seed that diverged), and their statistics over the finite ones."""
+
+    values: tuple[float, ...]
+    diverged: int  # seeds whose loss went non-finite
+
+    @property
+    def finite(self) -> np.ndarray:
+        return np.asarray([v for v in self.values if math.isfinite(v)], np.float64)
+
+    @property
+    def mean(self) -> float:
+        return float(self.finite.mean()) if self.finite.size else math.nan
+
+    @property
+    def std(self) -> float:
+        """The sample standard deviation (n - 1 in the denominator) of the finite values; NaN under two of them."""
+        return float(self.finite.std(ddof=1)) if self.finite.size >= 2 else math.nan
+
+
+def pooled_std(a: ArmSummary, b: ArmSummary) -> float:
+    """sqrt(((n_a - 1) s_a^2 + (n_b - 1) s_b^2) / (n_a + n_b - 2)): the two arms' common spread across seeds."""
+    n_a, n_b = a.finite.size, b.finite.size
+    return math.sqrt(((n_a - 1) * a.std ** 2 + (n_b - 1) * b.std ** 2) / (n_a + n_b - 2))
+
+
+def format_arm(name: str, arm: ArmSummary) -> str:
+    return f"{name} {arm.mean:.4g} ± {arm.std:.2g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """A verdict rule about two arms, `first` and `second`: `judge(arms, higher_is_better)` -> (one of VERDICTS, the
+    numbers behind it)."""
+
+    first: str
+    second: str
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return self.first, self.second
+
+    def too_few_seeds(self, arms: Mapping[str, ArmSummary]) -> str | None:
+        """Why the two arms cannot be compared (fewer than two finite seeds in one), or None."""
+        thin = [name for name in self.arms if arms[name].finite.size < 2]
+        return f"fewer than 2 finite seeds in {', '.join(thin)}" if thin else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Beats(Comparison):
+    """held: `first`'s mean is better than `second`'s by more than their pooled std; did not hold: worse by more than
+    it; inconclusive: within it (or fewer than two finite seeds in an arm)."""
+
+    def judge(self, arms: Mapping[str, ArmSummary], higher_is_better: bool) -> tuple[str, str]:
+        reason = self.too_few_seeds(arms)
+        if reason:
+            return VERDICTS[2], reason
+        first, second = arms[self.first], arms[self.second]
+        gain = (first.mean - second.mean) * (1 if higher_is_better else -1)
+        spread = pooled_std(first, second)
+        numbers = (f"{format_arm(self.first, first)} vs {format_arm(self.second, second)}: {self.first} better by "
+                   f"{gain:+.4g}, pooled std {spread:.2g}")
+        return VERDICTS[0 if gain > spread else 1 if gain < -spread else 2], numbers
+
+
+@dataclasses.dataclass(frozen=True)
+class Ties(Comparison):
+    """held: the means of `first` and `second` differ by at most `tolerance` and the pooled std is within it too (the
+    seeds resolve a difference that small); did not hold: they differ by more than tolerance + pooled std; else
+    inconclusive."""
+
+    tolerance: float = 0.0
+
+    def judge(self, arms: Mapping[str, ArmSummary], higher_is_better: bool) -> tuple[str, str]:
+        del higher_is_better  # a tie is a tie either way
+        reason = self.too_few_seeds(arms)
+        if reason:
+            return VERDICTS[2], reason
+        first, second = arms[self.first], arms[self.second]
+        gap, spread = abs(first.mean - second.mean), pooled_std(first, second)
+        numbers = (f"{format_arm(self.first, first)} vs {format_arm(self.second, second)}: they differ by {gap:.4g}, "
+                   f"pooled std {spread:.2g}, tolerance {self.tolerance:g}")
+        if gap <= self.tolerance and spread <= self.tolerance:
+            return VERDICTS[0], numbers
+        return VERDICTS[1 if gap > self.tolerance + spread else 2], numbers
+
+
+@dataclasses.dataclass(frozen=True)
+class Diverges(Comparison):
+    """held: `first` diverged (a non-finite loss) on at least half its seeds and on more than `second`; did not
+    hold: on no more seeds than `second`; inconclusive: more, but on fewer than half its seeds."""
+
+    def judge(self, arms: Mapping[str, ArmSummary], higher_is_better: bool) -> tuple[str, str]:
+        del higher_is_better  # divergence is counted, not compared
+        first, second = arms[self.first], arms[self.second]
+        numbers = (f"{self.first} diverged on {first.diverged}/{len(first.values)} seeds, {self.second} on "
+                   f"{second.diverged}/{len(second.values)}; {format_arm(self.first, first)} vs "
+                   f"{format_arm(self.second, second)} over the finite seeds")
+        if first.diverged <= second.diverged:
+            return VERDICTS[1], numbers
+        return VERDICTS[0 if 2 * first.diverged >= len(first.values) else 2], numbers
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A controlled comparison: the base recipe with `overrides` (the same for every arm), and the one `switch` set to
+    each arm's value.
+
+    Attributes:
+      name: the command's study name and the folder under --workdir.
+      claim: the article's claim, one line.
+      recipe: a recipe of configs/ (`train.recipes.load_recipe`).
+      switch: the dotted config path the arms change, e.g. "optimizer.b2" or "model_overrides.pooling".
+      arms: arm name (its folder) -> the switch's value.
+      metric: the metrics.jsonl key compared, e.g. "eval_exact_match"; its last logged value is a seed's result.
+      higher_is_better: whether a larger metric is better.
+      steps: training steps per run at the default size (each study fits about 10 minutes on 2 CPU cores).
+      verdict: the rule saying whether the claim held (a `Comparison`: `Beats`, `Ties`, `Diverges`) of two
+        arms of `arms`.
+      seeds: seeds per arm by default (0, 1, ...): config.seed, which seeds the initialisation and the data.
+      overrides: dotted config path -> value, set for every arm before the switch (what fits the recipe to the study).
+      target: a value of the metric whose first eval step reaching it the report gives per seed (how fast an arm
+        converges), or None.
+    """
+
+    name: str
+    claim: str
+    recipe: str
+    switch: str
+    arms: Mapping[str, Any]
+    metric: str
+    higher_is_better: bool
+    steps: int
+    verdict: Comparison
+    seeds: int = 3
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    target: float | None = None
+
+    def __post_init__(self):
+        unknown = [arm for arm in self.verdict.arms if arm not in self.arms]
+        if unknown:
+            raise ValueError(f"study {self.name!r}: the verdict names arms {unknown} that are not among its arms "
+                             f"{list(self.arms)}")
+        if len(self.arms) < 2 or self.seeds < 3:
+            raise ValueError(f"study {self.name!r} needs at least 2 arms and 3 seeds, has {len(self.arms)} arms and "
+                             f"{self.seeds} seeds")
+        if self.switch in self.overrides or self.switch == "seed":
+            raise ValueError(f"study {self.name!r}: the switch {self.switch!r} is what the arms change, so it cannot "
+                             f"also be an override or the seed")
+
+
+# Sized on a 2-core CPU shared with another job (2026-12-02): transformer_tiny trains ~31 steps/s, and a run costs
+# ~5 s beyond its steps (data, init, 8 evals with greedy decoding) plus ~20 s of compiling for an arm's first seed.
+# So 4 arms x 3 seeds x 800 steps and 2 arms x 3 seeds x the recipe's 1200 steps each take 5 to 8 minutes.
+DATES = "transformer_tiny"
+STUDIES = {s.name: s for s in (
+    Study("positions",
+          claim="learned positions end within 0.3 BLEU of sinusoids (WMT en-de), though they converge slower",
+          recipe=DATES, switch="model_overrides.position_embedding",
+          # zoo's encoder-decoder takes these (rotary is for single stacks); "none" is the bag of words
+          arms={"sinusoidal": "sinusoidal", "learned": "learned", "relative_bias": "relative_bias", "none": "none"},
+          metric="eval_exact_match", higher_is_better=True, steps=800,
+          verdict=Ties("sinusoidal", "learned", tolerance=0.02), target=0.5),
+    Study("adam_b2",
+          claim="Adam's b2 = 0.999 makes a Transformer's loss oscillate where the paper's 0.98 does not",
+          recipe=DATES, switch="optimizer.b2", arms={"0.98": 0.98, "0.999": 0.999},
+          metric="eval_loss", higher_is_better=False, steps=1200, verdict=Beats("0.98", "0.999")),
+    Study("label_smoothing",
+          claim="label smoothing of 0.1 improves the translations (about 0.5 BLEU on WMT)",
+          recipe=DATES, switch="loss.label_smoothing", arms={"0.1": 0.1, "0": 0.0},
+          metric="eval_exact_match", higher_is_better=True, steps=1200, verdict=Beats("0.1", "0")),
+    # A linear decay, not the recipe's rsqrt: rsqrt's decay is peak * sqrt(warmup / step), so removing its warm-up
+    # would also shrink every later learning rate; here both arms decay alike from the same peak.
+    Study("warmup",
+          claim="without warm-up (the peak learning rate from step 0) the loss turns to NaN in the first few hundred "
+                "steps",
+          recipe=DATES, switch="schedule.warmup_steps", arms={"200": 200, "0": 0},
+          metric="eval_loss", higher_is_better=False, steps=1200, verdict=Diverges("0", "200"),
+          overrides={"schedule.name": "linear"}),
+)}
+
+
+def get_study(name: str) -> Study:
+    """The study called `name`; a ValueError lists the studies."""
+    if name not in STUDIES:
+        raise ValueError(f"no study {name!r}; the studies are: {', '.join(STUDIES)} (or 'all')")
+    return STUDIES[name]
+
+
+def set_config_path(config: ml_collections.ConfigDict, path: str, value) -> None:
+    """Sets `config.<path>` (dotted). The key must exist (a misspelt switch is an error, not a new key), except
+    under `model_overrides`, which takes any zoo.Config field.
+
+    Raises KeyError naming the path and the keys there are.
+    """
+    import zoo
+
+    *parents, leaf = path.split(".")
+    node = config
+    for depth, name in enumerate(parents):
+        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+            raise KeyError(f"config has no {'.'.join(parents[:depth + 1])!r} (setting {path!r})")
+        node = node[name]
+    if parents == ["model_overrides"]:
+        fields = {f.name for f in dataclasses.fields(zoo.Config)}
+        if leaf not in fields:
+            raise KeyError(f"{path!r}: {leaf!r} is not a zoo.Config field")
+    elif leaf not in node:
+        raise KeyError(f"config has no {path!r}; {'.'.join(parents) or 'the config'} has: {', '.join(sorted(node))}")
+    node[leaf] = value
+
+
+def run_steps(study: Study, *, quick: bool, scale: float) -> int:
+    """Training steps of each run: the study's default times `scale`, or QUICK_STEPS."""
+    if quick:
+        return QUICK_STEPS
+    steps = round(study.steps * scale)
+    if steps < EVALS_PER_RUN:
+        raise ValueError(f"--scale {scale} leaves {steps} steps of study {study.name!r}; a run needs at least "
+                         f"{EVALS_PER_RUN} (one per eval)")
+    return steps
+
+
+def study_config(study: Study, arm: str, seed: int, *, quick: bool = False,
+                 scale: float = 1.0) -> ml_collections.ConfigDict:
+    """The resolved config of one run: the recipe, the study's overrides, its size, the arm's switch and the seed."""
+    config = load_recipe(study.recipe)
+    for path, value in study.overrides.items():
+        set_config_path(config, path, value)
+    steps = run_steps(study, quick=quick, scale=scale)
+    config.train.update(dict(steps=steps, eval_every=steps // EVALS_PER_RUN,
+                             log_every=max(1, steps // LOG_ROWS_PER_RUN)))
+    # one save at the end: a run is minutes long, and an interrupted one simply starts over
+    config.checkpoint.every_steps = steps
+    if quick:  # two evals: a curve, and the final value
+        config.train.update(dict(batch_size=QUICK_BATCH_SIZE, eval_every=steps // 2))
+        config.data.update(dict(eval_batches=1, num_examples=256, num_eval_examples=QUICK_BATCH_SIZE))
+    set_config_path(config, study.switch, study.arms[arm])
+    config.seed = seed
+    return config
+
+
+def run_dir(workdir: str, study: Study, arm: str, seed: int) -> str:
+    return os.path.join(workdir, study.name, arm, f"seed{seed}")
+
+
+def saved_step(folder: str) -> int | None:
+    """The step of the run's last checkpoint in `folder`, or None."""
+    from train.checkpointing import Checkpointer
+
+    checkpointer = Checkpointer(os.path.join(folder, "checkpoints"), every_steps=1, async_save=False)
+    try:
+        return checkpointer.latest_step()
+    finally:
+        checkpointer.close()
+
+
+def train_one_run(config: ml_collections.ConfigDict, folder: str, *,
+                  show_progress: bool) -> tuple[list[dict], bool]:
+    """Trains (or reuses) one run of `config.train.steps` steps in `folder`; returns its metrics.jsonl rows and
+    whether it diverged.
+
+    A finished run is reused (train_and_evaluate returns it without training). A folder whose run stopped short of
+    its one save, or was trained to another number of steps (another --scale), is emptied and trained from the start,
+    so its metrics.jsonl holds one run. A NaN or inf loss is recorded in `folder/diverged.json` (with the steps) and
+    that run is not trained again.
+    """
+    from train.loop import NonFiniteLoss, create_model, train_and_evaluate
+    from train.metrics import read_metrics
+    from train.tasks import make_datasets
+
+    steps, marker = config.train.steps, os.path.join(folder, DIVERGED_FILE)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            if json.load(f)["steps"] == steps:
+                return read_metrics(folder), True
+    if os.path.isdir(folder) and saved_step(folder) != steps:
+        print(f"  {folder} holds no finished run of {steps} steps: starting it over", flush=True)
+        shutil.rmtree(folder)
+    model, initial_params = create_model(config)
+    datasets = make_datasets(config, model)
+    try:
+        train_and_evaluate(config, folder, datasets.train, datasets.eval, model=model, initial_params=initial_params,
+                           show_progress=show_progress)
+    except NonFiniteLoss as error:
+        print(f"  diverged: {error}", flush=True)
+        with open(marker, "w") as f:
+            json.dump({"error": str(error), "steps": steps}, f)
+        return read_metrics(folder), True
+    return read_metrics(folder), False
+
+
+def run_result(rows: Sequence[dict], study: Study, diverged: bool) -> dict:
+    """One run's numbers: the last logged metric (NaN if it diverged or never logged it), the first step whose metric
+    reached the study's target (None if none did), and the variance of the train loss over the last quarter of its
+    train rows (the oscillation the b2 claim is about)."""
+    metric, target, sign = study.metric, study.target, 1 if study.higher_is_better else -1
+    values = [row[metric] for row in rows if metric in row]
+    reached = [row["step"] for row in rows
+               if target is not None and metric in row and sign * (row[metric] - target) >= 0]
+    losses = [row["loss"] for row in rows if "loss" in row]  # train rows: eval rows hold eval_loss
+    window = losses[-max(2, len(losses) // 4):]
+    return {"final": math.nan if diverged or not values else float(values[-1]),
+            "diverged": diverged,
+            "steps_to_target": reached[0] if reached else None,
+            "loss_variance_last_quarter": float(np.var(window, ddof=1)) if len(window) >= 2 else math.nan,
+            "steps": rows[-1]["step"] if rows else 0}
+
+
+def study_report(study: Study, results: Mapping[str, Mapping[int, dict]]) -> dict:
+    """The report (as report.json holds it) of `results[arm][seed]` (run_result's dicts): per arm the per-seed values,
+    mean, sample std and diverged seeds, and the verdict with its numbers."""
+    arms = {arm: ArmSummary(tuple(r["final"] for r in by_seed.values()),
+                            sum(r["diverged"] for r in by_seed.values())) for arm, by_seed in results.items()}
+    outcome, numbers = study.verdict.judge(arms, study.higher_is_better)
+    return {
+        "study": study.name, "claim": study.claim, "recipe": study.recipe, "switch": study.switch,
+        "metric": study.metric, "higher_is_better": study.higher_is_better, "target": study.target,
+        "arms": {arm: {"value": study.arms[arm], "mean": arms[arm].mean, "std": arms[arm].std,
+                       "diverged": arms[arm].diverged,
+                       "seeds": {str(seed): r for seed, r in results[arm].items()}} for arm in results},
+        "verdict": {"outcome": outcome, "numbers": numbers},
+    }
+
+
+def json_safe(value):
+    """NaN -> None, so report.json is standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def report_markdown(report: dict) -> str:
+    """report.md: what was compared, a row per arm (mean ± std, the per-seed values), and the verdict line."""
+    metric, steps, quick = report["metric"], report["steps"], report["quick"]
+    seeds = next(iter(report["arms"].values()))["seeds"]
+    lines = [f"# Study `{report['study']}`", "",
+             f"Claim: {report['claim']}.", "",
+             f"Recipe `{report['recipe']}`, switch `{report['switch']}`, {steps} steps, seeds {', '.join(seeds)}"
+             f"{' (quick mode: too small to judge the claim)' if quick else ''}. Metric `{metric}` "
+             f"({'higher' if report['higher_is_better'] else 'lower'} is better), its last logged value per seed.", "",
+             f"| arm | {report['switch']} | {metric} mean ± std | per seed | diverged | train-loss variance, last "
+             f"quarter |" + (f" first step at {metric} {'>=' if report['higher_is_better'] else '<='} "
+                             f"{report['target']:g} |" if report["target"] is not None else ""),
+             "|---|---|---|---|---|---|" + ("---|" if report["target"] is not None else "")]
+    for arm, summary in report["arms"].items():
+        runs = summary["seeds"].values()
+        per_seed = ", ".join("diverged" if r["diverged"] else f"{r['final']:.4g}" for r in runs)
+        variances = ", ".join(f"{r['loss_variance_last_quarter']:.2g}" for r in runs)
+        row = (f"| {arm} | {summary['value']!r} | {summary['mean']:.4g} ± {summary['std']:.2g} | {per_seed} | "
+               f"{summary['diverged']}/{len(runs)} | {variances} |")
+        if report["target"] is not None:
+            row += " " + ", ".join("never" if r["steps_to_target"] is None else str(r["steps_to_target"])
+                                   for r in runs) + " |"
+        lines.append(row)
+    verdict = report["verdict"]
+    lines += ["", f"**Verdict: {verdict['outcome']}** ({verdict['numbers']}).", "", "![curves](curves.png)", ""]
+    return "\n".join(lines)
+
+
+def curves_figure(study: Study, rows: Mapping[str, Sequence[Sequence[dict]]]):
+    """The metric (left) and the train loss (right) against step for every arm: the mean across seeds, shaded one
+    std either side. `rows[arm]` holds each seed's metrics.jsonl rows; a step counts the seeds that logged it."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4))
+    for ax, key in zip(fig.subplots(1, 2), (study.metric, "loss")):
+        for arm, seeds in rows.items():
+            by_step: dict[int, list[float]] = {}
+            for seed_rows in seeds:
+                for row in seed_rows:
+                    if key in row:
+                        by_step.setdefault(row["step"], []).append(row[key])
+            if not by_step:
+                continue
+            steps = sorted(by_step)
+            mean = np.array([np.mean(by_step[s]) for s in steps])
+            std = np.array([np.std(by_step[s], ddof=1) if len(by_step[s]) > 1 else 0.0 for s in steps])
+            (line,) = ax.plot(steps, mean, "o-" if key == study.metric else "-", label=f"{arm}", markersize=3)
+            ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key if key == study.metric else "train loss")
+        ax.grid(alpha=0.3)
+        ax.legend(title=study.switch, fontsize=8)
+    fig.suptitle(f"{study.name}: mean over seeds, shaded ± 1 std")
+    return fig
+
+
+def run_study(study: Study, workdir: str, *, seeds: int | None = None, quick: bool = False, scale: float = 1.0,
+              show_progress: bool = True) -> dict:
+    """Trains (or reuses) every arm and seed of `study` under `workdir/<study.name>/`, writes report.json, report.md
+    and curves.png there, and returns the report."""
+    seeds = seeds or (QUICK_SEEDS if quick else study.seeds)
+    folder = os.path.join(workdir, study.name)
+    results, rows = {}, {}
+    runs, done = len(study.arms) * seeds, 0
+    for arm in study.arms:
+        results[arm], rows[arm] = {}, []
+        for seed in range(seeds):
+            done += 1
+            config = study_config(study, arm, seed, quick=quick, scale=scale)
+            path = run_dir(workdir, study, arm, seed)
+            print(f"[{study.name} {done}/{runs}] arm {arm} ({study.switch}={study.arms[arm]!r}), seed {seed}: "
+                  f"{config.train.steps} steps in {path}", flush=True)
+            start = time.perf_counter()
+            run_rows, diverged = train_one_run(config, path, show_progress=show_progress)
+            print(f"[{study.name} {done}/{runs}] {time.perf_counter() - start:.0f} s", flush=True)
+            results[arm][seed] = run_result(run_rows, study, diverged)
+            rows[arm].append(run_rows)
+    report = {**study_report(study, results), "steps": run_steps(study, quick=quick, scale=scale), "quick": quick,
+              "scale": scale}
+    with open(os.path.join(folder, "report.json"), "w") as f:
+        json.dump(json_safe(report), f, indent=1)
+    with open(os.path.join(folder, "report.md"), "w") as f:
+        f.write(report_markdown(report))
+    curves_figure(study, rows).savefig(os.path.join(folder, "curves.png"), dpi=100, bbox_inches="tight")
+    print(f"[{study.name}] verdict: {report['verdict']['outcome']} ({report['verdict']['numbers']}); report in "
+          f"{folder}/report.md", flush=True)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m train.study", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help=f"a study ({', '.join(STUDIES)}) or 'all'")
+    parser.add_argument("--workdir", default="runs/studies", help="each study's runs and report go in workdir/<name>")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the study's, 2 with --quick)")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_STEPS} steps of small batches: checks that a "
+                                                             f"study runs, too small to judge it")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies each study's steps (for accelerators)")
+    args = parser.parse_args(argv)
+    try:
+        studies = list(STUDIES.values()) if args.name == "all" else [get_study(args.name)]
+    except ValueError as error:
+        parser.error(str(error))
+    if args.seeds is not None and args.seeds < 2:
+        parser.error(f"--seeds {args.seeds}: a standard deviation needs at least 2 seeds")
+    import jax
+
+    # The seeds of an arm compile the same programs: after the first, each is a lookup.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(args.workdir, "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    for study in studies:
+        run_study(study, args.workdir, seeds=args.seeds, quick=args.quick, scale=args.scale)
+
+
+if __name__ == "__main__":
+    main()
