@@ -245,3 +245,16 @@ def test_rerunning_a_finished_study_trains_nothing_and_reports_the_same(quick_st
     again = run_study(STUDIES["adam_b2"], workdir, quick=True, show_progress=False)
     assert [open(p).read() for p in paths] == before
     assert again == report
+
+
+@pytest.mark.slow
+def test_a_finished_run_of_another_size_is_kept_and_named(quick_study):
+    from train.study import study_config, train_one_run
+
+    workdir, _ = quick_study
+    folder = os.path.join(workdir, "adam_b2", "0.98", "seed0")
+    config = study_config(STUDIES["adam_b2"], "0.98", 0, quick=True)
+    config.train.steps = 16  # as another --scale would size it
+    with pytest.raises(ValueError, match=r"holds a finished run of 8 steps, not 16 .* another --workdir"):
+        train_one_run(config, folder, show_progress=False)
+    assert os.path.isdir(os.path.join(folder, "checkpoints", "8"))  # the finished run's checkpoint is still there

@@ -302,9 +302,10 @@ def train_one_run(config: ml_collections.ConfigDict, folder: str, *,
     whether it diverged.
 
     A finished run is reused (train_and_evaluate returns it without training). A folder whose run stopped short of
-    its one save, or was trained to another number of steps (another --scale), is emptied and trained from the start,
-    so its metrics.jsonl holds one run. A NaN or inf loss is recorded in `folder/diverged.json` (with the steps) and
-    that run is not trained again.
+    its one save (no checkpoint: nothing to lose) is emptied and trained from the start, so its metrics.jsonl holds
+    one run. A folder holding a finished run of another number of steps (another --scale) is an error: its checkpoint
+    is kept, and another --workdir holds the new size. A NaN or inf loss is recorded in `folder/diverged.json` (with
+    the steps) and that run is not trained again.
     """
     from train.loop import NonFiniteLoss, create_model, train_and_evaluate
     from train.metrics import read_metrics
@@ -315,9 +316,14 @@ def train_one_run(config: ml_collections.ConfigDict, folder: str, *,
         with open(marker) as f:
             if json.load(f)["steps"] == steps:
                 return read_metrics(folder), True
-    if os.path.isdir(folder) and saved_step(folder) != steps:
-        print(f"  {folder} holds no finished run of {steps} steps: starting it over", flush=True)
-        shutil.rmtree(folder)
+    if os.path.isdir(folder):
+        saved = saved_step(folder)
+        if saved is not None and saved != steps:
+            raise ValueError(f"{folder} holds a finished run of {saved} steps, not {steps} (another --scale): "
+                             f"give this size another --workdir")
+        if saved is None:
+            print(f"  {folder} holds no finished run of {steps} steps: starting it over", flush=True)
+            shutil.rmtree(folder)
     model, initial_params = create_model(config)
     datasets = make_datasets(config, model)
     try:
