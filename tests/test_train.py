@@ -18,7 +18,7 @@ from tests.model_helpers import random_params
 from tests.train_helpers import SyntheticBatches, tiny_config
 from train.checkpointing import Checkpointer, abstract_like
 from train.losses import cross_entropy, next_token_targets
-from train.loop import NonFiniteLoss, train_and_evaluate
+from train.loop import NonFiniteLoss, prefetch_to_device, train_and_evaluate
 from train.metrics import read_metrics
 from train.optimizer import make_optimizer, make_schedule, parse_lr_multipliers, weight_decay_mask
 from train.partitioning import make_mesh
@@ -330,6 +330,24 @@ def test_logged_train_metrics_are_the_token_weighted_means_of_the_steps_since_th
         assert row["grad_norm"] == pytest.approx(np.mean([s["grad_norm"] for s in of_steps]), rel=1e-5)
         assert row["learning_rate"] == pytest.approx(of_steps[-1]["learning_rate"], rel=1e-6)
         assert abs(row["mlm_loss"] - of_steps[-1]["mlm_loss"]) > 1e-4  # not the logged step's own value
+
+
+@pytest.mark.parametrize("size", [0, 2, 5])
+def test_prefetched_batches_keep_their_own_iterator_state_and_read_no_batch_past_the_last_step(size):
+    from train.partitioning import batch_sharding
+
+    class Finite(SyntheticBatches):
+        def __next__(self):
+            if self.position == 4:
+                raise AssertionError("read a fifth batch for four steps")
+            return super().__next__()
+
+    sharding = batch_sharding(make_mesh(data=-1, fsdp=1, tensor=1))
+    pairs = list(prefetch_to_device(Finite(), sharding, steps=4, size=size))
+    reference = SyntheticBatches()
+    for k, (batch, state) in enumerate(pairs):
+        np.testing.assert_array_equal(np.asarray(batch["input_ids"]), next(reference)["input_ids"])
+        assert state == {"position": k + 1}  # a checkpoint of step k resumes with batch k + 1, not a prefetched one
 
 
 def test_a_finished_run_trains_nothing_and_returns_its_final_metrics(tmp_path, capsys):

@@ -64,6 +64,14 @@ def load_tokenizer(config: ml_collections.ConfigDict, model):
     return tokenizer
 
 
+def _datasets(config: ml_collections.ConfigDict, make_batches, train_examples, eval_examples, tokenizer,
+              **train_options) -> Datasets:
+    """The training iterator, built in `data.workers` processes (grain's mp_prefetch; 0: in this one), and the eval
+    batches, built here: a few batches each eval, where starting workers would cost more than it saves."""
+    return Datasets(make_batches(train_examples, workers=config.data.workers, **train_options),
+                    _eval(config, make_batches, eval_examples), tokenizer)
+
+
 def _eval(config: ml_collections.ConfigDict, make_batches, examples) -> Callable[[], Iterator] | None:
     """A fresh single pass over the first `data.eval_batches` eval batches, or None without eval data."""
     if examples is None or not config.data.eval_batches:
@@ -89,8 +97,7 @@ def sentence_pair_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets
             mask_rate=cfg.mask_rate, max_predictions=cfg.max_predictions or None, **options)
 
     # only the training rows are shuffled across documents: the held-out batches stay the same in every arm
-    return Datasets(batches(train_docs, shuffle_window=cfg.shuffle_window), _eval(config, batches, eval_docs),
-                    tokenizer)
+    return _datasets(config, batches, train_docs, eval_docs, tokenizer, shuffle_window=cfg.shuffle_window)
 
 
 def causal_lm_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
@@ -122,7 +129,7 @@ def _document_data(config: ml_collections.ConfigDict, tokenizer, make_batches) -
         return make_batches(docs, tokenizer, batch_size=config.train.batch_size, max_length=config.data.max_length,
                             seed=config.seed, **options)
 
-    return Datasets(batches(train_docs), _eval(config, batches, eval_docs), tokenizer)
+    return _datasets(config, batches, train_docs, eval_docs, tokenizer)
 
 
 def seq2seq_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
@@ -144,7 +151,7 @@ def seq2seq_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
                                     max_target_length=cfg.max_target_length or cfg.max_length, seed=config.seed,
                                     **options)
 
-    return Datasets(batches(pairs), _eval(config, batches, eval_pairs), tokenizer)
+    return _datasets(config, batches, pairs, eval_pairs, tokenizer)
 
 
 def classification_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
@@ -218,7 +225,7 @@ def _record_data(config: ml_collections.ConfigDict, tokenizer, make_batches, rec
         return make_batches(r, tokenizer, batch_size=config.train.batch_size, max_length=config.data.max_length,
                             seed=config.seed, **options)
 
-    return Datasets(batches(records), _eval(config, batches, eval_records), tokenizer)
+    return _datasets(config, batches, records, eval_records, tokenizer)
 
 
 def question_answering_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
@@ -235,7 +242,7 @@ def question_answering_data(config: ml_collections.ConfigDict, tokenizer) -> Dat
                                                seed=config.seed, **options)
 
     eval_records = squad_records(cfg, cfg.eval_split) if cfg.eval_split else None
-    return Datasets(batches(squad_records(cfg, cfg.split)), _eval(config, batches, eval_records), tokenizer)
+    return _datasets(config, batches, squad_records(cfg, cfg.split), eval_records, tokenizer)
 
 
 def squad_records(cfg: ml_collections.ConfigDict, split: str) -> "SquadRecords":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import os
@@ -82,6 +83,19 @@ def global_batch(local: dict, sharding: NamedSharding) -> dict:
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
 
 
+def prefetch_to_device(train_data: Iterator, sharding: NamedSharding, steps: int,
+                       size: int = 2) -> Iterator[tuple[dict, dict]]:
+    """`steps` pairs of (global batch on the devices, `train_data`'s state after it), with `size` more batches
+    built and sent ahead (Flax's prefetch_to_device): the transfers are asynchronous, so batch k + size travels
+    while the devices run step k, and the state of each batch stays with it for the checkpoint of its step."""
+    queue, sent = collections.deque(), 0
+    for _ in range(steps):
+        while sent < steps and len(queue) <= size:
+            queue.append((global_batch(next(train_data), sharding), train_data.get_state()))
+            sent += 1
+        yield queue.popleft()
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_data: Iterator,
                        eval_data=None, *, model=None, initial_params=None, show_progress: bool = True,
                        on_metrics: Callable[[dict], None] | None = None) -> dict:
@@ -138,17 +152,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
     last_train, last_eval = {}, {}
     window, window_steps = None, 0  # the train metrics summed on the device since the last log
     data_state = train_data.get_state()
+    batches = prefetch_to_device(train_data, data_sharding, total - start, config.data.device_prefetch)
     bar = tqdm.tqdm(total=total, initial=start, disable=not show_progress or jax.process_index() != 0,
                     dynamic_ncols=True, desc="train")
     tokens, clock = 0, time.perf_counter()
     try:
         for step in range(start, total):
-            local = next(train_data)
-            data_state = train_data.get_state()  # the position after this batch: where a resume continues
-            batch = global_batch(local, data_sharding)
+            batch, data_state = next(batches)  # data_state: the position after this batch, where a resume continues
             state, metrics = train_step(state, batch, rng)
             window, window_steps = add_to_window(window, metrics), window_steps + 1
-            tokens += int(np.prod(local["input_ids"].shape)) * jax.process_count()
+            tokens += batch["input_ids"].size  # the global batch's, every host's rows
             done = step + 1
             log_now = done % log_every == 0 or done == total
             save_now = done % ckpt_cfg.every_steps == 0 or done == total

@@ -64,7 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
         fields=(),  # tfds records: e.g. ("sentence", "label") to classify, ("tokens", "ner") to tag
         num_examples=20000, num_eval_examples=512,  # the generated date-translation task
         sentence_pair_objective="nsp",  # sentence-pair pre-training: nsp (BERT) | sop (ALBERT)
-        shuffle_window=1,  # sentence-pair training rows: documents whose examples are pooled and permuted; 1 = none
+        shuffle_window=1,  # sentence-pair training rows permuted in windows of this many (grain's); 1 = none
+        workers=0,  # processes building the training batches (grain's mp_prefetch); 0 = in the training process
+        device_prefetch=2,  # training batches sent to the devices ahead of the step that takes them
         whole_word_masking=False, mask_rate=0.15,
         max_predictions=0,  # masked tokens per row at most (0 = no cap)
         doc_stride=128,  # question answering: tokens consecutive windows of a long context share

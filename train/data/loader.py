@@ -1,16 +1,18 @@
-"""Resumable, host-sharded iterators of fixed-shape NumPy batches for every zoo family.
+"""Resumable, host-sharded iterators of fixed-shape NumPy batches for every zoo family, built by grain.
 
     batches = bert_pretraining_batches(documents, tokenizer, batch_size=32, max_length=128, seed=0)
     batch = next(batches)          # {"input_ids", "attention_mask", "token_type_ids", "mlm_labels",
                                    #  "next_sentence_labels"}: int32 NumPy arrays
-    state = batches.get_state()    # a small dict of ints: save it with the model's checkpoint
+    state = batches.get_state()    # a small JSON-serializable dict: save it with the model's checkpoint
     batches.set_state(state)       # continues with exactly the batch that would have come next
 
-How it stays reproducible and resumable without saving any generator: each epoch visits the documents in an order
-drawn from (seed, epoch). Examples made from a document draw from a generator seeded by (seed, epoch, document),
-and the dynamic masking of a batch from one seeded by (seed, epoch, batch[, host]). So the state is where the host
-stands: epoch, position in its document order, offset inside that document's examples (or tokens, for packing),
-and the batch count. The last partial batch of an epoch is dropped so every batch has the same shape.
+The pipeline is grain's (`Batches.dataset()`): a seeded order of the document indices, reshuffled each epoch
+(`MapDataset.shuffle` + `repeat`), sliced by host; each (epoch, document) flat-mapped to the recipe's examples, which
+draw from a generator seeded by (seed, epoch, document), dynamic masking included; for causal LM the examples packed
+by grain's concat-then-split (`pack_tokens`); optionally window-shuffled; batched (the last partial batch of a finite
+pass dropped, so every batch has the same shape); and with `workers` built in that many processes (`mp_prefetch`).
+What zoo keeps is what grain has no stage for: the papers' example builders (sentence pairs, span corruption, text
+infilling, SQuAD windows...). The state is grain's iterator state, so resume is exact with any of those stages.
 
 Two ways to split the work among hosts (`shard=`):
 - "documents" (default, scales to any corpus): host `process_index` of `process_count` takes every
@@ -18,27 +20,25 @@ Two ways to split the work among hosts (`shard=`):
   Same seed and host count, same batches.
 - "rows": every host makes the whole global batch and keeps its rows of it. Same seed, same global batches on any
   number of hosts (a state saved on 4 hosts resumes on 8), at the price of every host tokenizing every document.
-
-grain was considered for this loop; the recipes here need per-document example lists and token packing with a
-cursor that a dict of five ints captures, which is simpler to keep exact in plain NumPy. The sources
-(`TfdsDocuments` included) are random-access, so grain can read them too.
 """
 
 from __future__ import annotations
 
+import abc
 import functools
 import re
 from typing import Any, Iterator, Optional, Sequence
 
+import grain
 import numpy as np
 
 from train.data.pretraining import (IGNORE_INDEX, make_sentence_pairs, make_seq2seq_example, mask_tokens,
-                                    maskable_positions, pack_rows, random_spans_noise_mask, span_corruption,
+                                    maskable_positions, pack_tokens, random_spans_noise_mask, span_corruption,
                                     text_infilling)
 from train.data.sources import check_not_empty
 
 Batch = dict[str, np.ndarray]
-STATE_KEYS = ("seed", "epoch", "document", "offset", "batch", "process_count")
+STATE_KEYS = ("seed", "process_count", "workers", "pipeline")
 
 
 def end_of_text_id(tokenizer) -> int:
@@ -54,8 +54,14 @@ class TokenizedDocuments:
 
     def __init__(self, documents: Sequence, tokenizer, cache_size: Optional[int] = 1 << 16):
         check_not_empty(documents, "the corpus")
-        self.documents, self.tokenizer = documents, tokenizer
+        self.documents, self.tokenizer, self.cache_size = documents, tokenizer, cache_size
         self._get = functools.lru_cache(maxsize=cache_size)(self._tokenize)
+
+    def __getstate__(self) -> dict:  # to a grain worker process: the sources and the tokenizer, not the cache
+        return {"documents": self.documents, "tokenizer": self.tokenizer, "cache_size": self.cache_size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
 
     def _tokenize(self, index: int) -> list[np.ndarray]:
         sentences = self.documents[index]
@@ -70,7 +76,27 @@ class TokenizedDocuments:
         return self._get(int(index))
 
 
-class SentencePairRecipe:
+class Recipe(abc.ABC):
+    """How a recipe's rows are made: `examples(documents, index, rng)` gives one document's (or record's) examples,
+    from a generator seeded by (seed, epoch, document); `pack` turns the stream of examples into rows (the
+    examples are the rows, but for packing recipes)."""
+
+    tokenizes_documents = True  # documents are lists of sentences, read as token ids (`TokenizedDocuments`)
+    tokenizer: Any
+
+    @abc.abstractmethod
+    def examples(self, documents: Sequence, index: int, rng: np.random.Generator) -> list:
+        """The examples of `documents[index]` (none for a document too short for one)."""
+
+    def pack(self, examples: grain.IterDataset) -> grain.IterDataset:
+        return examples
+
+    def rows_made(self, examples: list) -> float:
+        """How many rows `examples` become once packed: one each, but for packing recipes."""
+        return len(examples)
+
+
+class SentencePairRecipe(Recipe):
     """BERT (objective "nsp") or ALBERT ("sop") pre-training rows: [CLS] A [SEP] B [SEP], masked per batch."""
 
     def __init__(self, tokenizer, max_length: int, *, objective: str = "nsp", short_seq_prob: float = 0.1,
@@ -93,38 +119,34 @@ class SentencePairRecipe:
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
 
     def examples(self, documents: TokenizedDocuments, index: int, rng: np.random.Generator) -> list[dict]:
+        """The document's pairs, masked dynamically: the generator is seeded by (seed, epoch, document), so an
+        epoch masks a pair anew, on any host and in any worker."""
         pairs = make_sentence_pairs(index, documents.__getitem__, len(documents), rng,
                                     max_num_tokens=self.max_num_tokens, short_seq_prob=self.short_seq_prob,
                                     objective=self.objective)
-        out = []
-        for a, b, label in pairs:
+        if not pairs:
+            return []
+        rows = {"input_ids": np.full((len(pairs), self.max_length), self.pad_id, np.int32),  # [pairs, max_length]
+                "attention_mask": np.zeros((len(pairs), self.max_length), np.int32),
+                "token_type_ids": np.zeros((len(pairs), self.max_length), np.int32),
+                "next_sentence_labels": np.array([label for _, _, label in pairs], np.int32)}
+        for row, (a, b, _) in enumerate(pairs):
             ids, types = self.tokenizer.build_pair(a, b)
-            row = {"input_ids": np.full(self.max_length, self.pad_id, np.int32),
-                   "attention_mask": np.zeros(self.max_length, np.int32),
-                   "token_type_ids": np.zeros(self.max_length, np.int32),
-                   "next_sentence_labels": np.int32(label)}
-            row["input_ids"][:len(ids)] = ids
-            row["attention_mask"][:len(ids)] = 1
-            row["token_type_ids"][:len(ids)] = types
-            out.append(row)
-        return out
-
-    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
-        batch = stack(examples)
-        maskable = maskable_positions(batch["input_ids"], self.special_ids) & (batch["attention_mask"] > 0)
-        word_starts = None if self.word_starts is None else self.word_starts[batch["input_ids"]]
-        batch["input_ids"], batch["mlm_labels"] = mask_tokens(
-            batch["input_ids"], maskable, rng, mask_id=self.tokenizer.mask_id,
+            rows["input_ids"][row, :len(ids)] = ids
+            rows["attention_mask"][row, :len(ids)] = 1
+            rows["token_type_ids"][row, :len(ids)] = types
+        maskable = maskable_positions(rows["input_ids"], self.special_ids) & (rows["attention_mask"] > 0)
+        word_starts = None if self.word_starts is None else self.word_starts[rows["input_ids"]]
+        rows["input_ids"], rows["mlm_labels"] = mask_tokens(
+            rows["input_ids"], maskable, rng, mask_id=self.tokenizer.mask_id,
             random_token_ids=self.random_token_ids, word_starts=word_starts, **self.mask_options)
-        return batch
+        return [{key: value[row] for key, value in rows.items()} for row in range(len(pairs))]
 
 
-class CausalLMRecipe:
-    """GPT rows: documents joined with EOS and packed into `max_length` tokens (see `pack_rows`). A tokenizer with a
+class CausalLMRecipe(Recipe):
+    """GPT rows: documents joined with EOS and packed into `max_length` tokens (see `pack_tokens`). A tokenizer with a
     BOS of its own (Llama's <s>, Llama 3's <|begin_of_text|>; not GPT-2's, which is its EOS) also opens each
     document with it, as those models saw their documents in pre-training."""
-
-    packs = True
 
     def __init__(self, tokenizer, max_length: int, *, eos_id: Optional[int] = None):
         if max_length < 2:
@@ -134,23 +156,21 @@ class CausalLMRecipe:
         self.opening = [] if tokenizer.bos_id in (None, self.eos_id) else [tokenizer.bos_id]
         self.pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else self.eos_id
 
-    def rows(self, documents: TokenizedDocuments, order: np.ndarray, start: tuple[int, int]):
-        def pieces():
-            for position in range(start[0], len(order)):
-                sentences = documents[order[position]]
-                if not sentences:
-                    continue
-                tokens = np.concatenate([self.opening, *sentences, [self.eos_id]]).astype(np.int32)
-                offset = start[1] if position == start[0] else 0
-                if offset < len(tokens):
-                    yield position, offset, tokens[offset:]
-        return pack_rows(pieces(), self.max_length, pad_id=self.pad_id)
+    def examples(self, documents: TokenizedDocuments, index: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """The document's tokens, opened with BOS (if any) and closed with EOS: one piece for `pack_tokens`."""
+        sentences = documents[index]
+        if not sentences:
+            return []
+        return [np.concatenate([self.opening, *sentences, [self.eos_id]]).astype(np.int32)]
 
-    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
-        return stack(examples)
+    def pack(self, pieces: grain.IterDataset) -> grain.IterDataset:
+        return pack_tokens(pieces, self.max_length, pad_id=self.pad_id)
+
+    def rows_made(self, pieces: list[np.ndarray]) -> float:
+        return sum(len(piece) for piece in pieces) / self.max_length
 
 
-class Seq2SeqRecipe:
+class Seq2SeqRecipe(Recipe):
     """Encoder-decoder rows from (source text, target text) pairs, padded to fixed lengths."""
 
     tokenizes_documents = False  # reads text records itself
@@ -176,11 +196,9 @@ class Seq2SeqRecipe:
                                        source_eos_id=self.source_eos_id)
         return [example]
 
-    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
-        return stack(examples)
 
 
-class TextInfillingRecipe:
+class TextInfillingRecipe(Recipe):
     """BART's denoising rows: each document cut into pieces of max_length - 2 tokens; the source is <s> piece </s>
     after `text_infilling`, the target (labels) <s> piece </s>, the decoder inputs the target after </s>, as BART's."""
 
@@ -206,11 +224,9 @@ class TextInfillingRecipe:
                                      decoder_start_id=self.eos_id)
                 for piece in (tokens[i:i + size] for i in range(0, len(tokens), size))]
 
-    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
-        return stack(examples)
 
 
-class SpanCorruptionRecipe:
+class SpanCorruptionRecipe(Recipe):
     """T5's span-corruption rows (Raffel et al. 2020): each document's tokens cut into chunks that, with their
     dropped spans (`random_spans_noise_mask`) turned into sentinels, fill `max_length` source tokens; the target is
     the sentinels and their spans. `sentinel_ids`: <extra_id_0>, <extra_id_1>, ... (default: the tokenizer's)."""
@@ -260,11 +276,9 @@ class SpanCorruptionRecipe:
                                                  pad_id=self.pad_id))
         return examples
 
-    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
-        return stack(examples)
 
 
-class ClassificationRecipe:
+class ClassificationRecipe(Recipe):
     """Fine-tuning rows (GLUE-style) from (text, label) or (text_a, text_b, label) records; `labels` is [batch], int32
     class ids, or float32 scores for a regression set (STS-B, a num_labels=1 head)."""
 
@@ -281,11 +295,9 @@ class ClassificationRecipe:
         row["labels"] = np.float32(label) if isinstance(label, float) else np.int32(label)
         return [row]
 
-    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
-        return stack(examples)
 
 
-class TaggingRecipe:
+class TaggingRecipe(Recipe):
     """Token-classification rows (CoNLL-style NER) from (words, tags) records; `labels` is [batch, length].
 
     Each word is tokenized alone, with the space before it when it is not the first (so byte-level BPE reads it as
@@ -329,14 +341,12 @@ class TaggingRecipe:
             row["token_type_ids"] = token_types + [0] * pad
         return [row]
 
-    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
-        return stack(examples)
 
 
 MAX_CACHED_WORDS = 1 << 20  # SpanQARecipe's distinct words (with their leading whitespace) remembered: ~200 MB at most
 
 
-class SpanQARecipe:
+class SpanQARecipe(Recipe):
     """Extractive QA rows (SQuAD-style) from (question, context, answer_start, answer_text) records.
 
     A row is [CLS] question [SEP] window [SEP], where a window is a run of the context's tokens: a context longer than
@@ -447,8 +457,6 @@ class SpanQARecipe:
                 return rows
             window_start += room - self.doc_stride
 
-    def collate(self, examples: list[dict], rng: np.random.Generator) -> Batch:
-        return stack(examples)
 
 
 def stack(examples: list[dict]) -> Batch:
@@ -459,33 +467,38 @@ def stack(examples: list[dict]) -> Batch:
 
 
 class Batches:
-    """An iterator of fixed-shape NumPy batches from a random-access corpus, sharded by host and resumable.
+    """An iterator of fixed-shape NumPy batches from a random-access corpus, sharded by host and resumable: a grain
+    pipeline whose stages are zoo's example builders.
 
     Args:
       documents: a random-access source (list of documents, `TfdsDocuments`, or a list of (source, target) pairs for
-        `Seq2SeqRecipe`); token recipes wrap it in `TokenizedDocuments`.
-      recipe: `SentencePairRecipe`, `CausalLMRecipe` or `Seq2SeqRecipe`.
+        `Seq2SeqRecipe`); recipes that read token ids wrap it in `TokenizedDocuments`.
+      recipe: a `Recipe` (`SentencePairRecipe`, `CausalLMRecipe`, `Seq2SeqRecipe`, ...).
       batch_size: the global batch size; this host yields `batch_size // process_count` rows.
       seed: fixes the document order, the examples and the masking.
       num_epochs: None iterates forever.
       process_index, process_count: this host and how many there are (default: `jax.process_index()` and
         `jax.process_count()`).
       shard: "documents" or "rows", see the module docstring.
-      shuffle_window: pools the examples of each `shuffle_window` consecutive documents of the epoch's order and
-        permutes them (seeded by (seed, epoch, window)), so a batch mixes many documents, as BERT's shuffled
-        instances do; 1 keeps each document's examples together. The cursor is then (first document position of
-        the window, index in the permuted window), so resume stays exact. Not used by packing recipes.
+      shuffle_window: permutes the examples in windows of this many consecutive examples (grain's window shuffle,
+        seeded), so a batch mixes many documents, as BERT's shuffled instances do; 1 keeps each document's examples
+        together. Not used by packing recipes, whose rows already mix documents.
+      workers: processes that build the batches (grain's `mp_prefetch`; each reads every `workers`-th document of
+        this host's order); 0 builds them in this process. The batches depend on it, as grain says of
+        `mp_prefetch` with packing, so a state resumes only with the same count.
     Raises:
-      ValueError: an empty corpus, a batch size that does not divide among hosts, or a corpus too small for one batch.
+      ValueError: an empty corpus, a batch size that does not divide among hosts, a corpus that makes no example,
+        or a finite pass too small for one batch.
     """
 
-    def __init__(self, documents: Sequence, recipe, *, batch_size: int, seed: int = 0, shuffle: bool = True,
-                 num_epochs: Optional[int] = None, process_index: Optional[int] = None,
-                 process_count: Optional[int] = None, shard: str = "documents",
-                 shuffle_window: int = 1):
+    def __init__(self, documents: Sequence, recipe: "Recipe", *, batch_size: int, seed: int = 0,
+                 shuffle: bool = True, num_epochs: Optional[int] = None, process_index: Optional[int] = None,
+                 process_count: Optional[int] = None, shard: str = "documents", shuffle_window: int = 1,
+                 workers: int = 0):
         if shuffle_window < 1:
             raise ValueError(f"shuffle_window={shuffle_window} must be at least 1 (1: no cross-document shuffle)")
-        self.shuffle_window = int(shuffle_window)
+        if workers < 0:
+            raise ValueError(f"workers={workers} must be 0 (build batches in this process) or more")
         if process_index is None or process_count is None:
             import jax
 
@@ -498,110 +511,129 @@ class Batches:
         if shard not in ("documents", "rows"):
             raise ValueError(f"shard must be 'documents' or 'rows', got {shard!r}")
         check_not_empty(documents, "the corpus")
-        self.recipe, self.shard = recipe, shard
-        wrap = getattr(recipe, "tokenizes_documents", True) and not isinstance(documents, TokenizedDocuments)
+        self.recipe, self.shard, self.shuffle_window, self.workers = recipe, shard, int(shuffle_window), int(workers)
+        wrap = recipe.tokenizes_documents and not isinstance(documents, TokenizedDocuments)
         self.documents = TokenizedDocuments(documents, recipe.tokenizer) if wrap else documents
         self.rows_per_host = batch_size // process_count
         self.rows_read = batch_size if shard == "rows" else self.rows_per_host
         self.seed, self.shuffle, self.num_epochs = int(seed), shuffle, num_epochs
         self.process_index, self.process_count = process_index, process_count
-        self.set_state({"seed": self.seed, "epoch": 0, "document": 0, "offset": 0, "batch": 0,
-                        "process_count": self._state_process_count})
+        self._start()
 
+    def _start(self, *, from_first_epoch: bool = True) -> None:
+        self._iterator = iter(self.dataset(from_first_epoch=from_first_epoch))
+        self._batches = 0  # since the start or the last set_state: a finite pass that makes none is an error
+
+    def dataset(self, *, from_first_epoch: bool = True) -> grain.IterDataset:
+        """This host's batches as a grain dataset: documents (an order per epoch) -> examples -> batches.
+
+        `from_first_epoch`: the iterator starts at the first epoch (not a resumed state), so its builders count the
+        rows of that epoch and fail at the second if one epoch cannot fill a batch (batches would then repeat the
+        same few examples)."""
+        count = len(self.documents)
+        order = grain.MapDataset.range(count)
+        if self.shuffle:
+            order = order.shuffle(seed=self.seed % 2**32)  # grain reseeds it each epoch
+        # (epoch, document) of every position; each host then takes every process_count-th position
+        visits = order.repeat(self.num_epochs).map_with_index(lambda position, index: (position // count, index))
+        if self.shard == "documents":
+            visits = visits[self.process_index::self.process_count]
+        build = _DocumentExamples(self.recipe, self.documents, self.seed,
+                                  rows_per_batch=self.rows_read if from_first_epoch else 0)
+        examples = self.recipe.pack(grain.experimental.FlatMapIterDataset(visits.to_iter_dataset(), build))
+        if self.shuffle_window > 1:
+            examples = grain.experimental.WindowShuffleIterDataset(examples, window_size=self.shuffle_window,
+                                                                   seed=self.seed % 2**32)
+        batches = examples.batch(self.rows_read, drop_remainder=True, batch_fn=stack)
+        if self.shard == "rows":
+            first = self.process_index * self.rows_per_host
+            batches = batches.map(lambda batch: {key: value[first:first + self.rows_per_host]
+                                                 for key, value in batch.items()})
+        if self.workers:
+            from absl import flags
+
+            if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags: their defaults, outside an absl app
+                flags.FLAGS.mark_as_parsed()
+            batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
+        return batches
+
+    # -- state -------------------------------------------------------------------------------------------------------
     @property
     def _state_process_count(self) -> int:
         return 0 if self.shard == "rows" else self.process_count  # "rows" states fit any host count
 
-    # -- state -------------------------------------------------------------------------------------------------------
-    def get_state(self) -> dict[str, int]:
-        """Where this host stands, as a small JSON-serializable dict of ints; save it with the model's checkpoint."""
-        return {"seed": self.seed, "epoch": self._epoch, "document": self._cursor[0], "offset": self._cursor[1],
-                "batch": self._batch, "process_count": self._state_process_count}
+    def get_state(self) -> dict[str, Any]:
+        """Where this host stands (grain's iterator state, with the seed and the host and worker counts it holds
+        for), JSON-serializable: save it with the model's checkpoint."""
+        return {"seed": self.seed, "process_count": self._state_process_count, "workers": self.workers,
+                "pipeline": self._iterator.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continues from `state` (from `get_state`): the next batch is the one that would have come next."""
         missing = [k for k in STATE_KEYS if k not in state]
         if missing:
-            raise ValueError(f"iterator state lacks {missing}; expected the dict of get_state()")
+            raise ValueError(f"iterator state lacks {missing}; expected the dict of get_state() (keys "
+                             f"{list(STATE_KEYS)})")
         if int(state["process_count"]) != self._state_process_count:
             raise ValueError(f"the state was saved with process_count={state['process_count']} (0: shard='rows'), "
                              f"but this run has {self._state_process_count}; the document shards would differ")
+        if int(state["workers"]) != self.workers:
+            raise ValueError(f"the state was saved with workers={state['workers']} but this run has "
+                             f"workers={self.workers}; each worker reads its own documents, so set data.workers="
+                             f"{state['workers']} to resume")
         self.seed = int(state["seed"])
-        self._epoch, self._batch = int(state["epoch"]), int(state["batch"])
-        self._cursor = (int(state["document"]), int(state["offset"]))
-        self._stream = None
+        self._start(from_first_epoch=False)
+        self._iterator.set_state(state["pipeline"])
 
     # -- iteration ---------------------------------------------------------------------------------------------------
-    def document_order(self, epoch: int) -> np.ndarray:
-        """The indices of the documents this host visits in `epoch`, in order."""
-        n = len(self.documents)
-        order = np.random.default_rng([self.seed, 2, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        return order[self.process_index::self.process_count] if self.shard == "documents" else order
-
-    def _examples(self) -> Iterator[tuple[dict, tuple[int, int]]]:
-        order = self.document_order(self._epoch)
-        if getattr(self.recipe, "packs", False):
-            yield from self.recipe.rows(self.documents, order, self._cursor)
-            return
-        start, skip = self._cursor
-        if self.shuffle_window > 1:
-            yield from self._window_examples(order, start, skip)
-            return
-        for position in range(start, len(order)):
-            index = int(order[position])
-            rng = np.random.default_rng([self.seed, 0, self._epoch, index])
-            examples = self.recipe.examples(self.documents, index, rng)
-            for k in range(skip if position == start else 0, len(examples)):
-                yield examples[k], (position, k + 1)
-
-    def _window_examples(self, order: np.ndarray, start: int, skip: int):
-        """The examples of each window of documents, permuted; `start` is always a window's first position."""
-        for window_start in range(start, len(order), self.shuffle_window):
-            pooled = []
-            for position in range(window_start, min(window_start + self.shuffle_window, len(order))):
-                index = int(order[position])
-                pooled.extend(self.recipe.examples(self.documents, index,
-                                                   np.random.default_rng([self.seed, 0, self._epoch, index])))
-            window_index = window_start // self.shuffle_window
-            permutation = np.random.default_rng([self.seed, 3, self._epoch, window_index]).permutation(len(pooled))
-            for k in range(skip if window_start == start else 0, len(pooled)):
-                yield pooled[permutation[k]], (window_start, k + 1)
-
     def __iter__(self) -> "Batches":
         return self
 
     def __next__(self) -> Batch:
-        while True:
-            if self.num_epochs is not None and self._epoch >= self.num_epochs:
-                raise StopIteration
-            if self._stream is None:
-                self._stream = self._examples()
-            examples, cursor = [], self._cursor
-            for example, cursor in self._stream:
-                examples.append(example)
-                if len(examples) == self.rows_read:
-                    break
-            if len(examples) == self.rows_read:
-                if self.shard == "documents":
-                    rng = np.random.default_rng([self.seed, 1, self._epoch, self._batch, self.process_index])
-                    batch = self.recipe.collate(examples, rng)
-                else:
-                    rng = np.random.default_rng([self.seed, 1, self._epoch, self._batch])
-                    first = self.process_index * self.rows_per_host
-                    batch = self.recipe.collate(examples, rng)
-                    batch = {key: value[first:first + self.rows_per_host] for key, value in batch.items()}
-                self._cursor, self._batch = cursor, self._batch + 1
-                return batch
-            if self._batch == 0:
-                raise ValueError(f"one epoch of this host's share of the corpus makes {len(examples)} examples, "
-                                 f"fewer than the {self.rows_read} rows of one batch")
-            self._epoch, self._batch, self._cursor, self._stream = self._epoch + 1, 0, (0, 0), None
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            if self._batches == 0:
+                raise ValueError(f"{self.num_epochs} epoch(s) of this host's share of the corpus make fewer examples "
+                                 f"than the {self.rows_read} rows of one batch") from None
+            raise
+        self._batches += 1
+        return batch
+
+
+class _DocumentExamples(grain.experimental.FlatMapTransform):
+    """(epoch, document index) -> the recipe's examples of that document, from a generator seeded by (seed, epoch,
+    document): the same examples on any host, in any worker, after any resume."""
+
+    max_fan_out = 1 << 16
+
+    def __init__(self, recipe: "Recipe", documents: Sequence, seed: int, *, rows_per_batch: int = 0):
+        self.recipe, self.documents, self.seed = recipe, documents, seed
+        self.barren_visits = 0  # documents in a row that made no example: a whole epoch of them is an error
+        # the rows the first epoch made here (this host's share, this worker's part of it); 0: not counted (resumed)
+        self.rows_per_batch, self.first_epoch_rows = rows_per_batch, 0.0
+
+    def flat_map(self, visit: tuple[int, int]) -> list:
+        epoch, index = visit
+        if epoch > 0 and self.rows_per_batch and self.first_epoch_rows < self.rows_per_batch:
+            raise ValueError(f"one epoch of this host's share of the corpus makes {int(self.first_epoch_rows)} rows "
+                             f"(in this worker, with data.workers), fewer than the {self.rows_per_batch} rows of one "
+                             f"batch: use more documents or a smaller batch")
+        examples = self.recipe.examples(self.documents, int(index),
+                                        np.random.default_rng([self.seed, 0, epoch, int(index)]))
+        if epoch == 0:
+            self.first_epoch_rows += self.recipe.rows_made(examples)
+        self.barren_visits = 0 if examples else self.barren_visits + 1
+        if self.barren_visits > len(self.documents):
+            raise ValueError(f"no document of the corpus ({len(self.documents)} documents) makes an example for "
+                             f"{type(self.recipe).__name__}: are they empty, or all too short?")
+        return examples
 
 
 def bert_pretraining_batches(documents: Sequence, tokenizer, *, batch_size: int, max_length: int = 128,
                              objective: str = "nsp", seed: int = 0, **options) -> Batches:
     """BERT (MLM + NSP) batches; `objective="sop"` gives ALBERT's (MLM + SOP). `options`: masking and `Batches`."""
-    loader_keys = ("shuffle", "num_epochs", "process_index", "process_count", "shard", "shuffle_window")
+    loader_keys = ("shuffle", "num_epochs", "process_index", "process_count", "shard", "shuffle_window", "workers")
     loader_options = {k: options.pop(k) for k in loader_keys if k in options}
     recipe = SentencePairRecipe(tokenizer, max_length, objective=objective, **options)
     return Batches(documents, recipe, batch_size=batch_size, seed=seed, **loader_options)
@@ -665,7 +697,8 @@ def question_answering_batches(records: Sequence, tokenizer, *, batch_size: int,
                    seed=seed, **options)
 
 
-__all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "IGNORE_INDEX", "Seq2SeqRecipe", "SentencePairRecipe",
+__all__ = ["Batches", "CausalLMRecipe", "Recipe", "ClassificationRecipe", "IGNORE_INDEX", "Seq2SeqRecipe",
+           "SentencePairRecipe",
            "TokenizedDocuments", "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches",
            "classification_batches", "end_of_text_id", "question_answering_batches", "seq2seq_batches", "SpanQARecipe",
            "TaggingRecipe", "tagging_batches"]

@@ -4,8 +4,8 @@
   optionally whole-word, with a cap on predictions per row. Vectorized over the batch; one seeded generator.
 - `make_sentence_pairs`: BERT's next-sentence pairs (half the B segments from another document) or ALBERT's
   sentence-order pairs (half swapped), with segments filled up to the length as in `create_pretraining_data.py`.
-- `pack_documents`: GPT's causal LM rows, documents joined with EOS and packed with segment ids and per-document
-  positions so no token attends across documents.
+- `pack_tokens`, `pack_documents`: GPT's causal LM rows, documents joined with EOS and packed (grain's
+  concat-then-split) with segment ids and per-document positions so no token attends across documents.
 - `make_seq2seq_example`: source/target pairs; decoder inputs are the targets shifted right.
 - `text_infilling`: BART's noise (Poisson(3) spans over 30% of the tokens, each replaced by one mask token).
 
@@ -19,8 +19,10 @@ Label convention: every label array holds the target id where there is one and `
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+import functools
+from typing import Callable, Iterable, Optional, Sequence
 
+import grain
 import numpy as np
 
 IGNORE_INDEX = -100
@@ -168,61 +170,37 @@ def make_sentence_pairs(document_index: int, get_document: Callable[[int], Seque
     return pairs
 
 
-def pack_rows(pieces: Iterator[tuple[int, int, np.ndarray]], length: int, *, pad_id: int = 0,
-              pad_last: bool = False) -> Iterator[tuple[dict, tuple[int, int]]]:
-    """Packs token pieces into rows of `length` for causal LM; yields (row, cursor after the row).
+def pack_tokens(documents: grain.IterDataset, length: int, *, pad_id: int = 0) -> grain.IterDataset:
+    """Packs token arrays (each a document ending with EOS) into rows of `length` for causal LM.
 
-    `pieces` yields (document position, offset, tokens): each document's ids ending with EOS, from `offset` on. A row
-    holds `input_ids`, `segment_ids` (1, 2, ... per document piece in the row; 0 at padding), `position_ids`
-    (restarting at 0 for each piece), `attention_mask`, and `labels`: the next token of the same document, -100 at
-    each document's EOS and at padding. A document longer than the room left continues in the next row. The cursor
-    (document position, offset) is where the next row starts. The last partial row is padded with `pad_last`,
-    else dropped.
+    grain's concat-then-split packing: documents are joined and cut every `length` tokens, a document longer than the
+    room left continuing in the next row, and the last partial row padded. A row holds `input_ids`, `segment_ids`
+    (1, 2, ... per document piece in the row; 0 at padding), `position_ids` (restarting at 0 for each piece),
+    `attention_mask`, and `labels`: the next token of the same document (carried across a row break), -100 at each
+    document's EOS and at padding. Its iterator's state (where the cut stands) is grain's, so resume is exact.
     """
-    pending: list[list] = []  # [position, offset, tokens]
-    available, next_position, exhausted = 0, 0, False
-    while True:
-        while available < length and not exhausted:
-            piece = next(pieces, None)
-            if piece is None:
-                exhausted = True
-            else:
-                pending.append(list(piece))
-                available += len(piece[2])
-                next_position = piece[0] + 1
-        if available == 0 or (available < length and not pad_last):
-            return
-        input_ids = np.full(length, pad_id, np.int32)
-        segment_ids = np.zeros(length, np.int32)
-        position_ids = np.zeros(length, np.int32)
-        labels = np.full(length, IGNORE_INDEX, np.int32)
-        filled, segment = 0, 0
-        while filled < length and pending:
-            position, offset, tokens = pending[0]
-            take = min(length - filled, len(tokens))
-            segment += 1
-            span = slice(filled, filled + take)
-            input_ids[span] = tokens[:take]
-            segment_ids[span] = segment
-            position_ids[span] = np.arange(take)
-            following = tokens[1:take + 1]  # next tokens within this document (EOS has none)
-            labels[filled:filled + len(following)] = following
-            filled += take
-            if take == len(tokens):
-                pending.pop(0)
-            else:
-                pending[0] = [position, offset + take, tokens[take:]]
-        available -= filled
-        cursor = (pending[0][0], pending[0][1]) if pending else (next_position, 0)
-        row = {"input_ids": input_ids, "attention_mask": (segment_ids > 0).astype(np.int32),
-               "segment_ids": segment_ids, "position_ids": position_ids, "labels": labels}
-        yield row, cursor
+    def with_labels(tokens: np.ndarray) -> dict:
+        tokens = np.asarray(tokens, np.int32)
+        return {"input_ids": tokens, "labels": np.append(tokens[1:], np.int32(IGNORE_INDEX))}
+
+    packed = grain.experimental.ConcatThenSplitIterDataset(documents.map(with_labels),
+                                                           length_struct={"input_ids": length, "labels": length})
+    return packed.map(functools.partial(_packed_row, pad_id=pad_id))
+
+
+def _packed_row(packed: dict, *, pad_id: int) -> dict:
+    segment_ids = packed["input_ids_segment_ids"].astype(np.int32)
+    real = segment_ids > 0
+    return {"input_ids": np.where(real, packed["input_ids"], pad_id).astype(np.int32),
+            "attention_mask": real.astype(np.int32), "segment_ids": segment_ids,
+            "position_ids": np.where(real, packed["input_ids_positions"], 0).astype(np.int32),
+            "labels": np.where(real, packed["labels"], IGNORE_INDEX).astype(np.int32)}
 
 
 def pack_documents(documents: Iterable[Sequence[int]], length: int, *, eos_id: int, pad_id: int = 0) -> dict:
-    """Packs tokenized documents (each followed by `eos_id`) into [rows, length] arrays; see `pack_rows`."""
-    pieces = ((i, 0, np.append(np.asarray(d, np.int32), np.int32(eos_id))) for i, d in enumerate(documents))
-    rows = [row for row, _ in pack_rows(pieces, length, pad_id=pad_id, pad_last=True)]
+    """Packs tokenized documents (each followed by `eos_id`) into [rows, length] arrays; see `pack_tokens`."""
+    tokens = [np.append(np.asarray(d, np.int32), np.int32(eos_id)) for d in documents]
+    rows = list(pack_tokens(grain.MapDataset.source(tokens).to_iter_dataset(), length, pad_id=pad_id))
     if not rows:
         raise ValueError("pack_documents got no tokens")
     return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
