@@ -126,6 +126,7 @@ def test_tfds_tag_names_are_the_class_names_of_the_tag_feature(wordpiece):
     with tfds.testing.mock_data(num_examples=16):
         names = tagging_label_names(c.data)
         records = tagging_data(c, wordpiece).train.documents  # TfdsRecords of (tokens, ner)
+        words, tags = records[0]
         # the mock draws each sequence's length alone; conll2003's own records have a tag per token
         aligned = [(w[:len(t)], t[:len(w)]) for w, t in (records[i] for i in range(len(records)))]
         batch = next(tagging_batches(aligned, wordpiece, batch_size=8, max_length=32))
