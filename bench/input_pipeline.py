@@ -51,6 +51,7 @@ def run_rate(steps: int, workers: int, device_prefetch: int) -> float:
 
     config = load_recipe("bert_tiny")
     config.train.update(steps=steps, eval_every=0)
+    config.schedule.warmup_steps = steps // 4
     config.checkpoint.every_steps = steps
     config.data.update(workers=workers, device_prefetch=device_prefetch)
     model, params = create_model(config)
