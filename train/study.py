@@ -23,7 +23,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -72,10 +72,12 @@ def format_arm(name: str, arm: ArmSummary) -> str:
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """A verdict rule about two arms, `first` and `second`: `judge(arms, higher_is_better)` -> (one of VERDICTS, the
-    numbers behind it)."""
+    numbers behind it). `on` names what it compares: "" for the study's metric, or one of the study's
+    `measurements`."""
 
     first: str
     second: str
+    on: str = ""
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -108,9 +110,10 @@ class Beats(Comparison):
 class Ties(Comparison):
     """held: the means of `first` and `second` differ by at most `tolerance` and the pooled std is within it too (the
     seeds resolve a difference that small); did not hold: they differ by more than tolerance + pooled std; else
-    inconclusive."""
+    inconclusive. With `relative`, the tolerance is that fraction of `second`'s mean (for a time, say)."""
 
     tolerance: float = 0.0
+    relative: bool = False
 
     def judge(self, arms: Mapping[str, ArmSummary], higher_is_better: bool) -> tuple[str, str]:
         del higher_is_better  # a tie is a tie either way
@@ -119,11 +122,13 @@ class Ties(Comparison):
             return VERDICTS[2], reason
         first, second = arms[self.first], arms[self.second]
         gap, spread = abs(first.mean - second.mean), pooled_std(first, second)
+        tolerance = self.tolerance * abs(second.mean) if self.relative else self.tolerance
         numbers = (f"{format_arm(self.first, first)} vs {format_arm(self.second, second)}: they differ by {gap:.4g}, "
-                   f"pooled std {spread:.2g}, tolerance {self.tolerance:g}")
-        if gap <= self.tolerance and spread <= self.tolerance:
+                   f"pooled std {spread:.2g}, tolerance {tolerance:.4g}"
+                   + (f" ({self.tolerance:.0%} of {self.second}'s mean)" if self.relative else ""))
+        if gap <= tolerance and spread <= tolerance:
             return VERDICTS[0], numbers
-        return VERDICTS[1 if gap > self.tolerance + spread else 2], numbers
+        return VERDICTS[1 if gap > tolerance + spread else 2], numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +145,61 @@ class Diverges(Comparison):
         if first.diverged <= second.diverged:
             return VERDICTS[1], numbers
         return VERDICTS[0 if 2 * first.diverged >= len(first.values) else 2], numbers
+
+
+INFERENCE_REPEATS = 10  # timed forward passes per measurement, after the one that compiles: the fastest counts
+
+
+def study_model(config: ml_collections.ConfigDict):
+    """The run's model (no weights): the recipe's preset, task head and model_overrides."""
+    from train.loop import create_model
+
+    return create_model(config)[0]
+
+
+def parameter_count(config: ml_collections.ConfigDict) -> float:
+    """The model's parameters, from an abstract init (zoo.param_count)."""
+    import zoo
+
+    return float(zoo.param_count(study_model(config)))
+
+
+def inference_us_per_token(config: ml_collections.ConfigDict) -> float:
+    """Microseconds per token of the jitted forward pass (no dropout) over a batch of train.batch_size rows of
+    data.max_length tokens: the fastest of INFERENCE_REPEATS calls after the one that compiles (another job on the
+    machine only ever adds time; with the median a busy spell moved one arm's seed by half). The weights are a fresh
+    initialisation from the run's seed: the time of a pass does not depend on their values."""
+    import jax
+    from zoo.registry import example_inputs
+
+    model = study_model(config)
+    inputs = example_inputs(model, config.train.batch_size, config.data.max_length)
+    params = jax.jit(model.init)(jax.random.key(config.seed), *inputs)
+    forward = jax.jit(model.apply)
+    jax.block_until_ready(forward(params, *inputs))
+    times = []
+    for _ in range(INFERENCE_REPEATS):
+        start = time.perf_counter()
+        jax.block_until_ready(forward(params, *inputs))
+        times.append(time.perf_counter() - start)
+    return min(times) / inputs[0].size * 1e6
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """A number taken of a run's model beside its training, from its config alone (`measure(config)`): what a
+    claim about size or speed needs and metrics.jsonl does not hold."""
+
+    name: str
+    description: str  # the report's column
+    measure: Callable[[ml_collections.ConfigDict], float]
+    higher_is_better: bool
+
+
+MEASUREMENTS = {m.name: m for m in (
+    Measurement("parameters", "parameters", parameter_count, higher_is_better=False),
+    Measurement("inference_us_per_token", "inference µs/token", inference_us_per_token, higher_is_better=False),
+)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +222,8 @@ class Study:
       overrides: dotted config path -> value, set for every arm before the switch (what fits the recipe to the study).
       target: a value of the metric whose first eval step reaching it the report gives per seed (how fast an arm
         converges), or None.
+      measurements: names of MEASUREMENTS taken of every run (after all are trained, the arms of a seed one after
+        the other, so a busy machine slows them alike) and reported per arm; the verdict may judge one (its `on`).
     """
 
     name: str
@@ -176,8 +238,15 @@ class Study:
     seeds: int = 3
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     target: float | None = None
+    measurements: tuple[str, ...] = ()
 
     def __post_init__(self):
+        unmeasured = [name for name in self.measurements if name not in MEASUREMENTS]
+        if unmeasured:
+            raise ValueError(f"study {self.name!r}: no measurements {unmeasured}; there are {list(MEASUREMENTS)}")
+        if self.verdict.on and self.verdict.on not in self.measurements:
+            raise ValueError(f"study {self.name!r}: the verdict judges {self.verdict.on!r}, which is not among its "
+                             f"measurements {list(self.measurements)}")
         unknown = [arm for arm in self.verdict.arms if arm not in self.arms]
         if unknown:
             raise ValueError(f"study {self.name!r}: the verdict names arms {unknown} that are not among its arms "
@@ -355,18 +424,26 @@ def run_result(rows: Sequence[dict], study: Study, diverged: bool) -> dict:
 
 
 def study_report(study: Study, results: Mapping[str, Mapping[int, dict]]) -> dict:
-    """The report (as report.json holds it) of `results[arm][seed]` (run_result's dicts): per arm the per-seed values,
-    mean, sample std and diverged seeds, and the verdict with its numbers."""
+    """The report (as report.json holds it) of `results[arm][seed]` (run_result's dicts, with a "measurements" dict
+    where the study takes any): per arm the per-seed values, mean, sample std and diverged seeds, the same of each
+    measurement, and the verdict with its numbers."""
     arms = {arm: ArmSummary(tuple(r["final"] for r in by_seed.values()),
                             sum(r["diverged"] for r in by_seed.values())) for arm, by_seed in results.items()}
-    outcome, numbers = study.verdict.judge(arms, study.higher_is_better)
+    measured = {name: {arm: ArmSummary(tuple(r["measurements"][name] for r in by_seed.values()), diverged=0)
+                       for arm, by_seed in results.items()} for name in study.measurements}
+    on = study.verdict.on
+    outcome, numbers = study.verdict.judge(measured[on] if on else arms,
+                                           MEASUREMENTS[on].higher_is_better if on else study.higher_is_better)
     return {
         "study": study.name, "claim": study.claim, "recipe": study.recipe, "switch": study.switch,
         "metric": study.metric, "higher_is_better": study.higher_is_better, "target": study.target,
+        "measurements": {name: MEASUREMENTS[name].description for name in study.measurements},
         "arms": {arm: {"value": study.arms[arm], "mean": arms[arm].mean, "std": arms[arm].std,
                        "diverged": arms[arm].diverged,
+                       "measurements": {name: {"mean": measured[name][arm].mean, "std": measured[name][arm].std}
+                                        for name in study.measurements},
                        "seeds": {str(seed): r for seed, r in results[arm].items()}} for arm in results},
-        "verdict": {"outcome": outcome, "numbers": numbers},
+        "verdict": {"outcome": outcome, "numbers": numbers, "on": on or study.metric},
     }
 
 
@@ -385,6 +462,7 @@ def report_markdown(report: dict) -> str:
     """report.md: what was compared, a row per arm (mean ± std, the per-seed values), and the verdict line."""
     metric, steps, quick = report["metric"], report["steps"], report["quick"]
     seeds = next(iter(report["arms"].values()))["seeds"]
+    measurements = report["measurements"]
     lines = [f"# Study `{report['study']}`", "",
              f"Claim: {report['claim']}.", "",
              f"Recipe `{report['recipe']}`, switch `{report['switch']}`, {steps} steps, seeds {', '.join(seeds)}"
@@ -392,8 +470,10 @@ def report_markdown(report: dict) -> str:
              f"({'higher' if report['higher_is_better'] else 'lower'} is better), its last logged value per seed.", "",
              f"| arm | {report['switch']} | {metric} mean ± std | per seed | diverged | train-loss variance, last "
              f"quarter |" + (f" first step at {metric} {'>=' if report['higher_is_better'] else '<='} "
-                             f"{report['target']:g} |" if report["target"] is not None else ""),
-             "|---|---|---|---|---|---|" + ("---|" if report["target"] is not None else "")]
+                             f"{report['target']:g} |" if report["target"] is not None else "")
+             + "".join(f" {description} mean ± std (per seed) |" for description in measurements.values()),
+             "|---|---|---|---|---|---|" + ("---|" if report["target"] is not None else "")
+             + "---|" * len(measurements)]
     for arm, summary in report["arms"].items():
         runs = summary["seeds"].values()
         per_seed = ", ".join("diverged" if r["diverged"] else f"{r['final']:.4g}" for r in runs)
@@ -403,9 +483,15 @@ def report_markdown(report: dict) -> str:
         if report["target"] is not None:
             row += " " + ", ".join("never" if r["steps_to_target"] is None else str(r["steps_to_target"])
                                    for r in runs) + " |"
+        for name in measurements:
+            stats = summary["measurements"][name]
+            row += (f" {stats['mean']:.4g} ± {stats['std']:.2g} ("
+                    + ", ".join(f"{r['measurements'][name]:.4g}" for r in runs) + ") |")
         lines.append(row)
     verdict = report["verdict"]
-    lines += ["", f"**Verdict: {verdict['outcome']}** ({verdict['numbers']}).", "", "![curves](curves.png)", ""]
+    judged = "" if verdict["on"] == metric else f", on {measurements[verdict['on']]}"
+    lines += ["", f"**Verdict{judged}: {verdict['outcome']}** ({verdict['numbers']}).", "", "![curves](curves.png)",
+              ""]
     return "\n".join(lines)
 
 
@@ -456,8 +542,17 @@ def run_study(study: Study, workdir: str, *, seeds: int | None = None, quick: bo
             start = time.perf_counter()
             run_rows, diverged = train_one_run(config, path, show_progress=show_progress)
             print(f"[{study.name} {done}/{runs}] {time.perf_counter() - start:.0f} s", flush=True)
-            results[arm][seed] = run_result(run_rows, study, diverged)
+            results[arm][seed] = {**run_result(run_rows, study, diverged), "measurements": {}}
             rows[arm].append(run_rows)
+    for seed in range(seeds):  # after training, the arms of a seed in turn: a busy spell slows them alike
+        for arm in study.arms:
+            config = study_config(study, arm, seed, quick=quick, scale=scale)
+            measured = results[arm][seed]["measurements"]
+            for name in study.measurements:
+                measured[name] = MEASUREMENTS[name].measure(config)
+            if study.measurements:
+                print(f"[{study.name}] arm {arm}, seed {seed}: "
+                      + ", ".join(f"{name} {value:.4g}" for name, value in measured.items()), flush=True)
     report = {**study_report(study, results), "steps": run_steps(study, quick=quick, scale=scale), "quick": quick,
               "scale": scale}
     with open(os.path.join(folder, "report.json"), "w") as f:
