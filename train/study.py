@@ -346,6 +346,8 @@ def study_config(study: Study, arm: str, seed: int, *, quick: bool = False,
         config.train.update(dict(batch_size=QUICK_BATCH_SIZE, eval_every=steps // 2))
         config.data.update(dict(eval_batches=1, num_examples=256, num_eval_examples=QUICK_BATCH_SIZE))
     set_config_path(config, study.switch, study.arms[arm])
+    if quick:  # a linear warm-up must end within the run (a warm-up arm keeps one, shortened)
+        config.schedule.warmup_steps = min(config.schedule.warmup_steps, steps // 2)
     config.seed = seed
     return config
 
