@@ -287,6 +287,14 @@ STUDIES = {s.name: s for s in (
           recipe=DATES, switch="schedule.warmup_steps", arms={"200": 200, "0": 0},
           metric="eval_loss", higher_is_better=False, steps=1200, verdict=Diverges("0", "200"),
           overrides={"schedule.name": "linear"}),
+    # Tagging, not sentence classification: a causal stack's [CLS] sees only itself, so a pooled classifier would
+    # test the pooling; a tag on each word's first sub-word asks what every position knows of its context.
+    Study("bidirectional",
+          claim="a unidirectional (GPT's causal) encoder cannot see the second half of the sentence, so its accuracy "
+                "on classification plummets against BERT's bidirectional one",
+          recipe="bert_tagging_code_spans", switch="model_overrides.causal",
+          arms={"bidirectional": False, "causal": True},
+          metric="eval_entity_f1", higher_is_better=True, steps=600, verdict=Beats("bidirectional", "causal")),
 )}
 
 
