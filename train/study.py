@@ -263,6 +263,12 @@ class Study:
 # ~5 s beyond its steps (data, init, 8 evals with greedy decoding) plus ~20 s of compiling for an arm's first seed.
 # So 4 arms x 3 seeds x 800 steps and 2 arms x 3 seeds x the recipe's 1200 steps each take 5 to 8 minutes.
 DATES = "transformer_tiny"
+# transformer_tiny at 6 + 6 layers, linear decay, for the depth studies. Every arm ends with a LayerNorm (final_norm),
+# which a pre-LN stack needs and a post-LN one barely notices (the norm of a normed output), so pre and post differ in
+# where the residual branches are normed and nothing else. The greedy-decoding evals are off: the loss is the measure
+# here, and 6 + 6 layers decode slowly on 2 cores (a 300-step run takes about 2 minutes there).
+DEEP_DATES = {"schedule.name": "linear", "model_overrides.num_layers": 6, "model_overrides.num_decoder_layers": 6,
+              "model_overrides.final_norm": True, "eval.metric": "", "checkpoint.best_metric": ""}
 STUDIES = {s.name: s for s in (
     Study("positions",
           claim="learned positions end within 0.3 BLEU of sinusoids (WMT en-de), though they converge slower",
@@ -295,6 +301,20 @@ STUDIES = {s.name: s for s in (
           recipe="bert_tagging_code_spans", switch="model_overrides.causal",
           arms={"bidirectional": False, "causal": True},
           metric="eval_entity_f1", higher_is_better=True, steps=600, verdict=Beats("bidirectional", "causal")),
+    Study("pre_ln",
+          claim="deep stacks of FFN and residual connections make a Transformer's gradients high-variance and its "
+                "first updates unstable without warm-up; pre-LN (Xiong et al. 2020) trains without it, so at 6 + 6 "
+                "layers and no warm-up pre-LN ends with the lower loss",
+          recipe=DATES, switch="model_overrides.norm_position", arms={"pre": "pre", "post": "post"},
+          metric="eval_loss", higher_is_better=False, steps=300, verdict=Beats("pre", "post"),
+          overrides={**DEEP_DATES, "schedule.warmup_steps": 0}),
+    # The warmup study again at 6 + 6 layers (post-LN, the recipe's): its "0" arm is pre_ln's "post" arm.
+    Study("deep_warmup",
+          claim="without warm-up the self-attention of a freshly initialised deep Transformer is unstable and a large "
+                "learning rate upsets it; a warm-up gives a 6 + 6-layer post-LN Transformer the lower loss",
+          recipe=DATES, switch="schedule.warmup_steps", arms={"60": 60, "0": 0},
+          metric="eval_loss", higher_is_better=False, steps=300, verdict=Beats("60", "0"),
+          overrides=DEEP_DATES),
 )}
 
 
