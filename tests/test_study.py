@@ -168,6 +168,24 @@ def test_a_study_names_only_known_measurements_and_judges_only_its_own():
         fake_study(Beats("a", "b", on="parameters"))
 
 
+def test_four_shared_layers_have_the_parameters_of_one():
+    study = STUDIES["albert_sharing"]
+
+    def count(arm, layers):
+        config = study_config(study, arm, seed=0)
+        config.model_overrides.num_layers = layers
+        return parameter_count(config)
+
+    assert count("shared", 4) == count("separate", 1)
+    assert count("separate", 4) - count("shared", 4) == 3 * (count("separate", 2) - count("separate", 1))
+
+
+def test_inference_time_per_token_is_a_positive_number():
+    config = study_config(STUDIES["albert_sharing"], "shared", seed=0, quick=True)
+    assert 0 < inference_us_per_token(config) < math.inf
+    assert set(STUDIES["albert_sharing"].measurements) <= set(MEASUREMENTS)
+
+
 def test_diverges_counts_the_seeds_whose_loss_went_non_finite():
     nan = math.nan
     study = fake_study(Diverges("a", "b"), higher_is_better=False)

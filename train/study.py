@@ -315,6 +315,17 @@ STUDIES = {s.name: s for s in (
           recipe=DATES, switch="schedule.warmup_steps", arms={"60": 60, "0": 0},
           metric="eval_loss", higher_is_better=False, steps=300, verdict=Beats("60", "0"),
           overrides=DEEP_DATES),
+    # Both arms scan their layers (zoo runs a shared layer as a scan): a loop over 4 stacked layers against one
+    # broadcast layer, so the time compares the weights' sharing, not an unrolled program with a loop.
+    Study("albert_sharing",
+          claim="ALBERT's one set of layer weights shared by all layers cuts the parameters dramatically, but at "
+                "inference the shared layer still runs once per layer, so the latency is not reduced",
+          recipe="bert_tagging_code_spans", switch="model_overrides.share_layers",
+          arms={"shared": True, "separate": False},
+          metric="eval_entity_f1", higher_is_better=True, steps=500,
+          verdict=Ties("shared", "separate", tolerance=0.1, relative=True, on="inference_us_per_token"),
+          overrides={"model_overrides.num_layers": 4, "model_overrides.scan_layers": True},
+          measurements=("parameters", "inference_us_per_token")),
 )}
 
 
