@@ -293,6 +293,14 @@ STUDIES = {s.name: s for s in (
           recipe=DATES, switch="schedule.warmup_steps", arms={"200": 200, "0": 0},
           metric="eval_loss", higher_is_better=False, steps=1200, verdict=Diverges("0", "200"),
           overrides={"schedule.name": "linear"}),
+    # The same at 2x and 4x the recipe's peak of 2e-3: whether the claim shows once the peak is less gentle.
+    *(Study(f"warmup_{multiple}x_lr",
+            claim="without warm-up (the peak learning rate from step 0) the loss turns to NaN in the first few "
+                  f"hundred steps: at {multiple}x the recipe's peak learning rate",
+            recipe=DATES, switch="schedule.warmup_steps", arms={"200": 200, "0": 0},
+            metric="eval_loss", higher_is_better=False, steps=1200, verdict=Diverges("0", "200"),
+            overrides={"schedule.name": "linear", "optimizer.learning_rate": 2e-3 * multiple})
+      for multiple in (2, 4)),
     # Tagging, not sentence classification: a causal stack's [CLS] sees only itself, so a pooled classifier would
     # test the pooling; a tag on each word's first sub-word asks what every position knows of its context.
     Study("bidirectional",
