@@ -10,9 +10,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from train.study import (STUDIES, ArmSummary, Beats, Diverges, Study, Ties, curves_figure, get_study, json_safe, main,
-                         pooled_std, report_markdown, run_result, run_study, set_config_path, study_config,
-                         study_report)
+from train.study import (MEASUREMENTS, STUDIES, ArmSummary, Beats, Diverges, Study, Ties, curves_figure, get_study,
+                         inference_us_per_token, json_safe, main, parameter_count, pooled_std, report_markdown,
+                         run_result, run_study, set_config_path, study_config, study_report)
 
 
 def flat(config: ml_collections.ConfigDict) -> dict:
@@ -100,10 +100,10 @@ def results(values, diverged=()):
             for seed, v in enumerate(values)}
 
 
-def fake_study(verdict, higher_is_better=True):
+def fake_study(verdict, higher_is_better=True, measurements=()):
     return Study("fake", claim="a beats b", recipe="transformer_tiny", switch="optimizer.b2",
                  arms={"a": 0.98, "b": 0.999}, metric="eval_exact_match", higher_is_better=higher_is_better,
-                 steps=100, verdict=verdict)
+                 steps=100, verdict=verdict, measurements=measurements)
 
 
 def test_beats_holds_when_the_gap_exceeds_the_pooled_std_and_flips_with_the_direction():
@@ -126,6 +126,64 @@ def test_ties_holds_within_the_tolerance_and_fails_beyond_tolerance_plus_spread(
                               ([0.525, 0.535, 0.515], "inconclusive at this scale")):  # 0.02 < 0.025 <= 0.03
         report = study_report(fake_study(Ties("a", "b", tolerance=0.02)), {"a": results(a_values), "b": b})
         assert report["verdict"]["outcome"] == outcome, a_values
+
+
+def test_a_relative_tie_scales_the_tolerance_by_the_second_arms_mean():
+    b = results([10.0, 10.2, 9.8])  # mean 10, std 0.2: a tolerance of 10% is 1
+    for a_values, outcome in (([10.5, 10.7, 10.3], "held"),  # gap 0.5
+                              ([11.5, 11.7, 11.3], "did not hold"),  # gap 1.5 > 1 + 0.2
+                              ([11.1, 11.3, 10.9], "inconclusive at this scale")):  # 1 < 1.1 <= 1.2
+        report = study_report(fake_study(Ties("a", "b", tolerance=0.1, relative=True)),
+                              {"a": results(a_values), "b": b})
+        assert report["verdict"]["outcome"] == outcome, a_values
+    assert "tolerance 1 (10% of b's mean)" in report["verdict"]["numbers"]
+
+
+def measured(values, parameters, times):
+    """results(values), each seed with its parameter count and inference time."""
+    return {seed: {**r, "measurements": {"parameters": parameters, "inference_us_per_token": t}}
+            for (seed, r), t in zip(results(values).items(), times)}
+
+
+def test_a_verdict_on_a_measurement_judges_it_and_the_report_gives_it_per_arm():
+    study = fake_study(Ties("a", "b", tolerance=0.1, relative=True, on="inference_us_per_token"),
+                       measurements=("parameters", "inference_us_per_token"))
+    arms = {"a": measured([0.8, 0.9, 0.7], 100.0, [2.0, 2.1, 1.9]),
+            "b": measured([0.5, 0.6, 0.4], 300.0, [2.0, 2.2, 1.8])}
+    report = study_report(study, arms)
+    assert report["verdict"]["on"] == "inference_us_per_token" and report["verdict"]["outcome"] == "held"
+    assert report["arms"]["a"]["measurements"]["parameters"] == {"mean": 100.0, "std": 0.0}
+    assert report["arms"]["b"]["measurements"]["inference_us_per_token"]["mean"] == pytest.approx(2.0)
+    markdown = report_markdown({**report, "steps": 100, "quick": False})
+    assert "| parameters mean ± std (per seed) | inference µs/token mean ± std (per seed) |\n" in markdown
+    assert ("| a | 0.98 | 0.8 ± 0.1 | 0.8, 0.9, 0.7 | 0/3 | 0, 0, 0 | 100 ± 0 (100, 100, 100) "
+            "| 2 ± 0.1 (2, 2.1, 1.9) |") in markdown
+    assert "**Verdict, on inference µs/token: held** (a 2 ± 0.1 vs b 2 ± 0.2" in markdown
+
+
+def test_a_study_names_only_known_measurements_and_judges_only_its_own():
+    with pytest.raises(ValueError, match=r"no measurements \['flops'\]"):
+        fake_study(Beats("a", "b"), measurements=("flops",))
+    with pytest.raises(ValueError, match="judges 'parameters', which is not among its measurements"):
+        fake_study(Beats("a", "b", on="parameters"))
+
+
+def test_four_shared_layers_have_the_parameters_of_one():
+    study = STUDIES["albert_sharing"]
+
+    def count(arm, layers):
+        config = study_config(study, arm, seed=0)
+        config.model_overrides.num_layers = layers
+        return parameter_count(config)
+
+    assert count("shared", 4) == count("separate", 1)
+    assert count("separate", 4) - count("shared", 4) == 3 * (count("separate", 2) - count("separate", 1))
+
+
+def test_inference_time_per_token_is_a_positive_number():
+    config = study_config(STUDIES["albert_sharing"], "shared", seed=0, quick=True)
+    assert 0 < inference_us_per_token(config) < math.inf
+    assert set(STUDIES["albert_sharing"].measurements) <= set(MEASUREMENTS)
 
 
 def test_diverges_counts_the_seeds_whose_loss_went_non_finite():

@@ -23,7 +23,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
@@ -72,10 +72,12 @@ def format_arm(name: str, arm: ArmSummary) -> str:
 @dataclasses.dataclass(frozen=True)
 class Comparison:
     """A verdict rule about two arms, `first` and `second`: `judge(arms, higher_is_better)` -> (one of VERDICTS, the
-    numbers behind it)."""
+    numbers behind it). `on` names what it compares: "" for the study's metric, or one of the study's
+    `measurements`."""
 
     first: str
     second: str
+    on: str = ""
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -108,9 +110,10 @@ class Beats(Comparison):
 class Ties(Comparison):
     """held: the means of `first` and `second` differ by at most `tolerance` and the pooled std is within it too (the
     seeds resolve a difference that small); did not hold: they differ by more than tolerance + pooled std; else
-    inconclusive."""
+    inconclusive. With `relative`, the tolerance is that fraction of `second`'s mean (for a time, say)."""
 
     tolerance: float = 0.0
+    relative: bool = False
 
     def judge(self, arms: Mapping[str, ArmSummary], higher_is_better: bool) -> tuple[str, str]:
         del higher_is_better  # a tie is a tie either way
@@ -119,11 +122,13 @@ class Ties(Comparison):
             return VERDICTS[2], reason
         first, second = arms[self.first], arms[self.second]
         gap, spread = abs(first.mean - second.mean), pooled_std(first, second)
+        tolerance = self.tolerance * abs(second.mean) if self.relative else self.tolerance
         numbers = (f"{format_arm(self.first, first)} vs {format_arm(self.second, second)}: they differ by {gap:.4g}, "
-                   f"pooled std {spread:.2g}, tolerance {self.tolerance:g}")
-        if gap <= self.tolerance and spread <= self.tolerance:
+                   f"pooled std {spread:.2g}, tolerance {tolerance:.4g}"
+                   + (f" ({self.tolerance:.0%} of {self.second}'s mean)" if self.relative else ""))
+        if gap <= tolerance and spread <= tolerance:
             return VERDICTS[0], numbers
-        return VERDICTS[1 if gap > self.tolerance + spread else 2], numbers
+        return VERDICTS[1 if gap > tolerance + spread else 2], numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +145,61 @@ class Diverges(Comparison):
         if first.diverged <= second.diverged:
             return VERDICTS[1], numbers
         return VERDICTS[0 if 2 * first.diverged >= len(first.values) else 2], numbers
+
+
+INFERENCE_REPEATS = 10  # timed forward passes per measurement, after the one that compiles: the fastest counts
+
+
+def study_model(config: ml_collections.ConfigDict):
+    """The run's model (no weights): the recipe's preset, task head and model_overrides."""
+    from train.loop import create_model
+
+    return create_model(config)[0]
+
+
+def parameter_count(config: ml_collections.ConfigDict) -> float:
+    """The model's parameters, from an abstract init (zoo.param_count)."""
+    import zoo
+
+    return float(zoo.param_count(study_model(config)))
+
+
+def inference_us_per_token(config: ml_collections.ConfigDict) -> float:
+    """Microseconds per token of the jitted forward pass (no dropout) over a batch of train.batch_size rows of
+    data.max_length tokens: the fastest of INFERENCE_REPEATS calls after the one that compiles (another job on the
+    machine only ever adds time; with the median a busy spell moved one arm's seed by half). The weights are a fresh
+    initialisation from the run's seed: the time of a pass does not depend on their values."""
+    import jax
+    from zoo.registry import example_inputs
+
+    model = study_model(config)
+    inputs = example_inputs(model, config.train.batch_size, config.data.max_length)
+    params = jax.jit(model.init)(jax.random.key(config.seed), *inputs)
+    forward = jax.jit(model.apply)
+    jax.block_until_ready(forward(params, *inputs))
+    times = []
+    for _ in range(INFERENCE_REPEATS):
+        start = time.perf_counter()
+        jax.block_until_ready(forward(params, *inputs))
+        times.append(time.perf_counter() - start)
+    return min(times) / inputs[0].size * 1e6
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """A number taken of a run's model beside its training, from its config alone (`measure(config)`): what a
+    claim about size or speed needs and metrics.jsonl does not hold."""
+
+    name: str
+    description: str  # the report's column
+    measure: Callable[[ml_collections.ConfigDict], float]
+    higher_is_better: bool
+
+
+MEASUREMENTS = {m.name: m for m in (
+    Measurement("parameters", "parameters", parameter_count, higher_is_better=False),
+    Measurement("inference_us_per_token", "inference µs/token", inference_us_per_token, higher_is_better=False),
+)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +222,8 @@ class Study:
       overrides: dotted config path -> value, set for every arm before the switch (what fits the recipe to the study).
       target: a value of the metric whose first eval step reaching it the report gives per seed (how fast an arm
         converges), or None.
+      measurements: names of MEASUREMENTS taken of every run (after all are trained, the arms of a seed one after
+        the other, so a busy machine slows them alike) and reported per arm; the verdict may judge one (its `on`).
     """
 
     name: str
@@ -176,8 +238,15 @@ class Study:
     seeds: int = 3
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     target: float | None = None
+    measurements: tuple[str, ...] = ()
 
     def __post_init__(self):
+        unmeasured = [name for name in self.measurements if name not in MEASUREMENTS]
+        if unmeasured:
+            raise ValueError(f"study {self.name!r}: no measurements {unmeasured}; there are {list(MEASUREMENTS)}")
+        if self.verdict.on and self.verdict.on not in self.measurements:
+            raise ValueError(f"study {self.name!r}: the verdict judges {self.verdict.on!r}, which is not among its "
+                             f"measurements {list(self.measurements)}")
         unknown = [arm for arm in self.verdict.arms if arm not in self.arms]
         if unknown:
             raise ValueError(f"study {self.name!r}: the verdict names arms {unknown} that are not among its arms "
@@ -194,6 +263,12 @@ class Study:
 # ~5 s beyond its steps (data, init, 8 evals with greedy decoding) plus ~20 s of compiling for an arm's first seed.
 # So 4 arms x 3 seeds x 800 steps and 2 arms x 3 seeds x the recipe's 1200 steps each take 5 to 8 minutes.
 DATES = "transformer_tiny"
+# transformer_tiny at 6 + 6 layers, linear decay, for the depth studies. Every arm ends with a LayerNorm (final_norm),
+# which a pre-LN stack needs and a post-LN one barely notices (the norm of a normed output), so pre and post differ in
+# where the residual branches are normed and nothing else. The greedy-decoding evals are off: the loss is the measure
+# here, and 6 + 6 layers decode slowly on 2 cores (a 300-step run takes about 2 minutes there).
+DEEP_DATES = {"schedule.name": "linear", "model_overrides.num_layers": 6, "model_overrides.num_decoder_layers": 6,
+              "model_overrides.final_norm": True, "eval.metric": "", "checkpoint.best_metric": ""}
 STUDIES = {s.name: s for s in (
     Study("positions",
           claim="learned positions end within 0.3 BLEU of sinusoids (WMT en-de), though they converge slower",
@@ -218,6 +293,47 @@ STUDIES = {s.name: s for s in (
           recipe=DATES, switch="schedule.warmup_steps", arms={"200": 200, "0": 0},
           metric="eval_loss", higher_is_better=False, steps=1200, verdict=Diverges("0", "200"),
           overrides={"schedule.name": "linear"}),
+    # The same at 2x and 4x the recipe's peak of 2e-3: whether the claim shows once the peak is less gentle.
+    *(Study(f"warmup_{multiple}x_lr",
+            claim="without warm-up (the peak learning rate from step 0) the loss turns to NaN in the first few "
+                  f"hundred steps: at {multiple}x the recipe's peak learning rate",
+            recipe=DATES, switch="schedule.warmup_steps", arms={"200": 200, "0": 0},
+            metric="eval_loss", higher_is_better=False, steps=1200, verdict=Diverges("0", "200"),
+            overrides={"schedule.name": "linear", "optimizer.learning_rate": 2e-3 * multiple})
+      for multiple in (2, 4)),
+    # Tagging, not sentence classification: a causal stack's [CLS] sees only itself, so a pooled classifier would
+    # test the pooling; a tag on each word's first sub-word asks what every position knows of its context.
+    Study("bidirectional",
+          claim="a unidirectional (GPT's causal) encoder cannot see the second half of the sentence, so its accuracy "
+                "on classification plummets against BERT's bidirectional one",
+          recipe="bert_tagging_code_spans", switch="model_overrides.causal",
+          arms={"bidirectional": False, "causal": True},
+          metric="eval_entity_f1", higher_is_better=True, steps=600, verdict=Beats("bidirectional", "causal")),
+    Study("pre_ln",
+          claim="deep stacks of FFN and residual connections make a Transformer's gradients high-variance and its "
+                "first updates unstable without warm-up; pre-LN (Xiong et al. 2020) trains without it, so at 6 + 6 "
+                "layers and no warm-up pre-LN ends with the lower loss",
+          recipe=DATES, switch="model_overrides.norm_position", arms={"pre": "pre", "post": "post"},
+          metric="eval_loss", higher_is_better=False, steps=300, verdict=Beats("pre", "post"),
+          overrides={**DEEP_DATES, "schedule.warmup_steps": 0}),
+    # The warmup study again at 6 + 6 layers (post-LN, the recipe's): its "0" arm is pre_ln's "post" arm.
+    Study("deep_warmup",
+          claim="without warm-up the self-attention of a freshly initialised deep Transformer is unstable and a large "
+                "learning rate upsets it; a warm-up gives a 6 + 6-layer post-LN Transformer the lower loss",
+          recipe=DATES, switch="schedule.warmup_steps", arms={"60": 60, "0": 0},
+          metric="eval_loss", higher_is_better=False, steps=300, verdict=Beats("60", "0"),
+          overrides=DEEP_DATES),
+    # Both arms scan their layers (zoo runs a shared layer as a scan): a loop over 4 stacked layers against one
+    # broadcast layer, so the time compares the weights' sharing, not an unrolled program with a loop.
+    Study("albert_sharing",
+          claim="ALBERT's one set of layer weights shared by all layers cuts the parameters dramatically, but at "
+                "inference the shared layer still runs once per layer, so the latency is not reduced",
+          recipe="bert_tagging_code_spans", switch="model_overrides.share_layers",
+          arms={"shared": True, "separate": False},
+          metric="eval_entity_f1", higher_is_better=True, steps=500,
+          verdict=Ties("shared", "separate", tolerance=0.1, relative=True, on="inference_us_per_token"),
+          overrides={"model_overrides.num_layers": 4, "model_overrides.scan_layers": True},
+          measurements=("parameters", "inference_us_per_token")),
 )}
 
 
@@ -277,6 +393,8 @@ def study_config(study: Study, arm: str, seed: int, *, quick: bool = False,
         config.train.update(dict(batch_size=QUICK_BATCH_SIZE, eval_every=steps // 2))
         config.data.update(dict(eval_batches=1, num_examples=256, num_eval_examples=QUICK_BATCH_SIZE))
     set_config_path(config, study.switch, study.arms[arm])
+    if quick:  # a linear warm-up must end within the run (a warm-up arm keeps one, shortened)
+        config.schedule.warmup_steps = min(config.schedule.warmup_steps, steps // 2)
     config.seed = seed
     return config
 
@@ -355,18 +473,26 @@ def run_result(rows: Sequence[dict], study: Study, diverged: bool) -> dict:
 
 
 def study_report(study: Study, results: Mapping[str, Mapping[int, dict]]) -> dict:
-    """The report (as report.json holds it) of `results[arm][seed]` (run_result's dicts): per arm the per-seed values,
-    mean, sample std and diverged seeds, and the verdict with its numbers."""
+    """The report (as report.json holds it) of `results[arm][seed]` (run_result's dicts, with a "measurements" dict
+    where the study takes any): per arm the per-seed values, mean, sample std and diverged seeds, the same of each
+    measurement, and the verdict with its numbers."""
     arms = {arm: ArmSummary(tuple(r["final"] for r in by_seed.values()),
                             sum(r["diverged"] for r in by_seed.values())) for arm, by_seed in results.items()}
-    outcome, numbers = study.verdict.judge(arms, study.higher_is_better)
+    measured = {name: {arm: ArmSummary(tuple(r["measurements"][name] for r in by_seed.values()), diverged=0)
+                       for arm, by_seed in results.items()} for name in study.measurements}
+    on = study.verdict.on
+    outcome, numbers = study.verdict.judge(measured[on] if on else arms,
+                                           MEASUREMENTS[on].higher_is_better if on else study.higher_is_better)
     return {
         "study": study.name, "claim": study.claim, "recipe": study.recipe, "switch": study.switch,
         "metric": study.metric, "higher_is_better": study.higher_is_better, "target": study.target,
+        "measurements": {name: MEASUREMENTS[name].description for name in study.measurements},
         "arms": {arm: {"value": study.arms[arm], "mean": arms[arm].mean, "std": arms[arm].std,
                        "diverged": arms[arm].diverged,
+                       "measurements": {name: {"mean": measured[name][arm].mean, "std": measured[name][arm].std}
+                                        for name in study.measurements},
                        "seeds": {str(seed): r for seed, r in results[arm].items()}} for arm in results},
-        "verdict": {"outcome": outcome, "numbers": numbers},
+        "verdict": {"outcome": outcome, "numbers": numbers, "on": on or study.metric},
     }
 
 
@@ -385,6 +511,7 @@ def report_markdown(report: dict) -> str:
     """report.md: what was compared, a row per arm (mean ± std, the per-seed values), and the verdict line."""
     metric, steps, quick = report["metric"], report["steps"], report["quick"]
     seeds = next(iter(report["arms"].values()))["seeds"]
+    measurements = report["measurements"]
     lines = [f"# Study `{report['study']}`", "",
              f"Claim: {report['claim']}.", "",
              f"Recipe `{report['recipe']}`, switch `{report['switch']}`, {steps} steps, seeds {', '.join(seeds)}"
@@ -392,8 +519,10 @@ def report_markdown(report: dict) -> str:
              f"({'higher' if report['higher_is_better'] else 'lower'} is better), its last logged value per seed.", "",
              f"| arm | {report['switch']} | {metric} mean ± std | per seed | diverged | train-loss variance, last "
              f"quarter |" + (f" first step at {metric} {'>=' if report['higher_is_better'] else '<='} "
-                             f"{report['target']:g} |" if report["target"] is not None else ""),
-             "|---|---|---|---|---|---|" + ("---|" if report["target"] is not None else "")]
+                             f"{report['target']:g} |" if report["target"] is not None else "")
+             + "".join(f" {description} mean ± std (per seed) |" for description in measurements.values()),
+             "|---|---|---|---|---|---|" + ("---|" if report["target"] is not None else "")
+             + "---|" * len(measurements)]
     for arm, summary in report["arms"].items():
         runs = summary["seeds"].values()
         per_seed = ", ".join("diverged" if r["diverged"] else f"{r['final']:.4g}" for r in runs)
@@ -403,9 +532,15 @@ def report_markdown(report: dict) -> str:
         if report["target"] is not None:
             row += " " + ", ".join("never" if r["steps_to_target"] is None else str(r["steps_to_target"])
                                    for r in runs) + " |"
+        for name in measurements:
+            stats = summary["measurements"][name]
+            row += (f" {stats['mean']:.4g} ± {stats['std']:.2g} ("
+                    + ", ".join(f"{r['measurements'][name]:.4g}" for r in runs) + ") |")
         lines.append(row)
     verdict = report["verdict"]
-    lines += ["", f"**Verdict: {verdict['outcome']}** ({verdict['numbers']}).", "", "![curves](curves.png)", ""]
+    judged = "" if verdict["on"] == metric else f", on {measurements[verdict['on']]}"
+    lines += ["", f"**Verdict{judged}: {verdict['outcome']}** ({verdict['numbers']}).", "", "![curves](curves.png)",
+              ""]
     return "\n".join(lines)
 
 
@@ -456,8 +591,17 @@ def run_study(study: Study, workdir: str, *, seeds: int | None = None, quick: bo
             start = time.perf_counter()
             run_rows, diverged = train_one_run(config, path, show_progress=show_progress)
             print(f"[{study.name} {done}/{runs}] {time.perf_counter() - start:.0f} s", flush=True)
-            results[arm][seed] = run_result(run_rows, study, diverged)
+            results[arm][seed] = {**run_result(run_rows, study, diverged), "measurements": {}}
             rows[arm].append(run_rows)
+    for seed in range(seeds):  # after training, the arms of a seed in turn: a busy spell slows them alike
+        for arm in study.arms:
+            config = study_config(study, arm, seed, quick=quick, scale=scale)
+            measured = results[arm][seed]["measurements"]
+            for name in study.measurements:
+                measured[name] = MEASUREMENTS[name].measure(config)
+            if study.measurements:
+                print(f"[{study.name}] arm {arm}, seed {seed}: "
+                      + ", ".join(f"{name} {value:.4g}" for name, value in measured.items()), flush=True)
     report = {**study_report(study, results), "steps": run_steps(study, quick=quick, scale=scale), "quick": quick,
               "scale": scale}
     with open(os.path.join(folder, "report.json"), "w") as f:
