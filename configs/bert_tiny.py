@@ -21,7 +21,19 @@ Tuned for that budget (README, "The demo", which lists the arms tried):
   MLM accuracy, the faster table alone (30x) 0.29, both 0.31.
 - 750 steps, not 900: the bias costs 8 to 16% more per step than a position table (measured interleaved on a busy
   2-core machine), so 750 steps fit the five minutes the 900 steps of absolute positions took.
-Next-sentence accuracy stays near chance (0.48 to 0.55 on the held-out documents) in every arm tried, this one too.
+- The first token ([CLS]) untied from the relative bias (`relative_attention_untie_first`, TUPE: Ke et al. 2021):
+  attention from and to it takes a learned per-head scalar, so the pooled state reads both segments of the pair
+  however local the ALiBi start makes the heads. Next-sentence accuracy held out: 0.62 at step 500 and 0.65 at 750,
+  against 0.52 and 0.60 without it (the split and shuffle below in both); MLM accuracy the same (0.42 and 0.41).
+- 24 held-out documents drawn at random (`data.eval_split_seed=0`), not the corpus's last 5%: those are all Python
+  language-reference topics, and their next-sentence negatives come from the same few look-alike documents. With the
+  untied [CLS] the training rows reached 0.67 next-sentence accuracy while those topics stayed at 0.53.
+- The examples of 32 documents at a time shuffled together (`data.shuffle_window`), as BERT shuffles its instances,
+  instead of a batch holding one or two documents' rows.
+Measured on a shared 2-core machine (README, "The demo"; 3 min 43 s of training in a quiet spell): held-out MLM
+accuracy 0.42 and next-sentence accuracy 0.65 (320 held-out rows, about +-0.03) after 750 steps; the issue's goal for
+next-sentence is 0.75. A rule on the share of
+tokens A and B have in common scores 0.76 on the same held-out rows.
 """
 
 from train.recipes import base_config
@@ -32,12 +44,13 @@ def get_config():
     c.model, c.task = "bert-tiny", "pretraining"
     c.model_overrides.update(dict(hidden_size=128, num_heads=4, intermediate_size=512, num_layers=2,
                                   dropout_rate=0.0, attention_dropout_rate=0.0,
-                                  position_embedding="relative_bias", relative_attention_alibi_init=4.0))
+                                  position_embedding="relative_bias", relative_attention_alibi_init=4.0,
+                                  relative_attention_untie_first=True))
     c.train.update(dict(steps=750, batch_size=64, log_every=10, eval_every=125))
     c.optimizer.update(dict(learning_rate=5e-3, b2=0.98, weight_decay=0.01,
                             lr_multipliers="relative_position_bias=10"))
     c.schedule.update(dict(name="linear", warmup_steps=100))
     c.checkpoint.update(dict(every_steps=300, keep=2))
     c.loss.mlm_max_predictions = 20  # BERT's max_predictions_per_seq at 128 tokens
-    c.data.update(dict(max_predictions=20, max_length=128, eval_batches=8))
+    c.data.update(dict(max_predictions=20, max_length=128, eval_batches=8, eval_split_seed=0, shuffle_window=32))
     return c

@@ -251,6 +251,25 @@ def test_alibi_initialised_relative_bias_is_minus_slope_times_distance_in_each_d
         zoo.get_config("bert-tiny").replace(relative_attention_alibi_init=1.0)
 
 
+def test_untied_first_token_takes_its_own_bias_to_and_from_every_position(key):
+    cfg = zoo.get_config("bert-tiny").replace(position_embedding="relative_bias", relative_attention_alibi_init=2.0,
+                                              relative_attention_untie_first=True)
+    positions = jnp.arange(9)
+    module = RelativePositionBias(cfg, bidirectional=True)
+    variables = module.init(key, positions, positions)
+    tied = RelativePositionBias(cfg.replace(relative_attention_untie_first=False), bidirectional=True).apply(
+        {"params": {"embedding": variables["params"]["embedding"]}}, positions, positions)
+    first = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])  # [from the first token / to it, heads]
+    bias = module.apply({"params": {**variables["params"], "first_token": first}}, positions, positions)[0]
+    chex.assert_trees_all_close(bias[:, 0, :], np.broadcast_to(first[0][:, None], (4, 9)))  # its query row
+    chex.assert_trees_all_close(bias[:, 1:, 0], np.broadcast_to(first[1][:, None], (4, 8)))  # its key column
+    chex.assert_trees_all_close(bias[:, 1:, 1:], tied[0][:, 1:, 1:])  # the other tokens keep the distance bias
+    started = nn.unbox(variables["params"]["first_token"])
+    chex.assert_trees_all_close(started, np.zeros((2, 4)))  # the first token starts by attending evenly
+    with pytest.raises(ValueError, match="relative_attention_untie_first unties"):
+        zoo.get_config("bert-tiny").replace(relative_attention_untie_first=True)
+
+
 @pytest.mark.parametrize("norm_position", ["pre", "post"])
 def test_pre_and_post_layernorm_give_finite_gradients(norm_position, key):
     model = zoo.create("bert-tiny", task="mlm", norm_position=norm_position, num_layers=4)

@@ -7,19 +7,19 @@ import pytest
 
 import zoo
 from tests.model_helpers import random_params
-from train import data
+from train import data, inputs
 from train.data.corpus import VOCAB_FILE
 from train.optimizer import make_optimizer
 from train.partitioning import make_mesh
+from train.recipes import load_recipe
 from train.showcase import FILL_IN, fill_in_guesses, show_fill_in, untrained_params
 from train.step import init_train_state
 
 
 def test_fill_in_sentences_are_in_the_held_out_documents_only():
-    documents = data.shipped_documents()
-    held_out = len(documents) - int(len(documents) * 0.05)  # base_config's data.eval_fraction
-    training = {sentence for document in documents[:held_out] for sentence in document}
-    evaluation = {sentence for document in documents[held_out:] for sentence in document}
+    train_documents, eval_documents = inputs._held_out_split(load_recipe("bert_tiny"), data.shipped_documents())
+    training = {sentence for i in range(len(train_documents)) for sentence in train_documents[i]}
+    evaluation = {sentence for i in range(len(eval_documents)) for sentence in eval_documents[i]}
     vocabulary = set(VOCAB_FILE.read_text().split())
     for sentence, word in FILL_IN:
         filled = sentence.replace("[MASK]", word)

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Callable, Iterator
 
 import ml_collections
+import numpy as np
 
 from train import data
 
@@ -80,9 +81,40 @@ def _eval(config: ml_collections.ConfigDict, make_batches, examples) -> Callable
 
 
 def _held_out_split(config: ml_collections.ConfigDict, documents):
-    """(train documents, eval documents or None): the last `data.eval_fraction` of them are held out."""
+    """(train documents, eval documents or None): `data.eval_fraction` of them held out, the last ones with
+    `data.eval_split_seed` -1, else a random draw seeded by it (`held_out_documents`), both in the corpus's order.
+    A random draw samples a corpus kept in some order (the shipped one ends with Python's language-reference topics)
+    evenly: its held-out documents, and the next-sentence negatives drawn among them, are like the training ones."""
     held_out = int(len(documents) * config.data.eval_fraction) if config.data.eval_batches else 0
-    return documents[:len(documents) - held_out], (documents[len(documents) - held_out:] if held_out else None)
+    if not held_out:
+        return documents, None
+    if config.data.eval_split_seed < 0:
+        return documents[:len(documents) - held_out], documents[len(documents) - held_out:]
+    is_held_out = held_out_documents(len(documents), held_out, config.data.eval_split_seed)
+    return (DocumentSubset(documents, np.flatnonzero(~is_held_out)),
+            DocumentSubset(documents, np.flatnonzero(is_held_out)))
+
+
+def held_out_documents(num_documents: int, held_out: int, seed: int) -> np.ndarray:
+    """[num_documents] bool, True at `held_out` documents drawn at random (without replacement) with `seed`."""
+    if not 0 <= held_out <= num_documents:
+        raise ValueError(f"cannot hold out {held_out} of {num_documents} documents")
+    is_held_out = np.zeros(num_documents, bool)
+    is_held_out[np.random.default_rng(seed).choice(num_documents, held_out, replace=False)] = True
+    return is_held_out
+
+
+class DocumentSubset:
+    """The documents at `indices` of a random-access source, in that order, read when indexed."""
+
+    def __init__(self, documents, indices):
+        self.documents, self.indices = documents, np.asarray(indices, np.int64)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        return self.documents[int(self.indices[index])]
 
 
 def sentence_pair_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:

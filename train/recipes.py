@@ -58,7 +58,8 @@ def base_config() -> ml_collections.ConfigDict:
         on_decode_error="raise",  # text files that are not UTF-8: raise | skip (with a warning)
         tfds_name="", split="train",
         eval_split="",  # tfds: the held-out split ("" = no eval data)
-        eval_fraction=0.05,  # documents: the last fraction held out for eval
+        eval_fraction=0.05,  # documents: the fraction held out for eval
+        eval_split_seed=-1,  # documents: -1 holds out the last eval_fraction, a seed >= 0 a random draw of them
         eval_batches=0,  # eval batches per evaluation; 0 = no eval data
         source_field="", target_field="",  # tfds translation pairs: the two languages' fields
         fields=(),  # tfds records: e.g. ("sentence", "label") to classify, ("tokens", "ner") to tag

@@ -8,14 +8,14 @@ import numpy as np
 
 from zoo.registry import example_inputs
 
-# Sentences of the shipped corpus's held-out documents (the last `data.eval_fraction` of them, which pre-training
-# never sees, and which the training documents do not repeat), each with a content word masked, and that word.
-# tests/test_showcase.py checks that they are held out.
-FILL_IN = (("Return a shallow [MASK] of the dictionary.", "copy"),
-           ("Keys and values are iterated over in insertion [MASK].", "order"),
-           ("Lists implement all of the common and mutable [MASK] operations.", "sequence"),
-           ("The original [MASK] is returned if *width* is less than or equal to \"len(s)\".", "string"),
-           ("This object is accessed through the built-in [MASK] \"None\".", "name"))
+# Sentences of the shipped corpus's documents that configs/bert_tiny.py holds out (`data.eval_split_seed`), which
+# pre-training never sees and which the training documents do not repeat, each with a content word masked, and that
+# word. tests/test_showcase.py checks that they are held out.
+FILL_IN = (("A new [MASK] of the globals dictionary is created for each DocTest.", "copy"),
+           ("Construct a date from a [MASK] in ISO 8601 format.", "string"),
+           ("Return a [MASK] of the nested symbol tables.", "list"),
+           ("Turn the prefix [MASK] into a bitwise netmask", "length"),
+           ("Check [MASK] the queue is empty.", "whether"))
 FILL_IN_SENTENCES = tuple(sentence for sentence, _ in FILL_IN)
 FILL_IN_WORDS = tuple(word for _, word in FILL_IN)
 

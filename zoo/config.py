@@ -133,6 +133,10 @@ class Config:
     # penalty (Press et al. 2022; MosaicBERT's encoder): head h of n adds -s * 2^(-8h/n) * distance, so the heads
     # begin local (steep) to global (flat) instead of uniform, and training learns from there (left vs right too).
     relative_attention_alibi_init: float = 0.0
+    # relative_bias in an encoder: the first token ([CLS]) is untied from positions, as TUPE does (Ke et al. 2021):
+    # attention from it and to it takes a learned per-head scalar (two, started at 0) instead of the distance's bias,
+    # so the pooled state can read the whole row (both segments of a next-sentence pair) however local the heads are.
+    relative_attention_untie_first: bool = False
     # LayerNorm (Ba et al. 2016) or RMSNorm (Zhang & Sennrich 2019, T5's T5LayerNorm): x / rms(x) * scale, no mean
     # subtraction and no bias.
     norm: str = "layer"
@@ -245,6 +249,9 @@ class Config:
             if rate is not None and not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
         self._check_rotary_and_kv_heads()
+        if self.relative_attention_untie_first and self.position_embedding != "relative_bias":
+            raise ValueError(f"relative_attention_untie_first unties the first token from the bias of "
+                             f"position_embedding='relative_bias' (not {self.position_embedding!r})")
         if self.relative_attention_alibi_init < 0 or (self.relative_attention_alibi_init
                                                       and self.position_embedding != "relative_bias"):
             raise ValueError(f"relative_attention_alibi_init={self.relative_attention_alibi_init} initialises the "

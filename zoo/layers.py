@@ -361,7 +361,15 @@ class RelativePositionBias(nn.Module):
                                            bidirectional=self.bidirectional,
                                            num_buckets=cfg.relative_attention_num_buckets,
                                            max_distance=cfg.relative_attention_max_distance)
-        return jnp.transpose(table[buckets], (2, 0, 1))[None].astype(jnp.float32)
+        bias = jnp.transpose(table[buckets], (2, 0, 1))[None].astype(jnp.float32)  # [1, heads, queries, keys]
+        if cfg.relative_attention_untie_first and self.bidirectional:
+            first = self.param("first_token", nn.with_logical_partitioning(nn.initializers.zeros, (None, HEADS)),
+                               (2, cfg.num_heads), cfg.param_dtype).astype(jnp.float32)  # [from it / to it, heads]
+            is_first_query = (query_positions == 0)[None, None, :, None]
+            is_first_key = (key_positions == 0)[None, None, None, :]
+            bias = jnp.where(is_first_key, first[1][None, :, None, None], bias)
+            bias = jnp.where(is_first_query, first[0][None, :, None, None], bias)
+        return bias
 
 
 class LayerStack(nn.Module):

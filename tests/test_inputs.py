@@ -1,0 +1,39 @@
+"""The data builders of recipes (train/inputs.py): which documents are held out for eval."""
+
+import numpy as np
+import pytest
+
+from train import inputs
+from train.recipes import base_config
+
+
+def split_config(eval_split_seed: int, eval_fraction: float = 0.1):
+    config = base_config()
+    config.data.update(dict(eval_batches=1, eval_fraction=eval_fraction, eval_split_seed=eval_split_seed))
+    return config
+
+
+def test_random_held_out_documents_are_seeded_and_count_the_fraction():
+    first = inputs.held_out_documents(100, 10, seed=3)
+    assert first.sum() == 10
+    np.testing.assert_array_equal(first, inputs.held_out_documents(100, 10, seed=3))
+    assert not np.array_equal(first, inputs.held_out_documents(100, 10, seed=4))
+    with pytest.raises(ValueError, match="cannot hold out 11 of 10"):
+        inputs.held_out_documents(10, 11, seed=0)
+
+
+def test_random_split_is_disjoint_covers_every_document_and_keeps_the_corpus_order():
+    documents = [[f"document {i}.", "a sentence."] for i in range(50)]
+    train, held_out = inputs._held_out_split(split_config(eval_split_seed=0), documents)
+    train_ids = [documents.index(train[i]) for i in range(len(train))]
+    held_out_ids = [documents.index(held_out[i]) for i in range(len(held_out))]
+    assert len(held_out_ids) == 5 and sorted(train_ids + held_out_ids) == list(range(50))
+    assert train_ids == sorted(train_ids) and held_out_ids == sorted(held_out_ids)
+    assert held_out_ids != list(range(45, 50))  # drawn from the whole corpus, not its last documents
+    np.testing.assert_array_equal(np.isin(np.arange(50), held_out_ids), inputs.held_out_documents(50, 5, seed=0))
+
+
+def test_negative_split_seed_holds_out_the_last_documents():
+    documents = [[f"document {i}."] for i in range(50)]
+    train, held_out = inputs._held_out_split(split_config(eval_split_seed=-1), documents)
+    assert train == documents[:45] and held_out == documents[45:]
