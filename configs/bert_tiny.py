@@ -32,9 +32,9 @@ Tuned for that budget (README, "The demo", which lists the arms tried):
   pairs, so a window spans some 32 documents), as BERT shuffles its instances, instead of a batch holding one or two
   documents' rows.
 Measured on a shared 2-core machine (README, "The demo"; 3 min 43 s of training in a quiet spell): held-out MLM
-accuracy 0.42 and next-sentence accuracy 0.65 (320 held-out rows, about +-0.03) after 750 steps (0.40 and 0.66 on grain's pipeline); the issue's goal for
-next-sentence is 0.75. A rule on the share of
-tokens A and B have in common scores 0.76 on the same held-out rows.
+accuracy 0.42 and next-sentence accuracy 0.65 (320 held-out rows, about +-0.03) after 750 steps (0.40 and 0.66 on
+grain's pipeline); the issue's goal for next-sentence is 0.75. A rule on the share of tokens A and B have in common
+scores 0.76 on the same held-out rows.
 """
 
 from train.recipes import base_config
