@@ -334,6 +334,15 @@ STUDIES = {s.name: s for s in (
           verdict=Ties("shared", "separate", tolerance=0.1, relative=True, on="inference_us_per_token"),
           overrides={"model_overrides.num_layers": 4, "model_overrides.scan_layers": True},
           measurements=("parameters", "inference_us_per_token")),
+    # A pretrained encoder (all-MiniLM-L6-v2, fine-tuned whole): a tiny BERT from scratch stays at chance on
+    # word_order within a CPU budget, so every pooling would tie at 0.5 and say nothing.
+    Study("pooling",
+          claim="the [CLS] token's final state is a sentence representation as good as the concatenated mean and max "
+                "pooling of the token states that classifiers used before BERT",
+          recipe="minilm_word_order", switch="model_overrides.pooling",
+          arms={"cls": "cls", "mean": "mean", "max": "max", "mean_max": "mean_max"},
+          metric="eval_accuracy", higher_is_better=True, steps=120,
+          verdict=Ties("cls", "mean_max", tolerance=0.03)),
 )}
 
 
