@@ -10,10 +10,10 @@ import pytest
 
 from train.data import (IGNORE_INDEX, TfdsDocuments, TfdsPairs, TfdsRecords, albert_pretraining_batches,
                         bert_pretraining_batches, causal_lm_batches, classification_batches, date_translation_pairs,
-                        make_sentence_pairs, mask_tokens, maskable_positions, pack_documents, read_jsonl,
-                        read_text_files, seq2seq_batches, shipped_documents, shipped_tokenizer, text_infilling,
-                        text_infilling_batches, word_order_records)
-from train.data.corpus import CORPUS_FILE
+                        far_key_records, make_sentence_pairs, mask_tokens, maskable_positions, pack_documents,
+                        read_jsonl, read_text_files, seq2seq_batches, shipped_documents, shipped_tokenizer,
+                        text_infilling, text_infilling_batches, word_order_records)
+from train.data.corpus import CORPUS_FILE, FAR_KEY_WORDS
 from train.data.loader import span_corruption_batches
 
 MASK, PAD, CLS, SEP = 4, 0, 3, 1
@@ -372,6 +372,38 @@ def test_word_order_source_gives_classification_batches_and_held_out_eval_batche
     config.data.source = "shipped"
     with pytest.raises(ValueError, match=r"data.source='shipped' is not one of tfds .* word_order"):
         make_datasets(config, zoo.create("bert-tiny", task="sequence_classification", num_labels=2))
+
+def test_far_key_records_hold_their_classs_key_words_only_in_the_second_half_of_balanced_rows(tokenizer):
+    records = far_key_records(40, seed=0, num_words=100, num_keys=3)
+    assert records == far_key_records(40, seed=0, num_words=100, num_keys=3)
+    assert records != far_key_records(40, seed=1, num_words=100, num_keys=3)
+    assert [label for _, label in records].count(1) == 20
+    keys = {word: label for label, words in enumerate(FAR_KEY_WORDS) for word in words}
+    for text, label in records:
+        words = text.split()
+        assert len(words) == 100
+        found = [(k, keys[word]) for k, word in enumerate(words) if word in keys]
+        assert len(found) == 3 and all(k >= 50 and key_label == label for k, key_label in found)
+        # one token a word: a row is [CLS], the words, [SEP], and the keys keep their distance from [CLS]
+        assert len(tokenizer.encode_batch([text], max_length=128)["attention_mask"][0].nonzero()[0]) == 102
+
+
+def test_far_key_source_fills_rows_of_max_length_tokens_and_holds_out_other_rows_for_eval():
+    import zoo
+    from train.tasks import make_datasets
+    from train.recipes import base_config
+
+    config = base_config()
+    config.task, config.train.batch_size = "sequence_classification", 4
+    config.data.update(dict(source="far_key", tokenizer="shipped", max_length=64, num_examples=16,
+                            num_eval_examples=8, eval_batches=2))
+    datasets = make_datasets(config, zoo.create("bert-tiny", task="sequence_classification", num_labels=2))
+    train_batches = [next(datasets.train) for _ in range(4)]  # an epoch of the 16 training rows
+    assert all(b["input_ids"].shape == (4, 64) and b["attention_mask"].all() for b in train_batches)
+    train_rows = {tuple(row) for b in train_batches for row in b["input_ids"].tolist()}
+    eval_rows = {tuple(row) for b in datasets.eval() for row in b["input_ids"].tolist()}
+    assert len(train_rows) == 16 and len(eval_rows) == 8 and not train_rows & eval_rows
+
 
 def test_shipped_corpus_and_vocabulary(tokenizer):
     docs = shipped_documents()

@@ -10,9 +10,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from train.study import (MEASUREMENTS, STUDIES, ArmSummary, Beats, Diverges, Study, Ties, curves_figure, get_study,
-                         inference_us_per_token, json_safe, main, parameter_count, pooled_std, report_markdown,
-                         run_result, run_study, set_config_path, study_config, study_report)
+from train.study import (MEASUREMENTS, STUDIES, ArmSummary, Beats, Diverges, Study, Ties, curves_figure,
+                         forward_temp_mib, get_study, inference_us_per_token, json_safe, main, parameter_count,
+                         pooled_std, report_markdown, run_result, run_study, set_config_path, study_config,
+                         study_report)
 
 
 def flat(config: ml_collections.ConfigDict) -> dict:
@@ -184,6 +185,18 @@ def test_inference_time_per_token_is_a_positive_number():
     config = study_config(STUDIES["albert_sharing"], "shared", seed=0, quick=True)
     assert 0 < inference_us_per_token(config) < math.inf
     assert set(STUDIES["albert_sharing"].measurements) <= set(MEASUREMENTS)
+
+
+def test_dense_attentions_planned_memory_grows_with_the_square_of_the_length_and_a_windows_linearly():
+    def planned(arm, length):
+        config = study_config(STUDIES["sparse_attention"], arm, seed=0, quick=True)
+        config.data.max_length = length
+        return forward_temp_mib(config)
+
+    # from 256 to 512 tokens: dense's [length, length] scores dominate and quadruple; a window's blocks double
+    assert planned("dense", 512) / planned("dense", 256) > 3
+    assert 1.5 < planned("sliding_window", 512) / planned("sliding_window", 256) < 2.5
+    assert planned("block_sparse", 512) < planned("dense", 512) / 2
 
 
 def test_diverges_counts_the_seeds_whose_loss_went_non_finite():

@@ -43,7 +43,7 @@ def load_documents(cfg: ml_collections.ConfigDict):
     if cfg.source == "tfds":
         return data.TfdsDocuments(cfg.tfds_name, cfg.split, text_field=cfg.text_field)
     raise ValueError(f"data.source={cfg.source!r} is not one of shipped, text, jsonl, tfds (or dates / tfds "
-                     f"records for seq2seq, word_order / tfds records for classification, code_spans / tfds "
+                     f"records for seq2seq, word_order / far_key / tfds records for classification, code_spans / tfds "
                      f"records for tagging)")
 
 
@@ -187,16 +187,22 @@ def seq2seq_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
 
 
 def classification_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
-    """Labelled sentences (or pairs): the shipped word-order task (`source="word_order"`) or a tfds set."""
+    """Labelled sentences (or pairs): the shipped word-order task (`source="word_order"`), the generated far-key task
+    (`source="far_key"`: `data.num_examples` rows of data.max_length - 2 words for training, `num_eval_examples` of
+    another seed for eval) or a tfds set."""
     cfg = config.data
     if cfg.source == "word_order":  # the shipped task: offline, two labels (1 = the words in their order)
         records = data.word_order_records("train", seed=config.seed)
         eval_records = data.word_order_records("validation", seed=config.seed)
+    elif cfg.source == "far_key":  # generated long rows: [CLS], the words, [SEP] fill data.max_length
+        records = data.far_key_records(cfg.num_examples, seed=config.seed, num_words=cfg.max_length - 2)
+        eval_records = data.far_key_records(cfg.num_eval_examples, seed=config.seed + 1,
+                                            num_words=cfg.max_length - 2)
     elif cfg.source == "tfds":
         records, eval_records = _tfds_records(cfg, tuple(cfg.fields))
     else:
         raise ValueError(f"sequence_classification data.source={cfg.source!r} is not one of tfds (e.g. "
-                         f"glue/sst2), word_order (the shipped task)")
+                         f"glue/sst2), word_order or far_key (the shipped tasks)")
     return _record_data(config, tokenizer, data.classification_batches, records, eval_records)
 
 

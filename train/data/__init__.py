@@ -6,12 +6,12 @@
 - `train.data.loader`: `Batches` (a grain pipeline; get_state/set_state) and `bert_pretraining_batches`,
   `albert_pretraining_batches`, `causal_lm_batches`, `seq2seq_batches`, `text_infilling_batches` (BART), `span_corruption_batches` (T5),
   `classification_batches`, `tagging_batches` and `question_answering_batches` (fine-tuning).
-- `train.data.corpus`: the corpus, WordPiece vocabulary, date-translation, word-order and code-spans tasks
+- `train.data.corpus`: the corpus, WordPiece vocabulary, date-translation, word-order, code-spans and far-key tasks
   shipped with zoo.
 """
 
-from train.data.corpus import (CODE_SPANS_LABELS, code_spans_records, date_translation_pairs, shipped_documents,
-                               shipped_tokenizer, word_order_records)
+from train.data.corpus import (CODE_SPANS_LABELS, code_spans_records, date_translation_pairs, far_key_records,
+                               shipped_documents, shipped_tokenizer, word_order_records)
 from train.data.loader import (Batches, CausalLMRecipe, ClassificationRecipe, Recipe, Seq2SeqRecipe,
                                SentencePairRecipe, SpanCorruptionRecipe, SpanQARecipe, TaggingRecipe,
                                TextInfillingRecipe, TokenizedDocuments, albert_pretraining_batches, bert_pretraining_batches,
@@ -28,7 +28,7 @@ __all__ = ["Batches", "CausalLMRecipe", "ClassificationRecipe", "Recipe", "IGNOR
            "TfdsDocuments", "TfdsPairs", "TfdsRecords", "TokenizedDocuments",
            "albert_pretraining_batches", "bert_pretraining_batches", "causal_lm_batches", "classification_batches",
            "code_spans_records",
-           "date_translation_pairs", "make_sentence_pairs", "make_seq2seq_example", "mask_tokens",
+           "date_translation_pairs", "far_key_records", "make_sentence_pairs", "make_seq2seq_example", "mask_tokens",
            "maskable_positions", "pack_documents", "pack_tokens", "parse_documents", "question_answering_batches",
            "random_spans_noise_mask", "read_jsonl", "read_text_files", "seq2seq_batches", "SpanQARecipe",
            "shipped_documents", "shipped_tokenizer", "span_corruption", "span_corruption_batches",

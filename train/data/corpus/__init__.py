@@ -11,6 +11,8 @@
   were two words swapped?) for fine-tuning offline.
 - `code_spans_records`: a tagging task from the corpus (which words are code?), BIO-tagged as NER is, for token
   classification offline.
+- `far_key_records`: a generated long-input classification task (which class is the one key word, far from [CLS]
+  among hundreds of filler words?) for comparing attention patterns on long rows.
 """
 
 from __future__ import annotations
@@ -164,4 +166,41 @@ def code_spans_records(split: str = "train", eval_fraction: float = 0.05) -> lis
         words = sentence.split()
         if 6 <= len(words) <= 40:
             records.append((words, code_span_tags(words)))
+    return records
+
+
+# `far_key_records`: the key words of each class (single tokens of vocab.txt), and the filler: every other lower-case
+# whole word of four letters or more in vocab.txt
+FAR_KEY_WORDS = (("string", "file", "list", "path"), ("number", "line", "module", "command"))
+
+
+def far_key_filler() -> tuple[str, ...]:
+    """The filler words of `far_key_records`: vocab.txt's whole words of 4+ lower-case letters, less the key words."""
+    keys = {word for words in FAR_KEY_WORDS for word in words}
+    vocab = VOCAB_FILE.read_text(encoding="utf-8").split()
+    return tuple(word for word in vocab if re.fullmatch(r"[a-z]{4,}", word) and word not in keys)
+
+
+def far_key_records(count: int, seed: int = 0, num_words: int = 510, num_keys: int = 8) -> list[tuple[str, int]]:
+    """A generated long-input classification task: `num_words` words, all filler (`far_key_filler`, drawn uniformly)
+    but `num_keys` key words of one class of `FAR_KEY_WORDS` at distinct uniform positions in the second half; the
+    label is that class. (With one key word among 254 a tiny BERT stayed at chance for 200 steps; with four, one in 64
+    words, it learned the task in about a hundred, and with four among 510 it was just breaking away at step 200.)
+
+    Every word is one token of the shipped vocabulary, so with [CLS] and [SEP] a row is num_words + 2 tokens, and the
+    keys lie at least num_words / 2 tokens from [CLS], which pools the row: dense attention reaches them in one layer; a
+    sliding window of w tokens reaches only w per layer from [CLS], so it needs a global [CLS] (or depth); BigBird's
+    blocks reach them through random blocks or the global tokens. Labels alternate (exactly half of each class for an
+    even count). Deterministic for a seed.
+    """
+    rng = np.random.default_rng([seed, num_words])
+    filler = np.asarray(far_key_filler())
+    records = []
+    for index in range(count):
+        label = index % 2
+        words = filler[rng.integers(0, len(filler), num_words)].tolist()
+        places = rng.choice(np.arange(num_words // 2, num_words), num_keys, replace=False)
+        for place in places:
+            words[place] = FAR_KEY_WORDS[label][rng.integers(len(FAR_KEY_WORDS[label]))]
+        records.append((" ".join(words), label))
     return records
