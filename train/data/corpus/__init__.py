@@ -11,7 +11,7 @@
   were two words swapped?) for fine-tuning offline.
 - `code_spans_records`: a tagging task from the corpus (which words are code?), BIO-tagged as NER is, for token
   classification offline.
-- `far_key_records`: a generated long-input classification task (which class is the one key word, far from [CLS]
+- `far_key_records`: a generated long-input classification task (which class are the key words, far from [CLS]
   among hundreds of filler words?) for comparing attention patterns on long rows.
 """
 
