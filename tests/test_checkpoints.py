@@ -379,6 +379,22 @@ def test_other_heads_tensors_are_dropped_and_logged(tmp_path, caplog):
     assert set(params) == {"token_embedding", "embeddings", "encoder", "pooler"}
 
 
+def test_a_table_an_override_switches_off_is_dropped_and_logged_and_the_rest_loads(tmp_path, caplog):
+    """position_embedding="none" on a checkpoint with a position table (an ablation of a pretrained encoder): the
+    table is dropped, every other tensor loads, and the model no longer sees the order of its tokens."""
+    saved(tmp_path, "bert-tiny", task="sequence_classification", num_labels=2)
+    _, with_positions = zoo.from_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="zoo.checkpoints"):
+        model, params = zoo.from_pretrained(tmp_path, position_embedding="none")
+    assert "not used by this task and config" in caplog.text and "position_embeddings.weight" in caplog.text
+    assert "position_embedding" not in params["embeddings"]
+    chex.assert_trees_all_equal(params["encoder"], with_positions["encoder"])
+    ids = jnp.array([[2, 10, 11, 12, 13, 3]])
+    swapped = jnp.array([[2, 12, 11, 10, 13, 3]])  # two words swapped: the same bag of tokens
+    logits = [model.apply({"params": params}, x, jnp.ones_like(x)).logits for x in (ids, swapped)]
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-6)
+
+
 def test_scanned_layers_load_and_save_like_unrolled_ones(tmp_path):
     saved(tmp_path / "unrolled", "gpt-tiny", task="causal_lm")
     unrolled, unrolled_params = zoo.from_pretrained(tmp_path / "unrolled")

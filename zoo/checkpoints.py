@@ -83,6 +83,7 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
         LOG.warning("config.json fields not used by zoo: %s", ", ".join(reader.unread()))
     if dtype is not None:
         overrides["dtype"] = dtype
+    checkpoint_cfg = cfg
     cfg = cfg.replace(**{"num_labels": reader.num_labels(), "label_names": reader.label_names(), **overrides})
     model = create(cfg, task)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *example_inputs(model)))["params"]
@@ -94,7 +95,7 @@ def from_pretrained(folder: str | Path, task: str | None = AUTO, *, dtype: Any =
         params = {path: None if _is_adapter(path) else
                   _read_param(checkpoint, _parts(spec, path, leaf.shape), path, leaf, placement(path))
                   for path, leaf in abstract.items()}
-        _check_unused(fmt, cfg, checkpoint.unread())
+        _check_unused(fmt, (cfg, checkpoint_cfg), checkpoint.unread())
     missing = [path for path, value in params.items() if value is None]
     if missing:
         params.update(_initialize_heads(model, missing, spec, abstract, placement, rng))
@@ -326,18 +327,21 @@ def _read_header(file: Path) -> tuple[int, dict]:
     return 8 + header_size, header
 
 
-def _check_unused(fmt: PublicFormat, cfg: Config, unread: list[str]) -> None:
-    """Tensors of other heads of the family are dropped (logged); tensors no architecture has are an error."""
+def _check_unused(fmt: PublicFormat, configs: tuple[Config, ...], unread: list[str]) -> None:
+    """Tensors of other heads of the family, or that an override switched off (`position_embedding="none"` drops
+    the position table the checkpoint's own config has), are dropped (logged); tensors no architecture of any of
+    `configs` has are an error."""
     known = set()
-    for task in set(fmt.architectures.values()):
-        known |= {name for t in flatten(fmt.tensors(cfg.replace(pooling="cls"), task)).values() for name in t.names}
+    for cfg in configs:
+        for task in set(fmt.architectures.values()):
+            known |= {name for t in flatten(fmt.tensors(cfg.replace(pooling="cls"), task)).values() for name in t.names}
     unknown = [n for n in unread if n not in known and not any(re.fullmatch(p, n) for p in fmt.ignored)]
     if unknown:
         raise ValueError(f"unexpected tensors in the checkpoint, which no {fmt.model_type} architecture zoo reads "
                          f"has: {', '.join(unknown)}")
     dropped = [n for n in unread if n in known]
     if dropped:
-        LOG.warning("checkpoint tensors not used by this task: %s", ", ".join(dropped))
+        LOG.warning("checkpoint tensors not used by this task and config: %s", ", ".join(dropped))
 
 
 def _is_adapter(path: str) -> bool:
