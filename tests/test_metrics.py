@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 import zoo
+from zoo.models import ModelOutput
 from tests.train_helpers import SyntheticBatches, tiny_config
 from train.checkpointing import restore_train_state
 from train.loop import make_optimizer_from_config, train_and_evaluate
+from train.losses import CALIBRATION_BINS, label_loss, summarize
 from train.metrics import confusion_matrix, loss_curve_figure, matrix_figure, plot_loss_curve, read_metrics
 from train.partitioning import make_mesh
 from train.step import init_train_state
@@ -98,3 +100,37 @@ def test_matrix_figure_writes_each_value_in_its_cell():
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
     with pytest.raises(ValueError, match=r"matrix of shape \(3, 2\) but 2 row and 2 column labels"):
         matrix_figure(matrix, ["a", "b"], ["x", "y"])
+
+
+def numpy_ece(logits: np.ndarray, labels: np.ndarray, bins: int) -> float:
+    """Guo et al.'s expected calibration error, written out: positions binned by their top probability, each bin's
+    |accuracy - mean confidence| weighted by its share of the positions (labels < 0 left out)."""
+    logits, labels = logits.reshape(-1, logits.shape[-1]).astype(np.float64), labels.reshape(-1)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    keep = labels >= 0
+    confidence, correct = probs.max(-1)[keep], (probs.argmax(-1) == labels)[keep]
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    return sum(abs(correct[which == b].mean() - confidence[which == b].mean()) * (which == b).sum()
+               for b in range(bins) if (which == b).any()) / keep.sum()
+
+
+def test_label_loss_sums_give_the_expected_calibration_error_across_batches():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(6, 5, 11)).astype(np.float32)  # [batch, length, classes]
+    labels = rng.integers(0, 11, size=(6, 5))
+    labels[:, -2:] = -100  # padding: not counted
+    labels[0, :3] = logits[0, :3].argmax(-1)  # a few right answers
+    halves = [label_loss(ModelOutput(None, logits=jax.numpy.asarray(logits[rows])), {"labels": labels[rows]})[1]
+              for rows in (slice(0, 3), slice(3, 6))]
+    summed = jax.tree.map(lambda a, b: np.asarray(a) + np.asarray(b), *halves)  # two eval batches, added
+    assert summed["calibration_confidence"].shape == (CALIBRATION_BINS,)
+    assert summed["calibration_correct"].sum() == summed["correct"]  # every counted position is in one bin
+    got = summarize(summed)
+    assert got["ece"] == pytest.approx(numpy_ece(logits, labels, CALIBRATION_BINS), abs=1e-6)
+    assert "calibration_correct" not in got and "calibration_confidence" not in got
+    # a model that is always right and sure has no calibration error
+    sure = np.full((2, 3, 4), -30.0, np.float32)
+    sure[..., 1] = 30.0
+    perfect = label_loss(ModelOutput(None, logits=jax.numpy.asarray(sure)), {"labels": np.ones((2, 3), np.int32)})[1]
+    assert summarize(jax.device_get(perfect))["ece"] == pytest.approx(0.0, abs=1e-6)

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 
 import ml_collections
 import numpy as np
@@ -12,8 +13,11 @@ import pytest
 
 from train.study import (MEASUREMENTS, STUDIES, ArmSummary, Beats, Diverges, Study, Ties, curves_figure,
                          forward_temp_mib, get_study, inference_us_per_token, json_safe, main, parameter_count,
-                         pooled_std, report_markdown, run_result, run_study, set_config_path, study_config,
-                         study_report)
+                         pooled_std, pretraining_config, report_markdown, run_result, run_study, set_config_path,
+                         study_config, study_report)
+
+# what run_study adds to study_report's dict: the run's size, and when and where it was measured
+RUN = {"steps": 100, "scale": 1.0, "date": "2026-12-06", "machine": "AMD EPYC, 2 cores", "jax": "0.10.2"}
 
 
 def flat(config: ml_collections.ConfigDict) -> dict:
@@ -34,11 +38,16 @@ def differing(a: dict, b: dict) -> set[str]:
     return {k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>")}
 
 
+def switched_config(study: Study, arm: str, seed: int) -> ml_collections.ConfigDict:
+    """The config the arm's switch is set in: the run's, or its pre-training stage's."""
+    return (pretraining_config if study.pretraining else study_config)(study, arm, seed)
+
+
 @pytest.mark.parametrize("name", list(STUDIES))
 def test_a_studys_runs_differ_in_exactly_the_switch_and_the_seed(name):
     study = STUDIES[name]
     arms = list(study.arms)
-    configs = {(arm, seed): flat(study_config(study, arm, seed)) for arm in arms for seed in (0, 1)}
+    configs = {(arm, seed): flat(switched_config(study, arm, seed)) for arm in arms for seed in (0, 1)}
     for arm in arms:
         assert configs[arm, 0][study.switch] == study.arms[arm]
         assert differing(configs[arm, 0], configs[arm, 1]) == {"seed"}
@@ -57,13 +66,33 @@ def test_every_arm_of_a_study_is_a_valid_model_and_optimizer(name):
 
     study = STUDIES[name]
     for arm in study.arms:
-        config = study_config(study, arm, seed=0)
+        config = switched_config(study, arm, seed=0)
         model = zoo.create(config.model, task=get_task(config.task).head, **config.model_overrides)
         assert zoo.param_count(model) > 0
         section, field = study.switch.rsplit(".", 1)
         if section == "model_overrides":  # the model was built with the arm's value, not a preset's
             assert getattr(model.config, field) == study.arms[arm]
         make_optimizer_from_config(config)
+    if study.pretraining:  # and the fine-tuning, the same in every arm
+        make_optimizer_from_config(study_config(study, arm, seed=0))
+
+
+def test_a_pretraining_study_fine_tunes_every_arm_alike_on_the_pretrained_model():
+    """The switch is set in the pre-training stage only; the fine-tuning runs differ in the run they start from and
+    nothing else, on the pre-training model (before the switch) with the fine-tuning recipe's head on top."""
+    study = STUDIES["pretraining_objective"]
+    stages = {arm: pretraining_config(study, arm, 0) for arm in study.arms}
+    runs = {arm: study_config(study, arm, 0, pretrained=f"/runs/{arm}-pretraining") for arm in study.arms}
+    assert differing(flat(runs["bidirectional"]), flat(runs["unidirectional"])) == {"init_from_run"}
+    assert runs["unidirectional"].init_from_run == "/runs/unidirectional-pretraining"
+    assert stages["unidirectional"].task == "mlm" and runs["unidirectional"].task == "token_classification"
+    fine_tuning = runs["unidirectional"].model_overrides.to_dict()
+    assert "causal" not in fine_tuning and fine_tuning["num_labels"] == 3  # zoo's default: bidirectional
+    body = {k: v for k, v in stages["bidirectional"].model_overrides.items() if k != "causal"}
+    assert {k: fine_tuning[k] for k in body} == body  # the pre-trained model, whole
+    with pytest.raises(ValueError, match="switch 'model_overrides.causal' is what the arms change"):
+        dataclasses.replace(study, pretraining=dataclasses.replace(
+            study.pretraining, overrides={"model_overrides.causal": False}))
 
 
 def test_a_misspelt_switch_is_an_error_naming_it():
@@ -95,16 +124,19 @@ def test_arm_statistics_are_the_mean_and_sample_std_of_the_finite_seeds():
     assert pooled_std(arm, other) == pytest.approx(math.sqrt((2 * 0.01 + 1 * 0.02) / 3))
 
 
-def results(values, diverged=()):
+def results(values, diverged=(), reported=None):
+    """run_result's dicts of seeds 0, 1, ... with these final values (and `reported`: {key: a value per seed})."""
+    reported = reported or {}
     return {seed: {"final": v, "diverged": seed in diverged, "loss_variance_last_quarter": 0.0, "steps": 10,
-                   "steps_to_target": None}
+                   "steps_to_target": None, "measurements": {},
+                   "reported": {key: values_of_key[seed] for key, values_of_key in reported.items()}}
             for seed, v in enumerate(values)}
 
 
-def fake_study(verdict, higher_is_better=True, measurements=()):
+def fake_study(verdict, higher_is_better=True, measurements=(), reported=()):
     return Study("fake", claim="a beats b", recipe="transformer_tiny", switch="optimizer.b2",
                  arms={"a": 0.98, "b": 0.999}, metric="eval_exact_match", higher_is_better=higher_is_better,
-                 steps=100, verdict=verdict, measurements=measurements)
+                 steps=100, verdict=verdict, measurements=measurements, reported=reported)
 
 
 def test_beats_holds_when_the_gap_exceeds_the_pooled_std_and_flips_with_the_direction():
@@ -155,11 +187,25 @@ def test_a_verdict_on_a_measurement_judges_it_and_the_report_gives_it_per_arm():
     assert report["verdict"]["on"] == "inference_us_per_token" and report["verdict"]["outcome"] == "held"
     assert report["arms"]["a"]["measurements"]["parameters"] == {"mean": 100.0, "std": 0.0}
     assert report["arms"]["b"]["measurements"]["inference_us_per_token"]["mean"] == pytest.approx(2.0)
-    markdown = report_markdown({**report, "steps": 100, "quick": False})
+    markdown = report_markdown({**report, **RUN, "quick": False})
     assert "| parameters mean ± std (per seed) | inference µs/token mean ± std (per seed) |\n" in markdown
     assert ("| a | 0.98 | 0.8 ± 0.1 | 0.8, 0.9, 0.7 | 0/3 | 0, 0, 0 | 100 ± 0 (100, 100, 100) "
             "| 2 ± 0.1 (2, 2.1, 1.9) |") in markdown
     assert "**Verdict, on inference µs/token: held** (a 2 ± 0.1 vs b 2 ± 0.2" in markdown
+
+
+def test_a_reported_metric_is_read_from_the_last_row_that_logged_it_and_given_per_arm():
+    study = fake_study(Beats("a", "b"), reported=("eval_ece",))
+    rows = [{"step": 5, "eval_exact_match": 0.5, "eval_ece": 0.3}, {"step": 10, "loss": 1.0},
+            {"step": 10, "eval_exact_match": 0.75, "eval_ece": 0.125}]
+    assert run_result(rows, study, diverged=False)["reported"] == {"eval_ece": 0.125}
+    assert math.isnan(run_result(rows, study, diverged=True)["reported"]["eval_ece"])
+    report = study_report(study, {"a": results([0.8, 0.9, 0.7], reported={"eval_ece": [0.1, 0.2, 0.3]}),
+                                  "b": results([0.5, 0.6, 0.4], reported={"eval_ece": [0.4, 0.4, 0.4]})})
+    assert report["arms"]["a"]["measurements"]["eval_ece"] == {"mean": pytest.approx(0.2), "std": pytest.approx(0.1)}
+    markdown = report_markdown({**report, **RUN, "quick": False})
+    assert "| eval_ece mean ± std (per seed) |\n" in markdown
+    assert "| 0.2 ± 0.1 (0.1, 0.2, 0.3) |\n| b |" in markdown
 
 
 def test_a_study_names_only_known_measurements_and_judges_only_its_own():
@@ -227,14 +273,15 @@ def test_a_runs_result_is_its_last_metric_its_first_step_at_the_target_and_its_l
 def test_the_markdown_report_has_a_row_per_arm_and_the_verdict_line_and_nan_is_null_in_json():
     report = study_report(fake_study(Beats("a", "b")), {"a": results([0.8, 0.9, 0.7]),
                                                         "b": results([0.5, math.nan, 0.4], diverged=(1,))})
-    markdown = report_markdown({**report, "steps": 100, "quick": False})
+    markdown = report_markdown({**report, **RUN, "quick": False})
     assert "| a | 0.98 | 0.8 ± 0.1 | 0.8, 0.9, 0.7 | 0/3 | 0, 0, 0 |\n" in markdown
     assert "| b | 0.999 | 0.45 ± 0.071 | 0.5, diverged, 0.4 | 1/3 |" in markdown
+    assert "100 steps (scale 1), seeds 0, 1, 2; reported 2026-12-06 on AMD EPYC, 2 cores, jax 0.10.2." in markdown
     assert "**Verdict: held** (a 0.8 ± 0.1 vs b 0.45 ± 0.071: a better by +0.35" in markdown
     assert json.loads(json.dumps(json_safe(report)))["arms"]["b"]["seeds"]["1"]["final"] is None
     with_target = study_report(dataclasses.replace(fake_study(Beats("a", "b")), target=0.75),
                                {"a": results([0.8]), "b": results([0.5])})
-    markdown = report_markdown({**with_target, "steps": 100, "quick": True})
+    markdown = report_markdown({**with_target, **RUN, "quick": True})
     assert "quarter | first step at eval_exact_match >= 0.75 |\n|---|---|---|---|---|---|---|\n" in markdown
     assert "| a | 0.98 | 0.8 ± nan | 0.8 | 0/1 | 0 | never |" in markdown
     assert "(quick mode: too small to judge the claim)" in markdown
@@ -294,6 +341,8 @@ def test_a_quick_study_writes_report_json_markdown_with_the_verdict_and_curves(q
     with open(os.path.join(folder, "report.json")) as f:
         saved = json.load(f)
     assert saved["quick"] and saved["steps"] == 8 and list(saved["arms"]) == ["0.98", "0.999"]
+    assert saved["machine"].endswith(f", {os.cpu_count()} cores") and saved["date"] == time.strftime("%Y-%m-%d",
+                                                                                                    time.gmtime())
     for arm, summary in saved["arms"].items():
         finals = [seed["final"] for seed in summary["seeds"].values()]
         assert len(finals) == 2 and summary["mean"] == pytest.approx(np.mean(finals))
@@ -329,3 +378,21 @@ def test_a_finished_run_of_another_size_is_kept_and_named(quick_study):
     with pytest.raises(ValueError, match=r"holds a finished run of 8 steps, not 16 .* another --workdir"):
         train_one_run(config, folder, show_progress=False)
     assert os.path.isdir(os.path.join(folder, "checkpoints", "8"))  # the finished run's checkpoint is still there
+
+
+@pytest.mark.slow
+def test_a_quick_pretraining_study_pretrains_each_arm_then_fine_tunes_from_it(tmp_path):
+    study = STUDIES["pretraining_objective"]
+    report = run_study(study, str(tmp_path), quick=True, show_progress=False)
+    for arm in study.arms:
+        for seed in (0, 1):
+            stage = os.path.join(tmp_path, study.name, arm, f"seed{seed}-pretraining")
+            assert os.path.isdir(os.path.join(stage, "checkpoints", "8"))
+            assert any("mlm_loss" in row for row in map(json.loads, open(os.path.join(stage, "metrics.jsonl"))))
+            fine_tuned = [json.loads(line) for line in open(os.path.join(tmp_path, study.name, arm, f"seed{seed}",
+                                                                         "metrics.jsonl"))]
+            assert fine_tuned[-1]["step"] == 8 and "eval_entity_f1" in fine_tuned[-1]
+    assert report["pretraining"] == {"recipe": "bert_tiny", "steps": 300, "overrides": dict(study.pretraining.overrides)}
+    with open(os.path.join(tmp_path, study.name, "report.md")) as f:
+        assert ("Pre-training `bert_tiny` (300 steps at scale 1) with the switch `model_overrides.causal`, then the "
+                "same fine-tuning by `bert_tagging_code_spans` in every arm: 8 steps") in f.read()

@@ -443,3 +443,30 @@ def test_a_task_added_to_the_table_is_all_the_step_and_the_losses_need(tmp_path,
     first = read_metrics(str(tmp_path))[0]
     assert first["step"] == 1 and first["loss"] == pytest.approx(float(expected), rel=1e-5)
     assert 0.0 <= first["accuracy"] <= 1.0
+
+
+def test_init_from_run_starts_a_new_task_from_a_runs_body_and_refuses_another_body(tmp_path):
+    """Pre-train (MLM) three steps, then a classifier from that run: its body is the run's last checkpoint, the pooler
+    and classifier are new; a body of another width is refused with the shapes; an empty folder is named."""
+    from train.loop import create_model
+
+    pretraining = str(tmp_path / "mlm")
+    state, _ = train_and_evaluate(tiny_config(steps=3, every_steps=3), pretraining, SyntheticBatches(),
+                                  show_progress=False)
+    config = tiny_config(task="sequence_classification")
+    config.init_from_run = pretraining
+    model, params = create_model(config)
+    assert model.task == "sequence_classification" and {"pooler", "classifier"} <= set(params)
+    chex.assert_trees_all_equal(params["encoder"], jax.device_get(state.params["encoder"]))
+    chex.assert_trees_all_equal(params["token_embedding"], jax.device_get(state.params["token_embedding"]))
+    config.model_overrides.hidden_size = 32
+    with pytest.raises(ValueError, match=r"(?s)does not fit the model bert task='sequence_classification' \(\d+ shapes "
+                                         r"differ, 0 body parameters missing\).*\n  embeddings/position_embedding/"
+                                         r"embedding: the run has \(128, 64\), the model wants \(128, 32\)"):
+        create_model(config)
+    config.init_from_run = str(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint directory .*empty/checkpoints"):
+        create_model(config)
+    config.init_from = str(tmp_path)
+    with pytest.raises(ValueError, match="both say where the weights come from"):
+        create_model(config)

@@ -132,3 +132,22 @@ def restore_train_state(directory: str, like, step: int | None = None) -> tuple[
     finally:
         checkpointer.close()
     return step, state
+
+
+def restore_saved_params(directory: str) -> tuple[int, dict]:
+    """(step, params) of the latest checkpoint in a run's checkpoint directory, as saved (no target: the arrays on
+    this host's default device), whatever model and task wrote them: the start of another run (`init_from_run`).
+
+    Raises FileNotFoundError when the directory holds no checkpoint.
+    """
+    if not os.path.isdir(directory):  # checked first: the manager would create the directory
+        raise FileNotFoundError(f"no checkpoint directory {os.path.abspath(directory)}")
+    checkpointer = Checkpointer(directory, every_steps=1)
+    try:
+        step = checkpointer.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
+        restored = checkpointer.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    finally:
+        checkpointer.close()
+    return step, restored.state["train_state"]["params"]

@@ -14,11 +14,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
+from flax import linen as nn
+from flax import traverse_util
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 import zoo
-from train.checkpointing import Checkpointer, abstract_like
+from train.checkpointing import Checkpointer, abstract_like, restore_saved_params
 from train.losses import add_to_window, summarize
 from train.metrics import MetricWriter, plot_loss_curve, read_metrics
 from train.optimizer import make_optimizer, make_schedule, parse_lr_multipliers
@@ -26,8 +28,9 @@ from train.partitioning import batch_sharding, make_mesh
 from train.step import abstract_train_state, compile_steps, init_train_state
 from train.benchmarks import get_metric
 from train.tasks import get_task
-from zoo.checkpoints import public_format_problem
+from zoo.checkpoints import HEAD_MODULES, public_format_problem
 from zoo.lora import ALSO_TRAINABLE, trainable_mask
+from zoo.registry import example_inputs
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -37,11 +40,51 @@ class NonFiniteLoss(FloatingPointError):
 def create_model(config: ml_collections.ConfigDict):
     """(model, pretrained params or None) of a recipe: `config.model` (a preset), `config.task` and
     `config.model_overrides`; with `config.init_from` the model and its weights come from that checkpoint folder
-    (a new task head is initialised)."""
+    (a new task head is initialised); with `config.init_from_run` the weights come from another zoo run
+    (`params_from_run`)."""
     overrides, head = dict(config.model_overrides), get_task(config.task).head
+    if config.init_from and config.init_from_run:
+        raise ValueError(f"init_from={config.init_from!r} and init_from_run={config.init_from_run!r} both say where "
+                         f"the weights come from: set one")
     if config.init_from:
         return zoo.from_pretrained(config.init_from, task=head, **overrides)
-    return zoo.create(config.model, task=head, **overrides), None
+    model = zoo.create(config.model, task=head, **overrides)
+    if config.init_from_run:
+        return model, params_from_run(config.init_from_run, model, config.seed)
+    return model, None
+
+
+def params_from_run(workdir: str, model, seed: int) -> dict:
+    """`model`'s params starting from the last checkpoint of the zoo run in `workdir` (a pre-training run, say, of
+    another task on the same body): every parameter the model shares with that run is copied, the model's head
+    modules that the run lacks (a classifier, a pooler) are initialised from `seed`, and the run's parameters this
+    model has no place for (its pre-training head) are dropped, named in a log line.
+
+    Raises FileNotFoundError when `workdir` holds no checkpoint; ValueError naming the parameters when a shared one
+    has another shape or a body parameter of the model is not in the run (another model config).
+    """
+    directory = os.path.join(workdir, "checkpoints")
+    step, saved = restore_saved_params(directory)
+    saved = traverse_util.flatten_dict(saved, sep="/")
+    fresh = jax.jit(model.init)(jax.random.key(seed), *example_inputs(model))["params"]
+    fresh = traverse_util.flatten_dict(nn.unbox(fresh), sep="/")
+    reshaped = [f"{path}: the run has {saved[path].shape}, the model wants {value.shape}"
+                for path, value in fresh.items() if path in saved and saved[path].shape != value.shape]
+    body = [path for path in fresh if path not in saved and path.split("/")[0] not in HEAD_MODULES]
+    if reshaped or body:
+        raise ValueError(f"the run in {directory} (step {step}) does not fit the model {model.config.family} "
+                         f"task={model.task!r} ({len(reshaped)} shapes differ, {len(body)} body parameters missing): "
+                         f"give the model the run's model config (model and model_overrides)."
+                         + "".join(f"\n  {line}" for line in reshaped[:10])
+                         + (f"\n  body parameters not in the run: {', '.join(body[:10])}" if body else ""))
+    dropped = sorted(path for path in saved if path not in fresh)
+    if dropped:
+        print(f"init_from_run: parameters of {directory} step {step} this task has no place for (dropped): "
+              f"{', '.join(dropped)}", flush=True)
+    started = [path for path in fresh if path not in saved]
+    if started:
+        print(f"init_from_run: initialised from seed {seed}: {', '.join(started)}", flush=True)
+    return traverse_util.unflatten_dict({path: saved.get(path, value) for path, value in fresh.items()}, sep="/")
 
 
 def lora_trainable(config: ml_collections.ConfigDict, model) -> Callable | None:

@@ -19,6 +19,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.task = "pretraining"  # a task of train.tasks.TASKS
     c.model_overrides = ml_collections.ConfigDict()  # any zoo.Config field
     c.init_from = ""  # a folder with config.json + model.safetensors to start from (fine-tuning)
+    # a zoo run's workdir to start from: the params its last checkpoint shares with this model (the body of a
+    # pre-training run of the same model config); this task's head starts fresh (train.loop.params_from_run)
+    c.init_from_run = ""
     c.seed = 0
 
     c.train = ml_collections.ConfigDict(dict(steps=1000, batch_size=32, log_every=50,

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import shutil
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -219,6 +220,20 @@ MEASUREMENTS = {m.name: m for m in (
 
 
 @dataclasses.dataclass(frozen=True)
+class Pretraining:
+    """A first stage of every run of a study: `recipe` with `overrides` and the study's switch, trained `steps` steps
+    (times --scale) in a folder beside the run's (`seed<k>-pretraining`), from which the study's own recipe then fine-tunes
+    (`init_from_run`: the body carries over, the head starts fresh). The switch is set in this stage only, so the
+    fine-tuning is the same in every arm; the fine-tuning model is the pre-training one (its `model` and
+    `model_overrides`, before the switch) with the fine-tuning recipe's own model overrides (its head's labels) on
+    top."""
+
+    recipe: str
+    steps: int
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
 class Study:
     """A controlled comparison: the base recipe with `overrides` (the same for every arm), and the one `switch` set to
     each arm's value.
@@ -240,6 +255,10 @@ class Study:
         converges), or None.
       measurements: names of MEASUREMENTS taken of every run (after all are trained, the arms of a seed one after
         the other, so a busy machine slows them alike) and reported per arm; the verdict may judge one (its `on`).
+      reported: further metrics.jsonl keys whose last logged value the report gives per arm beside the metric (a
+        second view of the claim, e.g. "eval_ece", the calibration label smoothing is said to improve).
+      pretraining: a first stage whose arms differ by the switch, each fine-tuned alike by `recipe` (a claim about
+        what pre-training leaves for fine-tuning), or None: the runs train `recipe` alone.
     """
 
     name: str
@@ -255,6 +274,15 @@ class Study:
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     target: float | None = None
     measurements: tuple[str, ...] = ()
+    reported: tuple[str, ...] = ()
+    pretraining: Pretraining | None = None
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """What the report gives per arm beside the metric: each measurement's and reported metric's name -> its
+        column's heading."""
+        return {**{name: MEASUREMENTS[name].description for name in self.measurements},
+                **{key: key for key in self.reported}}
 
     def __post_init__(self):
         unmeasured = [name for name in self.measurements if name not in MEASUREMENTS]
@@ -270,7 +298,8 @@ class Study:
         if len(self.arms) < 2 or self.seeds < 3:
             raise ValueError(f"study {self.name!r} needs at least 2 arms and 3 seeds, has {len(self.arms)} arms and "
                              f"{self.seeds} seeds")
-        if self.switch in self.overrides or self.switch == "seed":
+        stage_overrides = self.pretraining.overrides if self.pretraining else {}
+        if self.switch in self.overrides or self.switch in stage_overrides or self.switch == "seed":
             raise ValueError(f"study {self.name!r}: the switch {self.switch!r} is what the arms change, so it cannot "
                              f"also be an override or the seed")
 
@@ -305,7 +334,8 @@ STUDIES = {s.name: s for s in (
     Study("label_smoothing",
           claim="label smoothing of 0.1 improves the translations (about 0.5 BLEU on WMT)",
           recipe=DATES, switch="loss.label_smoothing", arms={"0.1": 0.1, "0": 0.0},
-          metric="eval_exact_match", higher_is_better=True, steps=1200, verdict=Beats("0.1", "0")),
+          metric="eval_exact_match", higher_is_better=True, steps=1200, verdict=Beats("0.1", "0"),
+          reported=("eval_ece",)),
     # A linear decay, not the recipe's rsqrt: rsqrt's decay is peak * sqrt(warmup / step), so removing its warm-up
     # would also shrink every later learning rate; here both arms decay alike from the same peak.
     Study("warmup",
@@ -322,6 +352,23 @@ STUDIES = {s.name: s for s in (
             metric="eval_loss", higher_is_better=False, steps=1200, verdict=Diverges("0", "200"),
             overrides={"schedule.name": "linear", "optimizer.learning_rate": 2e-3 * multiple})
       for multiple in (2, 4)),
+    # BERT's masked LM with and without its bidirectional view (the article's experiment: "a unidirectional attention
+    # mask, keeping everything else the same"), then the same bidirectional fine-tuning: the code-spans tagger of the
+    # `bidirectional` study, from each pre-trained body. MLM alone (BERT's "No NSP" ablation against "LTR & No NSP"):
+    # a causal [CLS] sees only itself, so next-sentence would test the pooling too. Rotary positions, which carry no
+    # parameters and mean the same under either mask: bert_tiny's relative bias buckets distances one way for a causal
+    # stack and another for a bidirectional one, so its table would change meaning at fine-tuning.
+    Study("pretraining_objective",
+          claim="pre-training BERT's masked LM with a unidirectional (causal) attention mask instead of the "
+                "bidirectional one, everything else the same, costs accuracy after the same fine-tuning (almost 4 "
+                "GLUE points)",
+          recipe="bert_tagging_code_spans", switch="model_overrides.causal",
+          arms={"bidirectional": False, "unidirectional": True},
+          metric="eval_entity_f1", higher_is_better=True, steps=300, verdict=Beats("bidirectional", "unidirectional"),
+          pretraining=Pretraining("bert_tiny", steps=300, overrides={
+              "task": "mlm", "model_overrides.position_embedding": "rotary",
+              "model_overrides.relative_attention_alibi_init": 0.0,
+              "model_overrides.relative_attention_untie_first": False, "optimizer.lr_multipliers": ""})),
     # Tagging, not sentence classification: a causal stack's [CLS] sees only itself, so a pooled classifier would
     # test the pooling; a tag on each word's first sub-word asks what every position knows of its context.
     Study("bidirectional",
@@ -364,6 +411,15 @@ STUDIES = {s.name: s for s in (
           arms={"cls": "cls", "mean": "mean", "max": "max", "mean_max": "mean_max"},
           metric="eval_accuracy", higher_is_better=True, steps=120,
           verdict=Ties("cls", "mean_max", tolerance=0.03)),
+    # The positions study's "none" arm on the task that asks for word order alone: the same pretrained encoder with
+    # its position table dropped (from_pretrained logs it), fine-tuned whole. A sentence and its swapped twin are then
+    # the same bag of tokens, so the claim predicts chance for "none".
+    Study("positions_word_order",
+          claim="without position information self-attention sees a bag of words: it cannot tell a sentence from the "
+                "same sentence with two words swapped",
+          recipe="minilm_word_order", switch="model_overrides.position_embedding",
+          arms={"learned": "learned", "none": "none"},
+          metric="eval_accuracy", higher_is_better=True, steps=120, verdict=Beats("learned", "none")),
     # Rows of 512 tokens whose label lies in eight key words of the second half, 255 to 510 tokens from the [CLS] that
     # pools them (configs/bert_far_key.py). The sparse arms keep [CLS] global, as Longformer and BigBird do for a
     # classifier: without it two layers of a 32-token window could not reach the keys at all. Measured (README):
@@ -425,13 +481,13 @@ def run_steps(study: Study, *, quick: bool, scale: float) -> int:
     return steps
 
 
-def study_config(study: Study, arm: str, seed: int, *, quick: bool = False,
-                 scale: float = 1.0) -> ml_collections.ConfigDict:
-    """The resolved config of one run: the recipe, the study's overrides, its size, the arm's switch and the seed."""
-    config = load_recipe(study.recipe)
-    for path, value in study.overrides.items():
+def sized_config(recipe: str, overrides: Mapping[str, Any], steps: int, seed: int, *, quick: bool,
+                 switch: tuple[str, Any] | None = None) -> ml_collections.ConfigDict:
+    """A recipe with `overrides`, sized to `steps` steps of a study run (evals, logs, one save at the end; quick
+    mode's small batches and data), `switch` (path, value) set, and the seed."""
+    config = load_recipe(recipe)
+    for path, value in overrides.items():
         set_config_path(config, path, value)
-    steps = run_steps(study, quick=quick, scale=scale)
     config.train.update(dict(steps=steps, eval_every=steps // EVALS_PER_RUN,
                              log_every=max(1, steps // LOG_ROWS_PER_RUN)))
     # one save at the end: a run is minutes long, and an interrupted one simply starts over
@@ -439,11 +495,64 @@ def study_config(study: Study, arm: str, seed: int, *, quick: bool = False,
     if quick:  # two evals: a curve, and the final value
         config.train.update(dict(batch_size=QUICK_BATCH_SIZE, eval_every=steps // 2))
         config.data.update(dict(eval_batches=1, num_examples=256, num_eval_examples=QUICK_BATCH_SIZE))
-    set_config_path(config, study.switch, study.arms[arm])
+    if switch is not None:
+        set_config_path(config, *switch)
     if quick:  # a linear warm-up must end within the run (a warm-up arm keeps one, shortened)
         config.schedule.warmup_steps = min(config.schedule.warmup_steps, steps // 2)
     config.seed = seed
     return config
+
+
+def pretraining_config(study: Study, arm: str, seed: int, *, quick: bool = False,
+                       scale: float = 1.0) -> ml_collections.ConfigDict:
+    """The resolved config of one run's pre-training stage (`study.pretraining`): its recipe and overrides, its size,
+    the arm's switch and the seed."""
+    stage = study.pretraining
+    steps = QUICK_STEPS if quick else round(stage.steps * scale)
+    if steps < EVALS_PER_RUN:
+        raise ValueError(f"--scale {scale} leaves {steps} pre-training steps of study {study.name!r}; a run needs at "
+                         f"least {EVALS_PER_RUN} (one per eval)")
+    return sized_config(stage.recipe, stage.overrides, steps, seed, quick=quick,
+                        switch=(study.switch, study.arms[arm]))
+
+
+def study_config(study: Study, arm: str, seed: int, *, quick: bool = False, scale: float = 1.0,
+                 pretrained: str = "") -> ml_collections.ConfigDict:
+    """The resolved config of one run: the recipe, the study's overrides, its size, the arm's switch and the seed.
+    For a study with a pre-training stage, the fine-tuning run (the same in every arm) of the pre-training run in
+    the folder `pretrained`, on the pre-training stage's model."""
+    steps = run_steps(study, quick=quick, scale=scale)
+    if study.pretraining is None:
+        return sized_config(study.recipe, study.overrides, steps, seed, quick=quick,
+                            switch=(study.switch, study.arms[arm]))
+    config = sized_config(study.recipe, study.overrides, steps, seed, quick=quick)
+    stage = study.pretraining
+    body = sized_config(stage.recipe, stage.overrides, steps, seed, quick=quick)  # the model before the switch
+    config.model = body.model
+    config.model_overrides = ml_collections.ConfigDict({**body.model_overrides.to_dict(),
+                                                        **config.model_overrides.to_dict()})
+    config.init_from_run = pretrained
+    return config
+
+
+def pretraining_dir(workdir: str, study: Study, arm: str, seed: int) -> str:
+    """The pre-training stage's folder, beside the run's own (which a restarted run may empty)."""
+    return run_dir(workdir, study, arm, seed) + "-pretraining"
+
+
+def machine() -> str:
+    """What the runs ran on, for the report: the accelerator's kind, or the CPU's model (/proc/cpuinfo) and cores."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        return f"{jax.device_count()} x {device.device_kind}"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def run_dir(workdir: str, study: Study, arm: str, seed: int) -> str:
@@ -512,11 +621,18 @@ def run_result(rows: Sequence[dict], study: Study, diverged: bool) -> dict:
                if target is not None and metric in row and sign * (row[metric] - target) >= 0]
     losses = [row["loss"] for row in rows if "loss" in row]  # train rows: eval rows hold eval_loss
     window = losses[-max(2, len(losses) // 4):]
+    last = {key: [row[key] for row in rows if key in row] for key in study.reported}
     return {"final": math.nan if diverged or not values else float(values[-1]),
             "diverged": diverged,
+            "reported": {key: math.nan if diverged or not v else float(v[-1]) for key, v in last.items()},
             "steps_to_target": reached[0] if reached else None,
             "loss_variance_last_quarter": float(np.var(window, ddof=1)) if len(window) >= 2 else math.nan,
             "steps": rows[-1]["step"] if rows else 0}
+
+
+def column_value(result: dict, name: str) -> float:
+    """A run's value of a report column: a measurement taken of its model, or a metric it reported."""
+    return result["measurements"][name] if name in result["measurements"] else result["reported"][name]
 
 
 def study_report(study: Study, results: Mapping[str, Mapping[int, dict]]) -> dict:
@@ -525,19 +641,20 @@ def study_report(study: Study, results: Mapping[str, Mapping[int, dict]]) -> dic
     measurement, and the verdict with its numbers."""
     arms = {arm: ArmSummary(tuple(r["final"] for r in by_seed.values()),
                             sum(r["diverged"] for r in by_seed.values())) for arm, by_seed in results.items()}
-    measured = {name: {arm: ArmSummary(tuple(r["measurements"][name] for r in by_seed.values()), diverged=0)
-                       for arm, by_seed in results.items()} for name in study.measurements}
+    measured = {name: {arm: ArmSummary(tuple(column_value(r, name) for r in by_seed.values()), diverged=0)
+                       for arm, by_seed in results.items()} for name in study.columns}
     on = study.verdict.on
     outcome, numbers = study.verdict.judge(measured[on] if on else arms,
                                            MEASUREMENTS[on].higher_is_better if on else study.higher_is_better)
     return {
         "study": study.name, "claim": study.claim, "recipe": study.recipe, "switch": study.switch,
+        "pretraining": dataclasses.asdict(study.pretraining) if study.pretraining else None,
         "metric": study.metric, "higher_is_better": study.higher_is_better, "target": study.target,
-        "measurements": {name: MEASUREMENTS[name].description for name in study.measurements},
+        "measurements": study.columns,
         "arms": {arm: {"value": study.arms[arm], "mean": arms[arm].mean, "std": arms[arm].std,
                        "diverged": arms[arm].diverged,
                        "measurements": {name: {"mean": measured[name][arm].mean, "std": measured[name][arm].std}
-                                        for name in study.measurements},
+                                        for name in study.columns},
                        "seeds": {str(seed): r for seed, r in results[arm].items()}} for arm in results},
         "verdict": {"outcome": outcome, "numbers": numbers, "on": on or study.metric},
     }
@@ -556,13 +673,17 @@ def json_safe(value):
 
 def report_markdown(report: dict) -> str:
     """report.md: what was compared, a row per arm (mean ± std, the per-seed values), and the verdict line."""
-    metric, steps, quick = report["metric"], report["steps"], report["quick"]
+    metric, steps, quick, pretraining = report["metric"], report["steps"], report["quick"], report["pretraining"]
     seeds = next(iter(report["arms"].values()))["seeds"]
     measurements = report["measurements"]
     lines = [f"# Study `{report['study']}`", "",
              f"Claim: {report['claim']}.", "",
-             f"Recipe `{report['recipe']}`, switch `{report['switch']}`, {steps} steps, seeds {', '.join(seeds)}"
-             f"{' (quick mode: too small to judge the claim)' if quick else ''}. Metric `{metric}` "
+             (f"Pre-training `{pretraining['recipe']}` ({pretraining['steps']} steps at scale 1) with the switch "
+              f"`{report['switch']}`, then the same fine-tuning by `{report['recipe']}` in every arm: "
+              if pretraining else f"Recipe `{report['recipe']}`, switch `{report['switch']}`, ")
+             + f"{steps} steps (scale {report['scale']:g}), "
+             f"seeds {', '.join(seeds)}{' (quick mode: too small to judge the claim)' if quick else ''}; reported "
+             f"{report['date']} on {report['machine']}, jax {report['jax']}. Metric `{metric}` "
              f"({'higher' if report['higher_is_better'] else 'lower'} is better), its last logged value per seed.", "",
              f"| arm | {report['switch']} | {metric} mean ± std | per seed | diverged | train-loss variance, last "
              f"quarter |" + (f" first step at {metric} {'>=' if report['higher_is_better'] else '<='} "
@@ -582,7 +703,7 @@ def report_markdown(report: dict) -> str:
         for name in measurements:
             stats = summary["measurements"][name]
             row += (f" {stats['mean']:.4g} ± {stats['std']:.2g} ("
-                    + ", ".join(f"{r['measurements'][name]:.4g}" for r in runs) + ") |")
+                    + ", ".join(f"{column_value(r, name):.4g}" for r in runs) + ") |")
         lines.append(row)
     verdict = report["verdict"]
     judged = "" if verdict["on"] == metric else f", on {measurements[verdict['on']]}"
@@ -631,26 +752,38 @@ def run_study(study: Study, workdir: str, *, seeds: int | None = None, quick: bo
         results[arm], rows[arm] = {}, []
         for seed in range(seeds):
             done += 1
-            config = study_config(study, arm, seed, quick=quick, scale=scale)
-            path = run_dir(workdir, study, arm, seed)
+            path, start = run_dir(workdir, study, arm, seed), time.perf_counter()
+            pretrained, diverged = "", False
+            if study.pretraining is not None:
+                pretrained = pretraining_dir(workdir, study, arm, seed)
+                stage = pretraining_config(study, arm, seed, quick=quick, scale=scale)
+                print(f"[{study.name} {done}/{runs}] arm {arm} ({study.switch}={study.arms[arm]!r}), seed {seed}: "
+                      f"pre-training {stage.train.steps} steps of {study.pretraining.recipe} in {pretrained}",
+                      flush=True)
+                _, diverged = train_one_run(stage, pretrained, show_progress=show_progress)
+            config = study_config(study, arm, seed, quick=quick, scale=scale, pretrained=pretrained)
             print(f"[{study.name} {done}/{runs}] arm {arm} ({study.switch}={study.arms[arm]!r}), seed {seed}: "
-                  f"{config.train.steps} steps in {path}", flush=True)
-            start = time.perf_counter()
-            run_rows, diverged = train_one_run(config, path, show_progress=show_progress)
+                  f"{config.train.steps} steps{' of fine-tuning' if pretrained else ''} in {path}", flush=True)
+            # a pre-training that diverged leaves nothing to fine-tune: the run counts as diverged
+            run_rows, diverged = ([], True) if diverged else train_one_run(config, path, show_progress=show_progress)
             print(f"[{study.name} {done}/{runs}] {time.perf_counter() - start:.0f} s", flush=True)
             results[arm][seed] = {**run_result(run_rows, study, diverged), "measurements": {}}
             rows[arm].append(run_rows)
     for seed in range(seeds):  # after training, the arms of a seed in turn: a busy spell slows them alike
         for arm in study.arms:
-            config = study_config(study, arm, seed, quick=quick, scale=scale)
+            config = study_config(study, arm, seed, quick=quick, scale=scale,
+                                  pretrained=pretraining_dir(workdir, study, arm, seed) if study.pretraining else "")
             measured = results[arm][seed]["measurements"]
             for name in study.measurements:
                 measured[name] = MEASUREMENTS[name].measure(config)
             if study.measurements:
                 print(f"[{study.name}] arm {arm}, seed {seed}: "
                       + ", ".join(f"{name} {value:.4g}" for name, value in measured.items()), flush=True)
+    import jax
+
     report = {**study_report(study, results), "steps": run_steps(study, quick=quick, scale=scale), "quick": quick,
-              "scale": scale}
+              "scale": scale, "date": time.strftime("%Y-%m-%d", time.gmtime()), "machine": machine(),
+              "jax": jax.__version__}
     with open(os.path.join(folder, "report.json"), "w") as f:
         json.dump(json_safe(report), f, indent=1)
     with open(os.path.join(folder, "report.md"), "w") as f:
