@@ -268,6 +268,9 @@ def test_untied_first_token_takes_its_own_bias_to_and_from_every_position(key):
     chex.assert_trees_all_close(started, np.zeros((2, 4)))  # the first token starts by attending evenly
     with pytest.raises(ValueError, match="relative_attention_untie_first unties"):
         zoo.get_config("bert-tiny").replace(relative_attention_untie_first=True)
+    with pytest.raises(ValueError, match=r"a causal stack's bias \(causal=True\) stays tied"):
+        zoo.get_config("bert-tiny").replace(position_embedding="relative_bias", relative_attention_untie_first=True,
+                                            causal=True)
 
 
 @pytest.mark.parametrize("norm_position", ["pre", "post"])

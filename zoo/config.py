@@ -252,6 +252,9 @@ class Config:
         if self.relative_attention_untie_first and self.position_embedding != "relative_bias":
             raise ValueError(f"relative_attention_untie_first unties the first token from the bias of "
                              f"position_embedding='relative_bias' (not {self.position_embedding!r})")
+        if self.relative_attention_untie_first and self.causal:
+            raise ValueError("relative_attention_untie_first unties [CLS] from a bidirectional encoder's relative "
+                             "bias; a causal stack's bias (causal=True) stays tied, so the switch would do nothing")
         if self.relative_attention_alibi_init < 0 or (self.relative_attention_alibi_init
                                                       and self.position_embedding != "relative_bias"):
             raise ValueError(f"relative_attention_alibi_init={self.relative_attention_alibi_init} initialises the "
