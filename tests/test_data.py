@@ -621,3 +621,21 @@ def test_shuffle_window_mixes_documents_in_a_batch_and_resumes_exactly_mid_windo
 def test_shuffle_window_below_one_is_refused(tokenizer, documents):
     with pytest.raises(ValueError, match="shuffle_window"):
         bert_pretraining_batches(documents, tokenizer, batch_size=4, max_length=32, shuffle_window=0)
+
+
+def test_keep_remainder_ends_a_pass_with_its_smaller_last_batch(tokenizer):
+    """An eval pass scores every example: 21 records in batches of 8 are 8, 8 and 5 rows; training drops the 5."""
+    records = [(f"sentence number {i}", i % 2) for i in range(21)]
+    kept = list(classification_batches(records, tokenizer, batch_size=8, max_length=16, num_epochs=1, shuffle=False,
+                                       keep_remainder=True))
+    assert [len(b["labels"]) for b in kept] == [8, 8, 5]
+    assert [int(x) for b in kept for x in b["labels"]] == [i % 2 for i in range(21)]
+    dropped = list(classification_batches(records, tokenizer, batch_size=8, max_length=16, num_epochs=1,
+                                          shuffle=False))
+    assert [len(b["labels"]) for b in dropped] == [8, 8]
+    few = list(classification_batches(records[:3], tokenizer, batch_size=8, max_length=16, num_epochs=1,
+                                      keep_remainder=True))
+    assert [len(b["labels"]) for b in few] == [3]  # fewer examples than a batch: one smaller batch, not an error
+    with pytest.raises(ValueError, match="keep_remainder with shard='rows'"):
+        classification_batches(records, tokenizer, batch_size=8, max_length=16, num_epochs=1, shard="rows",
+                               keep_remainder=True)

@@ -470,3 +470,43 @@ def test_init_from_run_starts_a_new_task_from_a_runs_body_and_refuses_another_bo
     config.init_from = str(tmp_path)
     with pytest.raises(ValueError, match="both say where the weights come from"):
         create_model(config)
+
+
+def test_evaluate_pads_the_last_smaller_batch_and_scores_each_example_once():
+    """Batches of 8 and 3 rows: the step sees 8 rows both times (the 5 added are labelled IGNORE and hold zeros),
+    and the metric is the mean over the 11 real rows."""
+    from train.loop import evaluate, pad_rows
+    from train.partitioning import batch_sharding
+
+    labels = np.arange(11, dtype=np.int32) * 3
+    batches = [{"input_ids": np.ones((8, 4), np.int32), "labels": labels[:8]},
+               {"input_ids": np.ones((3, 4), np.int32), "labels": labels[8:]}]
+    padded = pad_rows(batches[1], 8, ("labels",))
+    assert padded["labels"].tolist() == [24, 27, 30, -100, -100, -100, -100, -100]
+    assert padded["input_ids"][3:].sum() == 0 and padded["input_ids"].dtype == np.int32
+    seen_shapes = []
+
+    def eval_step(params, batch):
+        seen_shapes.append(batch["labels"].shape)
+        real = batch["labels"] >= 0
+        return {"loss_sum": jnp.sum(jnp.where(real, batch["labels"], 0)).astype(jnp.float32),
+                "weight": jnp.sum(real).astype(jnp.float32)}, {}
+
+    results = evaluate(eval_step, None, batches, batch_sharding(make_mesh()), rows=8, label_keys=("labels",))
+    assert seen_shapes == [(8,), (8,)] and results["loss"] == pytest.approx(labels.mean())
+    with pytest.raises(ValueError, match="an eval batch of 9 rows is larger than the 8 of a step"):
+        pad_rows({"labels": np.zeros(9, np.int32)}, 8, ("labels",))
+
+
+def test_a_regression_loss_and_stsb_metric_skip_rows_labelled_ignore():
+    from train.benchmarks import get_metric
+    from train.losses import sequence_classification_loss
+    from zoo.models import ModelOutput
+
+    scores = jnp.array([[1.0], [2.0], [4.0], [9.0]])
+    labels = jnp.array([1.5, 2.0, 3.0, -100.0])  # the last row pads the batch
+    loss, metrics = sequence_classification_loss(ModelOutput(None, logits=scores), {"labels": labels})
+    assert float(loss) == pytest.approx((0.25 + 0 + 1) / 3) and float(metrics["weight"]) == 3
+    stsb = get_metric("glue/stsb", None)({"predictions": np.array([1.0, 2.0, 4.0, 9.0])},
+                                         {"labels": np.array([1.5, 2.0, 3.0, -100.0])})
+    assert stsb["pearson"] == pytest.approx(np.corrcoef([1.0, 2.0, 4.0], [1.5, 2.0, 3.0])[0, 1])

@@ -23,7 +23,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-IGNORED = -100  # label of positions the loss skips (padding, sub-word continuations)
+from train.losses import IGNORE
+
+IGNORED = IGNORE  # label of positions the loss skips (padding, sub-word continuations, an eval's padding rows)
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -81,9 +83,10 @@ def glue_metric(task: str) -> Callable[[dict, dict], dict]:
 
     def metric(outputs: dict, batches: dict) -> dict:
         predictions, labels = outputs["predictions"], batches["labels"]
-        if task == "stsb":  # a regression head's scores against the 0-5 similarity
-            return {"pearson": pearson_correlation(predictions, labels),
-                    "spearman": spearman_correlation(predictions, labels)}
+        if task == "stsb":  # a regression head's scores against the 0-5 similarity (an eval's padding rows left out)
+            kept = labels != IGNORED
+            return {"pearson": pearson_correlation(predictions[kept], labels[kept]),
+                    "spearman": spearman_correlation(predictions[kept], labels[kept])}
         scores = {"accuracy": accuracy(predictions, labels)}
         if task in ("mrpc", "qqp"):
             scores["f1"] = binary_f1(predictions, labels)

@@ -74,10 +74,12 @@ def _datasets(config: ml_collections.ConfigDict, make_batches, train_examples, e
 
 
 def _eval(config: ml_collections.ConfigDict, make_batches, examples) -> Callable[[], Iterator] | None:
-    """A fresh single pass over the first `data.eval_batches` eval batches, or None without eval data."""
+    """A fresh single pass over the first `data.eval_batches` eval batches, or None without eval data. The last batch
+    of the pass may be smaller (every example is scored): train.loop.evaluate pads it."""
     if examples is None or not config.data.eval_batches:
         return None
-    return lambda: _take(make_batches(examples, num_epochs=1, shuffle=False), config.data.eval_batches)
+    return lambda: _take(make_batches(examples, num_epochs=1, shuffle=False, keep_remainder=True),
+                         config.data.eval_batches)
 
 
 def _held_out_split(config: ml_collections.ConfigDict, documents):

@@ -7,7 +7,7 @@ import functools
 import math
 import os
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 import zoo
 from train.checkpointing import Checkpointer, abstract_like, restore_saved_params
-from train.losses import add_to_window, summarize
+from train.losses import IGNORE, add_to_window, summarize
 from train.metrics import MetricWriter, plot_loss_curve, read_metrics
 from train.optimizer import make_optimizer, make_schedule, parse_lr_multipliers
 from train.partitioning import batch_sharding, make_mesh
@@ -225,7 +225,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, train_da
                                 tok_s=f"{last_train['tokens_per_second']:.0f}")
             evaluated = eval_data is not None and eval_every and (done % eval_every == 0 or done == total)
             if evaluated:
-                last_eval = evaluate(eval_step, state.params, eval_data(), data_sharding, metric=metric)
+                last_eval = evaluate(eval_step, state.params, eval_data(), data_sharding, metric=metric,
+                                     rows=config.train.batch_size // jax.process_count(),
+                                     label_keys=get_task(config.task).labels)
                 writer.write(done, last_eval, prefix="eval_")
             if save_now:  # a checkpoint carries the eval metrics of its own step, if any (for keeping the best)
                 metrics = {f"eval_{k}": v for k, v in last_eval.items()} if evaluated else None
@@ -279,12 +281,28 @@ def final_metrics(workdir: str, step: int) -> dict:
     return {**last_train, **last_eval}
 
 
-def evaluate(eval_step, params, batches, sharding, metric: Callable[[dict, dict], dict] | None = None) -> dict:
+def pad_rows(batch: dict, rows: int, label_keys: Sequence[str]) -> dict:
+    """`batch` with rows appended up to `rows`: labels IGNORE (-100), which every loss and benchmark metric skips,
+    every other key 0 (no attention, no token, no context: SQuAD's metric drops such windows). The eval step is
+    compiled for one shape; the last batch of an eval pass is smaller."""
+    missing = rows - len(next(iter(batch.values())))
+    if missing == 0:
+        return batch
+    if missing < 0:
+        raise ValueError(f"an eval batch of {rows - missing} rows is larger than the {rows} of a step")
+    return {key: np.concatenate([value, np.full((missing, *value.shape[1:]), IGNORE if key in label_keys else 0,
+                                                value.dtype)]) for key, value in batch.items()}
+
+
+def evaluate(eval_step, params, batches, sharding, metric: Callable[[dict, dict], dict] | None = None, *,
+             rows: int, label_keys: Sequence[str]) -> dict:
     """Metrics summed over every eval batch, then divided (so they weight by real tokens, not by batch), and the
-    benchmark `metric` (train.benchmarks) of the per-example outputs gathered from every batch and every host."""
+    benchmark `metric` (train.benchmarks) of the per-example outputs gathered from every batch and every host. A
+    batch of fewer than `rows` rows (the pass's last) is padded with rows the losses and metrics skip (`pad_rows`),
+    so every example counts once and the step keeps its shape."""
     totals, gathered = None, []
     for local in batches:
-        metrics, per_example = eval_step(params, global_batch(local, sharding))
+        metrics, per_example = eval_step(params, global_batch(pad_rows(local, rows, label_keys), sharding))
         totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
         if metric is not None:  # each host gets the global rows: the metric is not a sum, it needs them all
             gathered.append(multihost_utils.process_allgather(per_example, tiled=True))

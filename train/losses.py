@@ -152,14 +152,17 @@ def label_loss(outputs, batch, label_smoothing: float = 0.0):
 
 def sequence_classification_loss(outputs, batch, label_smoothing: float = 0.0):
     """`label_loss` over the classes, or, for a head of one output (num_labels=1: transformers' problem_type
-    "regression", GLUE's STS-B), the mean squared error of that output against real-valued `labels`."""
+    "regression", GLUE's STS-B), the mean squared error of that output against real-valued `labels` (a row whose
+    label is IGNORE left out)."""
     if outputs.logits.shape[-1] != 1:
         if jnp.issubdtype(batch["labels"].dtype, jnp.floating):
             raise ValueError("the labels are real numbers (a regression set such as STS-B) but the head has "
                              f"{outputs.logits.shape[-1]} classes: set model_overrides.num_labels=1")
         return label_loss(outputs, batch, label_smoothing)
-    errors = jnp.square(outputs.logits[..., 0].astype(jnp.float32) - batch["labels"].astype(jnp.float32))
-    loss_sum, weight = jnp.sum(errors), jnp.asarray(errors.size, jnp.float32)
+    labels = batch["labels"].astype(jnp.float32)
+    real = (labels != IGNORE).astype(jnp.float32)  # an eval's padding rows (train.loop.pad_rows) score nothing
+    errors = jnp.square(outputs.logits[..., 0].astype(jnp.float32) - labels) * real
+    loss_sum, weight = jnp.sum(errors), jnp.sum(real)
     return _mean(loss_sum, weight), {"loss_sum": loss_sum, "weight": weight}
 
 

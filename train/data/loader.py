@@ -486,6 +486,8 @@ class Batches:
       workers: processes that build the batches (grain's `mp_prefetch`; each reads every `workers`-th document of
         this host's order); 0 builds them in this process. The batches depend on it, as grain says of
         `mp_prefetch` with packing, so a state resumes only with the same count.
+      keep_remainder: a finite pass ends with its last, smaller batch instead of dropping it (an eval scores every
+        example; the eval loop pads that batch to the step's shape). Training drops it: every step has one shape.
     Raises:
       ValueError: an empty corpus, a batch size that does not divide among hosts, a corpus that makes no example,
         or a finite pass too small for one batch.
@@ -494,7 +496,7 @@ class Batches:
     def __init__(self, documents: Sequence, recipe: "Recipe", *, batch_size: int, seed: int = 0,
                  shuffle: bool = True, num_epochs: Optional[int] = None, process_index: Optional[int] = None,
                  process_count: Optional[int] = None, shard: str = "documents", shuffle_window: int = 1,
-                 workers: int = 0):
+                 workers: int = 0, keep_remainder: bool = False):
         if shuffle_window < 1:
             raise ValueError(f"shuffle_window={shuffle_window} must be at least 1 (1: no cross-document shuffle)")
         if workers < 0:
@@ -510,7 +512,11 @@ class Batches:
             raise ValueError(f"batch_size={batch_size} must be a positive multiple of process_count={process_count}")
         if shard not in ("documents", "rows"):
             raise ValueError(f"shard must be 'documents' or 'rows', got {shard!r}")
+        if keep_remainder and shard == "rows":
+            raise ValueError("keep_remainder with shard='rows': every host slices the same global batch, and a "
+                             "smaller last one would leave some hosts fewer rows or none; use shard='documents'")
         check_not_empty(documents, "the corpus")
+        self.keep_remainder = keep_remainder
         self.recipe, self.shard, self.shuffle_window, self.workers = recipe, shard, int(shuffle_window), int(workers)
         wrap = recipe.tokenizes_documents and not isinstance(documents, TokenizedDocuments)
         self.documents = TokenizedDocuments(documents, recipe.tokenizer) if wrap else documents
@@ -544,7 +550,7 @@ class Batches:
         if self.shuffle_window > 1:
             examples = grain.experimental.WindowShuffleIterDataset(examples, window_size=self.shuffle_window,
                                                                    seed=self.seed % 2**32)
-        batches = examples.batch(self.rows_read, drop_remainder=True, batch_fn=stack)
+        batches = examples.batch(self.rows_read, drop_remainder=not self.keep_remainder, batch_fn=stack)
         if self.shard == "rows":
             first = self.process_index * self.rows_per_host
             batches = batches.map(lambda batch: {key: value[first:first + self.rows_per_host]
@@ -633,7 +639,8 @@ class _DocumentExamples(grain.experimental.FlatMapTransform):
 def bert_pretraining_batches(documents: Sequence, tokenizer, *, batch_size: int, max_length: int = 128,
                              objective: str = "nsp", seed: int = 0, **options) -> Batches:
     """BERT (MLM + NSP) batches; `objective="sop"` gives ALBERT's (MLM + SOP). `options`: masking and `Batches`."""
-    loader_keys = ("shuffle", "num_epochs", "process_index", "process_count", "shard", "shuffle_window", "workers")
+    loader_keys = ("shuffle", "num_epochs", "process_index", "process_count", "shard", "shuffle_window", "workers",
+                   "keep_remainder")
     loader_options = {k: options.pop(k) for k in loader_keys if k in options}
     recipe = SentencePairRecipe(tokenizer, max_length, objective=objective, **options)
     return Batches(documents, recipe, batch_size=batch_size, seed=seed, **loader_options)
