@@ -273,3 +273,29 @@ def test_llama_lora_recipe_trains_the_adapters_of_its_checkpoint_and_exports_the
         np.testing.assert_allclose(merged(torch.tensor(ids)).logits.numpy(), ours, atol=1e-4)
     reloaded = zoo.load_adapter(model, initial, tmp_path / "adapter")  # the checkpoint's weights + the saved adapters
     np.testing.assert_allclose(model.apply({"params": reloaded}, ids).logits, ours, atol=1e-6)
+
+
+def test_the_command_line_sets_a_model_field_the_recipe_does_not_and_names_a_misspelt_one():
+    from absl import app
+
+    from train.__main__ import split_model_overrides
+
+    argv = ["train", "--config", "c.py", "--config.model_overrides.lora_rank=8",
+            "--config.model_overrides.position_embedding", "rotary", "--config.model_overrides.label_names=('O', 'B')",
+            "--config.train.steps=3"]
+    rest, overrides = split_model_overrides(argv)
+    assert rest == ["train", "--config", "c.py", "--config.train.steps=3"]
+    assert overrides == {"lora_rank": 8, "position_embedding": "rotary", "label_names": ("O", "B")}
+    with pytest.raises(app.UsageError, match=r"'lora_rnak' is not a zoo.Config field \(did you mean lora_rank"):
+        split_model_overrides(["train", "--config.model_overrides.lora_rnak=8"])
+    with pytest.raises(app.UsageError, match="has no value"):
+        split_model_overrides(["train", "--config.model_overrides.causal"])
+
+
+@pytest.mark.slow
+def test_python_m_train_takes_a_lora_rank_the_recipe_lacks(tmp_path):
+    result = run_cli(tmp_path, "--config.model_overrides.lora_rank=4", "--config.train.steps=3",
+                     "--config.optimizer.lr_multipliers=")  # the frozen bias table takes no learning rate
+    assert result.returncode == 0, result.stderr[-3000:]
+    # the run had adapters (it says why peft's layout cannot hold them: bert_tiny's relative positions)
+    assert "adapter:     not exported: LoRA adapters of this model cannot be written in peft's layout" in result.stdout

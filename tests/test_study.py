@@ -109,7 +109,7 @@ def test_a_study_whose_verdict_names_an_unknown_arm_is_an_error():
 
 
 def test_an_unknown_study_name_lists_the_studies(capsys):
-    with pytest.raises(ValueError, match="no study 'nope'; the studies are: positions, adam_b2"):
+    with pytest.raises(ValueError, match="no study 'nope'; the studies are: positions, positions_causal_lm, adam_b2"):
         get_study("nope")
     with pytest.raises(SystemExit):
         main(["nope", "--workdir", "unused"])

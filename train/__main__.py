@@ -1,12 +1,17 @@
 """`python -m train --config configs/<recipe>.py --workdir DIR [--config.train.steps=...]`
 
-Trains (or resumes) the recipe, then shows what the model learned. Multi-host: pass --coordinator_address,
+Trains (or resumes) the recipe, then shows what the model learned. `--config.model_overrides.NAME=VALUE` sets any
+zoo.Config field, whether or not the recipe sets it (VALUE read as a Python literal, else as a string). Multi-host: pass --coordinator_address,
 --num_processes and --process_id (or set JAX_COORDINATOR_ADDRESS etc.) and start one process per host.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import difflib
 import os
+import sys
 
 import jax
 from absl import app, flags, logging
@@ -21,6 +26,36 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process (multi-host)")
 
 
+MODEL_OVERRIDE = "--config.model_overrides."
+
+
+def split_model_overrides(argv: list[str]) -> tuple[list[str], dict]:
+    """(argv without its `--config.model_overrides.NAME=VALUE` flags, {NAME: value}). ml_collections' config flags
+    only set keys a recipe already has, and a recipe sets only the zoo.Config fields it changes, so these are taken
+    here and set on the loaded config (`main`). Raises app.UsageError for a NAME that is not a zoo.Config field or a
+    flag without a value."""
+    fields = [f.name for f in dataclasses.fields(zoo.Config)]
+    rest, overrides, args = [], {}, iter(argv)
+    for arg in args:
+        if not arg.startswith(MODEL_OVERRIDE):
+            rest.append(arg)
+            continue
+        name, has_value, text = arg[len(MODEL_OVERRIDE):].partition("=")
+        if not has_value:  # absl's "--flag value" form
+            text = next(args, None)
+            if text is None:
+                raise app.UsageError(f"{arg} has no value")
+        if name not in fields:
+            close = difflib.get_close_matches(name, fields, n=3)
+            raise app.UsageError(f"{MODEL_OVERRIDE}{name}: {name!r} is not a zoo.Config field"
+                                 + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        try:
+            overrides[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[name] = text  # a bare word: position_embedding=rotary
+    return rest, overrides
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
@@ -32,6 +67,8 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config configs/bert_tiny.py")
+    with config.unlocked():
+        config.model_overrides.update(_MODEL_OVERRIDES)
     model, initial_params = create_model(config)
     datasets = make_datasets(config, model)
     print(f"{config.model} ({model.config.family}, task={config.task}): "
@@ -62,5 +99,11 @@ def main(argv):
                   else f"adapter:     not exported: {problem}")
 
 
+_MODEL_OVERRIDES: dict = {}  # the command line's, set before absl parses the rest
+
 if __name__ == "__main__":
+    try:
+        sys.argv, _MODEL_OVERRIDES = split_model_overrides(sys.argv)
+    except app.UsageError as error:  # before absl's own parsing, so said here, without a traceback
+        sys.exit(f"error: {error}")
     app.run(main)
