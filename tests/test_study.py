@@ -127,8 +127,8 @@ def test_arm_statistics_are_the_mean_and_sample_std_of_the_finite_seeds():
 def results(values, diverged=(), reported=None):
     """run_result's dicts of seeds 0, 1, ... with these final values (and `reported`: {key: a value per seed})."""
     reported = reported or {}
-    return {seed: {"final": v, "diverged": seed in diverged, "loss_variance_last_quarter": 0.0, "steps": 10,
-                   "steps_to_target": None, "measurements": {},
+    return {seed: {"final": v, "diverged": seed in diverged, "loss_variance_last_quarter": 0.0, "loss_spikes": 0,
+                   "steps": 10, "steps_to_target": None, "measurements": {},
                    "reported": {key: values_of_key[seed] for key, values_of_key in reported.items()}}
             for seed, v in enumerate(values)}
 
@@ -189,7 +189,7 @@ def test_a_verdict_on_a_measurement_judges_it_and_the_report_gives_it_per_arm():
     assert report["arms"]["b"]["measurements"]["inference_us_per_token"]["mean"] == pytest.approx(2.0)
     markdown = report_markdown({**report, **RUN, "quick": False})
     assert "| parameters mean ± std (per seed) | inference µs/token mean ± std (per seed) |\n" in markdown
-    assert ("| a | 0.98 | 0.8 ± 0.1 | 0.8, 0.9, 0.7 | 0/3 | 0, 0, 0 | 100 ± 0 (100, 100, 100) "
+    assert ("| a | 0.98 | 0.8 ± 0.1 | 0.8, 0.9, 0.7 | 0/3 | 0, 0, 0 | 0, 0, 0 | 100 ± 0 (100, 100, 100) "
             "| 2 ± 0.1 (2, 2.1, 1.9) |") in markdown
     assert "**Verdict, on inference µs/token: held** (a 2 ± 0.1 vs b 2 ± 0.2" in markdown
 
@@ -205,7 +205,7 @@ def test_a_reported_metric_is_read_from_the_last_row_that_logged_it_and_given_pe
     assert report["arms"]["a"]["measurements"]["eval_ece"] == {"mean": pytest.approx(0.2), "std": pytest.approx(0.1)}
     markdown = report_markdown({**report, **RUN, "quick": False})
     assert "| eval_ece mean ± std (per seed) |\n" in markdown
-    assert "| 0.2 ± 0.1 (0.1, 0.2, 0.3) |\n| b |" in markdown
+    assert "| 0, 0, 0 | 0.2 ± 0.1 (0.1, 0.2, 0.3) |\n| b |" in markdown
 
 
 def test_a_study_names_only_known_measurements_and_judges_only_its_own():
@@ -264,6 +264,7 @@ def test_a_runs_result_is_its_last_metric_its_first_step_at_the_target_and_its_l
     result = run_result(rows, study, diverged=False)
     assert result["final"] == 0.5 and result["steps_to_target"] == 8
     assert result["loss_variance_last_quarter"] == pytest.approx(np.var([0.8, 1.0], ddof=1))
+    assert result["loss_spikes"] == 2  # 1.0 -> 1.2 and 0.8 -> 1.0 rise by more than 10%; 5 -> 4 -> ... do not
     assert math.isnan(run_result(rows, study, diverged=True)["final"])
     lower = dataclasses.replace(study, metric="eval_loss", higher_is_better=False, target=2.5)
     assert run_result(rows, lower, diverged=False)["steps_to_target"] == 4
@@ -274,7 +275,7 @@ def test_the_markdown_report_has_a_row_per_arm_and_the_verdict_line_and_nan_is_n
     report = study_report(fake_study(Beats("a", "b")), {"a": results([0.8, 0.9, 0.7]),
                                                         "b": results([0.5, math.nan, 0.4], diverged=(1,))})
     markdown = report_markdown({**report, **RUN, "quick": False})
-    assert "| a | 0.98 | 0.8 ± 0.1 | 0.8, 0.9, 0.7 | 0/3 | 0, 0, 0 |\n" in markdown
+    assert "| a | 0.98 | 0.8 ± 0.1 | 0.8, 0.9, 0.7 | 0/3 | 0, 0, 0 | 0, 0, 0 |\n" in markdown
     assert "| b | 0.999 | 0.45 ± 0.071 | 0.5, diverged, 0.4 | 1/3 |" in markdown
     assert "100 steps (scale 1), seeds 0, 1, 2; reported 2026-12-06 on AMD EPYC, 2 cores, jax 0.10.2." in markdown
     assert "**Verdict: held** (a 0.8 ± 0.1 vs b 0.45 ± 0.071: a better by +0.35" in markdown
@@ -282,8 +283,9 @@ def test_the_markdown_report_has_a_row_per_arm_and_the_verdict_line_and_nan_is_n
     with_target = study_report(dataclasses.replace(fake_study(Beats("a", "b")), target=0.75),
                                {"a": results([0.8]), "b": results([0.5])})
     markdown = report_markdown({**with_target, **RUN, "quick": True})
-    assert "quarter | first step at eval_exact_match >= 0.75 |\n|---|---|---|---|---|---|---|\n" in markdown
-    assert "| a | 0.98 | 0.8 ± nan | 0.8 | 0/1 | 0 | never |" in markdown
+    assert ("quarter | train-loss spikes (> 1.1x the row before) | first step at eval_exact_match >= 0.75 |\n"
+            "|---|---|---|---|---|---|---|---|\n") in markdown
+    assert "| a | 0.98 | 0.8 ± nan | 0.8 | 0/1 | 0 | 0 | never |" in markdown
     assert "(quick mode: too small to judge the claim)" in markdown
 
 
