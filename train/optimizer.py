@@ -86,7 +86,9 @@ def scale_by_name(multipliers: Mapping[str, float]) -> optax.GradientTransformat
         names = {name for path, _ in jax.tree_util.tree_flatten_with_path(params)[0] for name in param_names(path)}
         missing = sorted(set(multipliers) - names)
         if missing:
-            raise ValueError(f"optimizer.lr_multipliers names {missing}, which no parameter path contains")
+            raise ValueError(f"optimizer.lr_multipliers names {missing}, which no trained parameter's path contains "
+                             f"(a frozen one, such as every weight but the adapters under LoRA, takes no learning "
+                             f"rate)")
         return optax.EmptyState()
 
     def update(updates, state, params=None):
