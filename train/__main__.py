@@ -1,14 +1,14 @@
 """`python -m train --config configs/<recipe>.py --workdir DIR [--config.train.steps=...]`
 
 Trains (or resumes) the recipe, then shows what the model learned. `--config.model_overrides.NAME=VALUE` sets any
-zoo.Config field, whether or not the recipe sets it (VALUE read as a Python literal, else as a string). Multi-host: pass --coordinator_address,
---num_processes and --process_id (or set JAX_COORDINATOR_ADDRESS etc.) and start one process per host.
+zoo.Config field, whether or not the recipe sets it (VALUE read as a Python literal, else as a string). Multi-host:
+pass --coordinator_address, --num_processes and --process_id (or set JAX_COORDINATOR_ADDRESS etc.) and start one
+process per host.
 """
 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import difflib
 import os
 import sys
@@ -18,6 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import zoo
+from zoo.config import CONFIG_FIELDS
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe file in configs/", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and plots go", required=True)
@@ -34,7 +35,6 @@ def split_model_overrides(argv: list[str]) -> tuple[list[str], dict]:
     only set keys a recipe already has, and a recipe sets only the zoo.Config fields it changes, so these are taken
     here and set on the loaded config (`main`). Raises app.UsageError for a NAME that is not a zoo.Config field or a
     flag without a value."""
-    fields = [f.name for f in dataclasses.fields(zoo.Config)]
     rest, overrides, args = [], {}, iter(argv)
     for arg in args:
         if not arg.startswith(MODEL_OVERRIDE):
@@ -45,8 +45,8 @@ def split_model_overrides(argv: list[str]) -> tuple[list[str], dict]:
             text = next(args, None)
             if text is None:
                 raise app.UsageError(f"{arg} has no value")
-        if name not in fields:
-            close = difflib.get_close_matches(name, fields, n=3)
+        if name not in CONFIG_FIELDS:
+            close = difflib.get_close_matches(name, CONFIG_FIELDS, n=3)
             raise app.UsageError(f"{MODEL_OVERRIDE}{name}: {name!r} is not a zoo.Config field"
                                  + (f" (did you mean {', '.join(close)}?)" if close else ""))
         try:

@@ -7,6 +7,7 @@ mismatch, raised before anything is restored or written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from typing import Any
@@ -113,11 +114,11 @@ def abstract_like(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), tree, shardings)
 
 
-def restore_train_state(directory: str, like, step: int | None = None) -> tuple[int, Any]:
-    """(step, train state) saved in a run's checkpoint directory (default: its latest step), placed on the shardings of
-    the arrays in `like`: a train state of the same model, e.g. the one training returned or one built on another mesh.
+@contextlib.contextmanager
+def _opened_at(directory: str, step: int | None = None):
+    """(checkpointer, step) of a run's checkpoint directory at `step` (default: its latest), closed on exit.
 
-    Raises FileNotFoundError when the directory holds no checkpoint; ValueError when the checkpoint does not fit.
+    Raises FileNotFoundError when the directory holds no checkpoint.
     """
     if not os.path.isdir(directory):  # checked first: the manager would create the directory
         raise FileNotFoundError(f"no checkpoint directory {os.path.abspath(directory)}")
@@ -126,11 +127,21 @@ def restore_train_state(directory: str, like, step: int | None = None) -> tuple[
         step = checkpointer.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
+        yield checkpointer, step
+    finally:
+        checkpointer.close()
+
+
+def restore_train_state(directory: str, like, step: int | None = None) -> tuple[int, Any]:
+    """(step, train state) saved in a run's checkpoint directory (default: its latest step), placed on the shardings of
+    the arrays in `like`: a train state of the same model, e.g. the one training returned or one built on another mesh.
+
+    Raises FileNotFoundError when the directory holds no checkpoint; ValueError when the checkpoint does not fit.
+    """
+    with _opened_at(directory, step) as (checkpointer, step):
         shardings = jax.tree.map(lambda x: x.sharding, like)
         saved_rng = jax.eval_shape(lambda: jax.random.key(0))  # the loop saves its typed key next to the state
         state, _, _ = checkpointer.restore(step, abstract_like(like, shardings), saved_rng)
-    finally:
-        checkpointer.close()
     return step, state
 
 
@@ -140,14 +151,6 @@ def restore_saved_params(directory: str) -> tuple[int, dict]:
 
     Raises FileNotFoundError when the directory holds no checkpoint.
     """
-    if not os.path.isdir(directory):  # checked first: the manager would create the directory
-        raise FileNotFoundError(f"no checkpoint directory {os.path.abspath(directory)}")
-    checkpointer = Checkpointer(directory, every_steps=1)
-    try:
-        step = checkpointer.latest_step()
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
+    with _opened_at(directory) as (checkpointer, step):
         restored = checkpointer.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    finally:
-        checkpointer.close()
     return step, restored.state["train_state"]["params"]

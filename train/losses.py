@@ -76,9 +76,11 @@ def calibration_sums(logits, labels) -> dict:
     the number of those positions whose top class is the label ([CALIBRATION_BINS] float32 each). Sums, so they add
     across steps, batches and hosts; `summarize` turns them into the expected calibration error,
     ECE = sum over bins of |correct_b - confidence_b| / positions."""
-    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    confidence = jnp.max(probs, axis=-1)
-    correct = (jnp.argmax(probs, axis=-1) == labels).astype(jnp.float32)
+    # the same log-softmax and argmax as `cross_entropy`'s, which XLA computes once for both: the top probability is
+    # exp of the top log-probability, so no second pass over the vocabulary
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    confidence = jnp.exp(jnp.max(log_probs, axis=-1))
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
     valid = (labels >= 0).astype(jnp.float32)
     # a confidence of exactly 1 belongs to the last bin
     bins = jnp.minimum((confidence * CALIBRATION_BINS).astype(jnp.int32), CALIBRATION_BINS - 1)

@@ -153,9 +153,12 @@ INFERENCE_REPEATS = 10  # timed forward passes per measurement, after the one th
 
 
 def study_model(config: ml_collections.ConfigDict):
-    """The run's model (no weights): the recipe's preset, task head and model_overrides."""
+    """The run's model (no weights): the recipe's preset, task head and model_overrides; a fine-tuning run's
+    pre-trained weights (`init_from_run`) are not read, as they change no shape."""
     from train.loop import create_model
 
+    config = config.copy_and_resolve_references()
+    config.init_from_run = ""
     return create_model(config)[0]
 
 
@@ -479,7 +482,7 @@ def set_config_path(config: ml_collections.ConfigDict, path: str, value) -> None
 
     Raises KeyError naming the path and the keys there are.
     """
-    import zoo
+    from zoo.config import CONFIG_FIELDS
 
     *parents, leaf = path.split(".")
     node = config
@@ -488,23 +491,27 @@ def set_config_path(config: ml_collections.ConfigDict, path: str, value) -> None
             raise KeyError(f"config has no {'.'.join(parents[:depth + 1])!r} (setting {path!r})")
         node = node[name]
     if parents == ["model_overrides"]:
-        fields = {f.name for f in dataclasses.fields(zoo.Config)}
-        if leaf not in fields:
+        if leaf not in CONFIG_FIELDS:
             raise KeyError(f"{path!r}: {leaf!r} is not a zoo.Config field")
     elif leaf not in node:
         raise KeyError(f"config has no {path!r}; {'.'.join(parents) or 'the config'} has: {', '.join(sorted(node))}")
     node[leaf] = value
 
 
-def run_steps(study: Study, *, quick: bool, scale: float) -> int:
-    """Training steps of each run: the study's default times `scale`, or QUICK_STEPS."""
+def scaled_steps(default: int, what: str, *, quick: bool, scale: float) -> int:
+    """Training steps of a run: `default` times `scale`, or QUICK_STEPS; `what` names the run in the error."""
     if quick:
         return QUICK_STEPS
-    steps = round(study.steps * scale)
+    steps = round(default * scale)
     if steps < EVALS_PER_RUN:
-        raise ValueError(f"--scale {scale} leaves {steps} steps of study {study.name!r}; a run needs at least "
-                         f"{EVALS_PER_RUN} (one per eval)")
+        raise ValueError(f"--scale {scale} leaves {steps} steps of {what}; a run needs at least {EVALS_PER_RUN} (one "
+                         f"per eval)")
     return steps
+
+
+def run_steps(study: Study, *, quick: bool, scale: float) -> int:
+    """Training steps of each run: the study's default times `scale`, or QUICK_STEPS."""
+    return scaled_steps(study.steps, f"study {study.name!r}", quick=quick, scale=scale)
 
 
 def sized_config(recipe: str, overrides: Mapping[str, Any], steps: int, seed: int, *, quick: bool,
@@ -534,10 +541,7 @@ def pretraining_config(study: Study, arm: str, seed: int, *, quick: bool = False
     """The resolved config of one run's pre-training stage (`study.pretraining`): its recipe and overrides, its size,
     the arm's switch and the seed."""
     stage = study.pretraining
-    steps = QUICK_STEPS if quick else round(stage.steps * scale)
-    if steps < EVALS_PER_RUN:
-        raise ValueError(f"--scale {scale} leaves {steps} pre-training steps of study {study.name!r}; a run needs at "
-                         f"least {EVALS_PER_RUN} (one per eval)")
+    steps = scaled_steps(stage.steps, f"the pre-training of study {study.name!r}", quick=quick, scale=scale)
     return sized_config(stage.recipe, stage.overrides, steps, seed, quick=quick,
                         switch=(study.switch, study.arms[arm]))
 
@@ -714,8 +718,9 @@ def report_markdown(report: dict) -> str:
              f"{report['date']} on {report['machine']}, jax {report['jax']}. Metric `{metric}` "
              f"({'higher' if report['higher_is_better'] else 'lower'} is better), its last logged value per seed.", "",
              f"| arm | {report['switch']} | {metric} mean ± std | per seed | diverged | train-loss variance, last "
-             f"quarter | train-loss spikes (> {SPIKE:g}x the row before) |" + (f" first step at {metric} {'>=' if report['higher_is_better'] else '<='} "
-                             f"{report['target']:g} |" if report["target"] is not None else "")
+             f"quarter | train-loss spikes (> {SPIKE:g}x the row before) |"
+             + (f" first step at {metric} {'>=' if report['higher_is_better'] else '<='} {report['target']:g} |"
+                if report["target"] is not None else "")
              + "".join(f" {description} mean ± std (per seed) |" for description in measurements.values()),
              "|---|---|---|---|---|---|---|" + ("---|" if report["target"] is not None else "")
              + "---|" * len(measurements)]

@@ -379,11 +379,13 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         """A copy with `changes`; an unknown field is a ValueError that lists the known ones."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        unknown = sorted(set(changes) - set(CONFIG_FIELDS))
         if unknown:
-            known = ", ".join(f.name for f in dataclasses.fields(self))
-            raise ValueError(f"unknown config field(s) {unknown}; the fields are: {known}")
+            raise ValueError(f"unknown config field(s) {unknown}; the fields are: {', '.join(CONFIG_FIELDS)}")
         return dataclasses.replace(self, **changes)
+
+
+CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(Config))  # every switch a model override may set
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
