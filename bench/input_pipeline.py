@@ -14,20 +14,14 @@ Both are ratios within one run on one machine; the machine is printed.
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 
 import jax
 
 from train import data
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo", encoding="utf-8"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+from train.malloc import retain_freed_memory
+from train.study import cpu_model
 
 
 def pipeline_rate(make, workers: int, count: int) -> tuple[float, float]:
@@ -69,7 +63,8 @@ def main():
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--train-steps", type=int, default=60, help="steps of each demo run (0: skip the runs)")
     args = parser.parse_args()
-    print(f"{cpu_name()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax {jax.__version__}")
+    retain_freed_memory()  # as python -m train does, before JAX starts its threads
+    print(f"{cpu_model()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax {jax.__version__}")
     documents, tokenizer = data.shipped_documents(), data.shipped_tokenizer()
     pipelines = {
         "BERT MLM+NSP 64x128": lambda workers: data.bert_pretraining_batches(

@@ -16,10 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
+
+from train.study import cpu_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -100,15 +101,6 @@ def write_checkpoint(preset: str, folder: str, shard_size: int) -> None:
     zoo.save_pretrained(model, params, folder, max_shard_size=shard_size)
 
 
-def cpu_name() -> str:
-    """The CPU model (/proc/cpuinfo's model name), so a figure says which machine it is from."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def measure(name: str, code: str, preset: str, folder: str) -> dict:
     script = CHILD.format(repo=REPO, imports=code.format(folder=folder, preset=preset))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -129,7 +121,7 @@ def main() -> None:
         if not os.path.exists(os.path.join(folder, "config.json")):
             print(f"writing a random bfloat16 {args.preset} checkpoint to {folder} ...", flush=True)
             write_checkpoint(args.preset, folder, int(args.shard_size_gb * 2**30))
-        print(f"\n{args.preset}, bfloat16, on {cpu_name()} ({os.cpu_count()} cores)")
+        print(f"\n{args.preset}, bfloat16, on {cpu_model()} ({os.cpu_count()} cores)")
         print(f"{'loader':<36} {'weights':>10} {'peak host memory':>17} {'x weights':>10} {'seconds':>8}")
         for name, code in LOADERS.items():
             r = measure(name, code, args.preset, folder)

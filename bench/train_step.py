@@ -4,6 +4,7 @@
                                [--dtype bfloat16] [--attention-kernel cudnn] [--peak-tflops T]
                                [--torch-compile] [--no-torch] [--no-unrolled]
                                [--sweep [--sweep-min 1] [--sweep-max 256]] [--profile DIR] [--tiny]
+                               [--default-malloc]
 
 Prints tokens/s of each, their ratio, the model FLOPs per token as PaLM's appendix B counts them, model-FLOPs
 utilisation against the device's peak (the dense bf16 peak from bench/mfu.py's table when the step computes in bf16
@@ -31,6 +32,7 @@ import numpy as np
 
 import zoo
 from bench.mfu import bf16_peak_flops, matmul_param_count, train_flops_per_token
+from train.malloc import retain_freed_memory
 from train.optimizer import make_optimizer, make_schedule
 from train.partitioning import make_mesh
 from train.step import compile_steps, init_train_state
@@ -231,7 +233,12 @@ def main():
     parser.add_argument("--sweep-max", type=int, default=256)
     parser.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of a few zoo steps here")
     parser.add_argument("--tiny", action="store_true", help="2-layer, 64-wide models: checks that the script runs")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (by default train.malloc keeps freed memory, as python -m "
+                             "train does; it applies to the PyTorch peer as well)")
     args = parser.parse_args()
+    if not args.default_malloc:
+        retain_freed_memory()  # before JAX's first computation starts its threads
     overrides = dict(dtype=args.dtype, attention_kernel=args.attention_kernel, **(TINY if args.tiny else {}))
     if args.attention_kernel == "cudnn":
         overrides["attention_dropout_rate"] = 0.0  # cuDNN's kernel through jax.nn has no attention dropout

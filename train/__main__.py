@@ -18,6 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import zoo
+from train.malloc import retain_freed_memory
 from zoo.config import CONFIG_FIELDS
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe file in configs/", lock_config=True)
@@ -58,6 +59,7 @@ def split_model_overrides(argv: list[str]) -> tuple[list[str], dict]:
 
 def main(argv):
     del argv
+    retain_freed_memory()  # before JAX starts its threads: XLA's CPU buffers are then not paged in at every step
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     if _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

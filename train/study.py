@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import ml_collections
 import numpy as np
 
+from train.malloc import retain_freed_memory
 from train.recipes import load_recipe
 
 VERDICTS = ("held", "did not hold", "inconclusive at this scale")
@@ -570,19 +571,23 @@ def pretraining_dir(workdir: str, study: Study, arm: str, seed: int) -> str:
     return run_dir(workdir, study, arm, seed) + "-pretraining"
 
 
+def cpu_model() -> str:
+    """The CPU's model (/proc/cpuinfo's model name), so a figure says which machine it is from."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    """What the runs ran on, for the report: the accelerator's kind, or the CPU's model (/proc/cpuinfo) and cores."""
+    """What the runs ran on, for the report: the accelerator's kind, or the CPU's model and cores."""
     import jax
 
     device = jax.devices()[0]
     if device.platform != "cpu":
         return f"{jax.device_count()} x {device.device_kind}"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or platform.machine()
-    return f"{model}, {os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def run_dir(workdir: str, study: Study, arm: str, seed: int) -> str:
@@ -843,6 +848,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(error))
     if args.seeds is not None and args.seeds < 2:
         parser.error(f"--seeds {args.seeds}: a standard deviation needs at least 2 seeds")
+    retain_freed_memory()  # before JAX starts its threads (train.malloc)
     import jax
 
     # The seeds of an arm compile the same programs: after the first, each is a lookup.
