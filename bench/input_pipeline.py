@@ -63,7 +63,7 @@ def main():
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--train-steps", type=int, default=60, help="steps of each demo run (0: skip the runs)")
     args = parser.parse_args()
-    retain_freed_memory()  # as python -m train does, before JAX starts its threads
+    retain_freed_memory()  # as python -m train does for the bert_tiny recipe, before JAX starts its threads
     print(f"{cpu_model()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax {jax.__version__}")
     documents, tokenizer = data.shipped_documents(), data.shipped_tokenizer()
     pipelines = {

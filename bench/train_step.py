@@ -4,7 +4,7 @@
                                [--dtype bfloat16] [--attention-kernel cudnn] [--peak-tflops T]
                                [--torch-compile] [--no-torch] [--no-unrolled]
                                [--sweep [--sweep-min 1] [--sweep-max 256]] [--profile DIR] [--tiny]
-                               [--default-malloc]
+                               [--retain-freed-memory]
 
 Prints tokens/s of each, their ratio, the model FLOPs per token as PaLM's appendix B counts them, model-FLOPs
 utilisation against the device's peak (the dense bf16 peak from bench/mfu.py's table when the step computes in bf16
@@ -233,11 +233,11 @@ def main():
     parser.add_argument("--sweep-max", type=int, default=256)
     parser.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of a few zoo steps here")
     parser.add_argument("--tiny", action="store_true", help="2-layer, 64-wide models: checks that the script runs")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's malloc as it is (by default train.malloc keeps freed memory, as python -m "
-                             "train does; it applies to the PyTorch peer as well)")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="glibc keeps freed memory (train/malloc.py, a recipe's train.retain_freed_memory; the "
+                             "PyTorch peer shares the setting)")
     args = parser.parse_args()
-    if not args.default_malloc:
+    if args.retain_freed_memory:
         retain_freed_memory()  # before JAX's first computation starts its threads
     overrides = dict(dtype=args.dtype, attention_kernel=args.attention_kernel, **(TINY if args.tiny else {}))
     if args.attention_kernel == "cudnn":

@@ -59,16 +59,17 @@ def split_model_overrides(argv: list[str]) -> tuple[list[str], dict]:
 
 def main(argv):
     del argv
-    retain_freed_memory()  # before JAX starts its threads: XLA's CPU buffers are then not paged in at every step
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--config is required, e.g. --config configs/bert_tiny.py")
+    if config.train.retain_freed_memory:
+        retain_freed_memory()  # before JAX (or jax.distributed) starts its threads
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     if _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     from train.loop import create_model, export_adapter, export_model, train_and_evaluate
     from train.tasks import get_task, make_datasets
 
-    config = _CONFIG.value
-    if config is None:
-        raise app.UsageError("--config is required, e.g. --config configs/bert_tiny.py")
     with config.unlocked():
         config.model_overrides.update(_MODEL_OVERRIDES)
     model, initial_params = create_model(config)

@@ -848,7 +848,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(error))
     if args.seeds is not None and args.seeds < 2:
         parser.error(f"--seeds {args.seeds}: a standard deviation needs at least 2 seeds")
-    retain_freed_memory()  # before JAX starts its threads (train.malloc)
+    retain_freed_memory()  # before JAX starts its threads: studies train tiny models, which gain (train.malloc)
     import jax
 
     # The seeds of an arm compile the same programs: after the first, each is a lookup.
