@@ -6,9 +6,11 @@ next step faults on every 4 KiB page of it again: 100,000 page faults a step, 30
 kernel (measured 2026-12-06 on a 2-core AMD EPYC). One arena (the main one, which grows without a size cap) with mmap
 and trim thresholds above the step's temporaries keeps that memory in the process from one step to the next: the
 demo's faults fell from 6.1 to 0.46 million in 60 steps and it trained 1.4x faster, with the same losses to the bit.
-Accelerators are untouched (their buffers are not malloc's). Every thread's mallocs then share one arena's lock, and
-BERT-base's 8 x 128 train step ran 0.9x as fast with it on the same CPU: a recipe opts in
-(`train.retain_freed_memory`), as the demo's does.
+Accelerators are untouched (their buffers are not malloc's). Set from Python the one-arena limit comes after NumPy's
+OpenBLAS thread has an arena of its own, which later threads share with the main one, so it applies in part; on
+BERT-base's 8 x 128 train step it gained nothing measurable on the same CPU, hence a recipe opts in
+(`train.retain_freed_memory`), as the demo's does. `MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=2147483647
+MALLOC_TRIM_THRESHOLD_=2147483647` in the environment of a new process apply in full.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ KEEP_BYTES = 2**31 - 1  # the largest value mallopt's int takes: requests below 
 
 def retain_freed_memory() -> bool:
     """Sets glibc's malloc to one arena, serving and keeping requests of up to 2 GiB from its heap. Call it before JAX
-    starts its threads (before the first computation or device query): an arena already given to a thread stays.
+    starts its threads (before the first computation or device query), best before importing NumPy: an arena already
+    given to a thread stays.
     Returns whether it was set: False on a C library other than glibc (macOS, musl), where nothing changes."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
