@@ -128,16 +128,20 @@ def test_tiny_run_reports_the_glue_metric_and_keeps_the_best(tmp_path):
     assert best["step"] in kept, (kept, [(r["step"], r["eval_matthews_correlation"]) for r in evals])
 
 
-TWO_HOSTS = r"""
+# Host {pid} of two: a tiny classifier that trains 3 steps and evaluates at the last one with MRPC's F1.
+TWO_HOST_CLASSIFIER = r"""
 import sys
 sys.path.insert(0, {repo!r})
 import jax
 jax.distributed.initialize("127.0.0.1:{port}", num_processes=2, process_id={pid})
 from tests.train_helpers import SyntheticBatches, tiny_config
-from train.loop import train_and_evaluate
+from train.loop import pad_rows, train_and_evaluate
 config = tiny_config(task="sequence_classification", steps=3, every_steps=3)
 config.model_overrides.update(dict(num_labels=2))
 config.train.eval_every, config.eval.metric = 3, "glue/mrpc"
+"""
+
+TWO_HOSTS = TWO_HOST_CLASSIFIER + r"""
 eval_batches = lambda: [next(SyntheticBatches(task="sequence_classification", seed=7, process_index={pid},
                                               process_count=2))]
 _, metrics = train_and_evaluate(config, {workdir!r}, SyntheticBatches(task="sequence_classification",
@@ -153,6 +157,39 @@ def test_two_hosts_score_the_predictions_of_both(tmp_path):
 
     results = run_two_hosts(TWO_HOSTS, tmp_path / "run", timeout=600)
     assert len(results) == 2 and results[0] == results[1]
+
+
+UNEVEN_HOSTS = TWO_HOST_CLASSIFIER + r"""
+batch = lambda seed: next(SyntheticBatches(task="sequence_classification", seed=seed, process_index={pid},
+                                           process_count=2))
+padding = pad_rows({{k: v[:0] for k, v in batch(7).items()}}, len(batch(7)["labels"]), ["labels"])
+def run(workdir, eval_batches):
+    train = SyntheticBatches(task="sequence_classification", process_index={pid}, process_count=2)
+    return train_and_evaluate(config, workdir, train, eval_batches, show_progress=False)[1]
+# host 0 holds two eval batches, host 1 one; then host 1 pads its second by hand; then host 1 holds none
+uneven = run({workdir!r} + "/uneven", lambda: [batch(7), batch(8)] if {pid} == 0 else [batch(7)])
+padded = run({workdir!r} + "/padded", lambda: [batch(7), batch(8)] if {pid} == 0 else [batch(7), padding])
+try:
+    run({workdir!r} + "/empty", lambda: [batch(7)] if {pid} == 0 else [])
+    error = "none"
+except ValueError as raised:
+    error = str(raised).replace(" ", "_")
+print("RESULT", repr(uneven["eval_loss"]), repr(uneven["eval_f1"]), repr(padded["eval_loss"]),
+      repr(padded["eval_f1"]), error)
+"""
+
+
+@pytest.mark.slow
+def test_hosts_with_uneven_eval_batches_take_the_same_steps_and_count_every_row(tmp_path):
+    """Host 1 runs out of eval batches first: it must still enter host 0's last eval step (a collective), with rows
+    that count for nothing, as a batch of padding rows would; a host without any eval batch is an error on both."""
+    from tests.train_helpers import run_two_hosts
+
+    results = run_two_hosts(UNEVEN_HOSTS, tmp_path, timeout=600)
+    assert len(results) == 2 and results[0] == results[1]
+    uneven_loss, uneven_f1, padded_loss, padded_f1, error = results[0]
+    assert (uneven_loss, uneven_f1) == (padded_loss, padded_f1)
+    assert "host(s)_[1]_of_2_have_no_eval_batch" in error
 
 
 def test_squad_scores_the_windows_and_drops_the_rows_that_fill_a_batch(monkeypatch):

@@ -7,7 +7,7 @@ import functools
 import math
 import os
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -294,6 +294,28 @@ def pad_rows(batch: dict, rows: int, label_keys: Sequence[str]) -> dict:
                                                 value.dtype)]) for key, value in batch.items()}
 
 
+def batches_in_lockstep(batches: Iterable[dict]) -> Iterator[dict]:
+    """The host's eval batches and, on several hosts, empty ones after its last while another host still has one
+    (`pad_rows` fills them with rows the losses skip): every eval step is a collective all hosts must enter, and the
+    hosts' shares of the held-out data need not make the same number of batches. One flag per host and step is
+    gathered to know. Raises ValueError on every host when some host has no eval batch at all (no shapes to pad)."""
+    if jax.process_count() == 1:
+        yield from batches
+        return
+    iterator, last = iter(batches), None
+    while True:
+        local = next(iterator, None)
+        has_batch = np.asarray(multihost_utils.process_allgather(np.array(local is not None)))  # [hosts]
+        if not has_batch.any():
+            return
+        if last is None and not has_batch.all():
+            raise ValueError(f"host(s) {np.flatnonzero(~has_batch).tolist()} of {jax.process_count()} have no eval "
+                             f"batch: their share of the eval data is empty (fewer held-out documents or records "
+                             f"than hosts?)")
+        last = local if local is not None else {key: value[:0] for key, value in last.items()}
+        yield last
+
+
 def evaluate(eval_step, params, batches, sharding, metric: Callable[[dict, dict], dict] | None = None, *,
              rows: int, label_keys: Sequence[str]) -> dict:
     """Metrics summed over every eval batch, then divided (so they weight by real tokens, not by batch), and the
@@ -301,7 +323,7 @@ def evaluate(eval_step, params, batches, sharding, metric: Callable[[dict, dict]
     batch of fewer than `rows` rows (the pass's last) is padded with rows the losses and metrics skip (`pad_rows`),
     so every example counts once and the step keeps its shape."""
     totals, gathered = None, []
-    for local in batches:
+    for local in batches_in_lockstep(batches):
         metrics, per_example = eval_step(params, global_batch(pad_rows(local, rows, label_keys), sharding))
         totals = metrics if totals is None else jax.tree.map(jnp.add, totals, metrics)
         if metric is not None:  # each host gets the global rows: the metric is not a sum, it needs them all
