@@ -21,6 +21,7 @@ import jax
 
 from train import data
 from train.malloc import retain_freed_memory
+from train.recipes import load_recipe
 from train.study import cpu_model
 
 
@@ -40,7 +41,6 @@ def run_rate(steps: int, workers: int, device_prefetch: int) -> float:
     """tokens/s of the demo recipe's steps after its first log row."""
     from train.loop import create_model, train_and_evaluate
     from train.metrics import read_metrics
-    from train.recipes import load_recipe
     from train.tasks import make_datasets
 
     config = load_recipe("bert_tiny")
@@ -63,7 +63,8 @@ def main():
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--train-steps", type=int, default=60, help="steps of each demo run (0: skip the runs)")
     args = parser.parse_args()
-    retain_freed_memory()  # as python -m train does for the bert_tiny recipe, before JAX starts its threads
+    if load_recipe("bert_tiny").train.retain_freed_memory:  # as python -m train does, before JAX starts its threads
+        retain_freed_memory()
     print(f"{cpu_model()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax {jax.__version__}")
     documents, tokenizer = data.shipped_documents(), data.shipped_tokenizer()
     pipelines = {
