@@ -1,5 +1,6 @@
 """Sparse attention: blockwise sliding-window and block-sparse patterns against dense attention with the same mask,
-the rolling KV cache, pretrained weights in a sparse model, and cost that grows linearly in length."""
+the rolling KV cache, pretrained weights in a sparse model, and cost that grows linearly in length; the gradient of a
+bias shared by the batch."""
 
 import chex
 import jax
@@ -40,6 +41,29 @@ def assert_blockwise_equals_dense(cfg, length, reference_pattern):
     dense = jax.jit(lambda q, k, v: dot_product_attention(q, k, v, dense_mask, dropout=None))(query, key, value)
     real = np.asarray(key_mask)  # padding queries see nothing real either way; compare the real ones
     chex.assert_trees_all_close(np.asarray(blockwise)[real], np.asarray(dense)[real], atol=1e-5)
+
+
+@pytest.mark.parametrize("dropout", [None, "dropout"])
+def test_a_bias_shared_by_the_batch_gets_the_gradient_of_a_broadcast(dropout):
+    """dot_product_attention sums a [1, heads, queries, keys] bias's gradient over the batch as a matrix-vector
+    product (broadcast_over_batch); it must equal the gradient through jnp.broadcast_to."""
+    query, key, value = qkv(16, batch=3)
+    bias = jax.random.normal(jax.random.key(1), (1, 2, 16, 16))
+    mask = jnp.ones((3, 1, 16, 16), bool).at[1, :, :, 12:].set(False)
+    drop = None if dropout is None else (lambda probs: probs)  # the spelled-out path that dropout takes
+
+    def loss(bias, query, broadcast_first):
+        if broadcast_first:
+            bias = jnp.broadcast_to(bias, (3, *bias.shape[1:]))
+        out = dot_product_attention(query, key, value, mask, dropout=drop, bias=bias)
+        return jnp.sum(out * jnp.arange(out.size).reshape(out.shape) / out.size)
+
+    shared = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+    (bias_grad, query_grad), (reference_bias_grad, reference_query_grad) = shared(bias, query, False), shared(
+        bias, query, True)
+    assert bias_grad.shape == (1, 2, 16, 16) and float(jnp.abs(bias_grad).max()) > 1e-3
+    chex.assert_trees_all_close(bias_grad, reference_bias_grad, atol=1e-6)
+    chex.assert_trees_all_close(query_grad, reference_query_grad, atol=1e-6)
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -32,6 +32,26 @@ from zoo.config import Config
 from zoo.masks import AttentionMask
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def broadcast_over_batch(bias, batch: int):
+    """[1, ...] -> [batch, ...]; its gradient sums the batch as a matrix-vector product, because XLA:CPU reduces a
+    tensor this large over its leading axis some 50x slower (12 ms against 0.2 ms for [64, 4, 128, 128] float32 on a
+    2-core AMD EPYC: a seventh of the demo BERT's train step, whose relative position bias is shared by the batch)."""
+    return jnp.broadcast_to(bias, (batch, *bias.shape[1:]))
+
+
+def _broadcast_over_batch_forward(bias, batch):
+    return broadcast_over_batch(bias, batch), None
+
+
+def _broadcast_over_batch_backward(batch, _, grad):
+    summed = jnp.ones((1, batch), grad.dtype) @ grad.reshape(batch, -1)
+    return (summed.reshape(1, *grad.shape[1:]),)
+
+
+broadcast_over_batch.defvjp(_broadcast_over_batch_forward, _broadcast_over_batch_backward)
+
+
 def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None, bias=None, scale: bool = True):
     """Softmax(q k^T / sqrt(d) + bias) v with [batch, length, heads, head_dim] inputs; logits and softmax in float32.
 
@@ -42,6 +62,8 @@ def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None
     dropout needs the probabilities, so that path spells the same computation out.
     """
     factor = 1.0 / math.sqrt(query.shape[-1]) if scale else 1.0
+    if bias is not None and bias.shape[0] != query.shape[0]:
+        bias = broadcast_over_batch(bias, query.shape[0])
     if dropout is None:  # grouped-query keys and values (fewer heads) are shared by the query heads in jax
         return jax.nn.dot_product_attention(query, key, value, bias=None if bias is None else bias.astype(query.dtype),
                                             mask=mask, scale=factor)
