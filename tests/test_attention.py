@@ -1,6 +1,8 @@
 """Sparse attention: blockwise sliding-window and block-sparse patterns against dense attention with the same mask,
-the rolling KV cache, pretrained weights in a sparse model, and cost that grows linearly in length; the gradient of a
-bias shared by the batch."""
+the rolling KV cache, pretrained weights in a sparse model, and cost that grows linearly in length; the gradients of
+dense attention (FlashAttention's backward) and of a bias shared by the batch."""
+
+import functools
 
 import chex
 import jax
@@ -10,7 +12,7 @@ import pytest
 
 import zoo
 from tests.model_helpers import decode_in_chunks, jitted_apply, random_params
-from zoo.attention import blockwise_attention, dot_product_attention, key_blocks, pattern_mask
+from zoo.attention import blockwise_attention, dot_product_attention, key_blocks, pattern_mask, softmax_attention
 from zoo.config import Config
 from zoo.masks import AttentionMask
 
@@ -64,6 +66,29 @@ def test_a_bias_shared_by_the_batch_gets_the_gradient_of_a_broadcast(dropout):
     assert bias_grad.shape == (1, 2, 16, 16) and float(jnp.abs(bias_grad).max()) > 1e-3
     chex.assert_trees_all_close(bias_grad, reference_bias_grad, atol=1e-6)
     chex.assert_trees_all_close(query_grad, reference_query_grad, atol=1e-6)
+
+
+def test_flash_attention_gradient_equals_autodiff_of_jax_attention():
+    """softmax_attention (FlashAttention's backward) against autodiff through jax.nn.dot_product_attention: grouped
+    query heads (4 over 2 key/value heads), a per-row bias, padding, and a row whose keys are all masked."""
+    batch, length = 3, 16
+    query = jax.random.normal(jax.random.key(0), (batch, length, 4, 8))
+    key, value = (jax.random.normal(k, (batch, length, 2, 8)) for k in jax.random.split(jax.random.key(1)))
+    bias = jax.random.normal(jax.random.key(2), (batch, 4, length, length))
+    mask = jnp.ones((batch, 1, length, length), bool).at[1, :, :, 11:].set(False).at[2].set(False)
+    weights = jax.random.normal(jax.random.key(3), (batch, length, 4, 8))
+
+    def loss(attention, query, key, value, bias):
+        return jnp.sum(attention(query, key, value, bias) * weights)
+
+    ours = lambda q, k, v, b: softmax_attention(q, k, v, b, mask, 0.3)
+    reference = lambda q, k, v, b: jax.nn.dot_product_attention(q, k, v, bias=b, mask=mask, scale=0.3)
+    chex.assert_trees_all_close(jax.jit(ours)(query, key, value, bias), jax.jit(reference)(query, key, value, bias),
+                                atol=1e-6)
+    grads = jax.jit(jax.grad(functools.partial(loss, ours), argnums=(0, 1, 2, 3)))(query, key, value, bias)
+    expected = jax.jit(jax.grad(functools.partial(loss, reference), argnums=(0, 1, 2, 3)))(query, key, value, bias)
+    assert all(float(jnp.abs(g).max()) > 1e-2 for g in expected)
+    chex.assert_trees_all_close(grads, expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("causal", [False, True])

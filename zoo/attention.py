@@ -52,31 +52,79 @@ def _broadcast_over_batch_backward(batch, _, grad):
 broadcast_over_batch.defvjp(_broadcast_over_batch_forward, _broadcast_over_batch_backward)
 
 
+MASKED_LOGIT = 0.7 * float(np.finfo(np.float32).min)  # large and finite: a fully masked row is uniform, not NaN
+
+
+def _shared_by_groups(query, x):  # grouped-query attention: each key/value head serves heads / kv_heads query heads
+    return jnp.repeat(x, query.shape[2] // x.shape[2], axis=2)
+
+
+def _summed_over_groups(grad, x):  # the gradient of _shared_by_groups: [batch, keys, heads, dim] -> x's shape
+    return grad.reshape(*x.shape[:3], -1, grad.shape[-1]).sum(axis=3)
+
+
+def attention_probabilities(query, key, bias, mask, factor):
+    """[batch, heads, queries, keys] float32 softmax of query [batch, queries, heads, head_dim] against key [batch,
+    keys, heads, head_dim], with bias [batch, heads, queries, keys] and mask [batch or 1, 1, queries, keys] (True:
+    seen)."""
+    logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32) * factor
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, MASKED_LOGIT)
+    return jax.nn.softmax(logits, axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def softmax_attention(query, key, value, bias, mask, factor: float):
+    """Softmax(q k^T * factor + bias) v without dropout, grouped-query keys and values shared by `groups` query heads;
+    its gradient is FlashAttention's (Dao et al. 2022): the softmax's backward needs sum_s P_ts dP_ts per query,
+    which equals sum_h dO_th O_th, a [queries, head_dim] sum instead of a [queries, keys] one."""
+    return _softmax_attention_forward(query, key, value, bias, mask, factor)[0]
+
+
+def _softmax_attention_forward(query, key, value, bias, mask, factor):
+    key_heads, value_heads = _shared_by_groups(query, key), _shared_by_groups(query, value)
+    probs = attention_probabilities(query, key_heads, bias, mask, factor)
+    out = jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value_heads)
+    return out, (query, key, value, bias, mask, probs, out)
+
+
+def _softmax_attention_backward(factor, residuals, d_out):
+    query, key, value, bias, mask, probs, out = residuals
+    key_heads, value_heads = _shared_by_groups(query, key), _shared_by_groups(query, value)
+    d_value = jnp.einsum("bnts,btnh->bsnh", probs.astype(value.dtype), d_out)
+    d_probs = jnp.einsum("btnh,bsnh->bnts", d_out, value_heads, preferred_element_type=jnp.float32)
+    row = jnp.einsum("btnh,btnh->bnt", d_out.astype(jnp.float32), out.astype(jnp.float32))
+    d_logits = probs * (d_probs - row[..., None])  # softmax's backward
+    if mask is not None:  # a masked logit is a constant (a fully masked row's P is uniform, not 0)
+        d_logits = jnp.where(mask, d_logits, 0.0)
+    d_bias = None if bias is None else d_logits.astype(bias.dtype)
+    d_scaled = (d_logits * factor).astype(query.dtype)
+    d_query = jnp.einsum("bnts,bsnh->btnh", d_scaled, key_heads)
+    d_key = jnp.einsum("bnts,btnh->bsnh", d_scaled, query)
+    return d_query, _summed_over_groups(d_key, key), _summed_over_groups(d_value, value), d_bias, None
+
+
+softmax_attention.defvjp(_softmax_attention_forward, _softmax_attention_backward)
+
+
 def dot_product_attention(query, key, value, mask, *, dropout: nn.Dropout | None, bias=None, scale: bool = True):
     """Softmax(q k^T / sqrt(d) + bias) v with [batch, length, heads, head_dim] inputs; logits and softmax in float32.
 
     `bias`: [batch or 1, heads, queries, keys] added to the logits (T5's relative positions); `scale=False` drops the
     1/sqrt(d) (T5 folds it into the weights).
 
-    Without dropout this is `jax.nn.dot_product_attention`, which a GPU backend may lower to a fused kernel. Attention
-    dropout needs the probabilities, so that path spells the same computation out.
+    Without dropout this is `softmax_attention`, whose gradient is FlashAttention's. Attention dropout needs the
+    probabilities after dropout, so that path spells the computation out and leaves the gradient to autodiff.
     """
     factor = 1.0 / math.sqrt(query.shape[-1]) if scale else 1.0
     if bias is not None and bias.shape[0] != query.shape[0]:
         bias = broadcast_over_batch(bias, query.shape[0])
-    if dropout is None:  # grouped-query keys and values (fewer heads) are shared by the query heads in jax
-        return jax.nn.dot_product_attention(query, key, value, bias=None if bias is None else bias.astype(query.dtype),
-                                            mask=mask, scale=factor)
-    groups = query.shape[2] // key.shape[2]  # grouped-query attention: each key/value head serves `groups` heads
-    key, value = jnp.repeat(key, groups, axis=2), jnp.repeat(value, groups, axis=2)
-    logits = jnp.einsum("btnh,bsnh->bnts", query, key, preferred_element_type=jnp.float32)
-    logits = logits * factor
-    if bias is not None:
-        logits = logits + bias.astype(jnp.float32)
-    if mask is not None:
-        logits = jnp.where(mask, logits, 0.7 * jnp.finfo(jnp.float32).min)
-    probs = dropout(jax.nn.softmax(logits, axis=-1))
-    return jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), value)
+    if dropout is None:
+        return softmax_attention(query, key, value, bias, mask, factor)
+    probs = dropout(attention_probabilities(query, _shared_by_groups(query, key), bias, mask, factor))
+    return jnp.einsum("bnts,bsnh->btnh", probs.astype(value.dtype), _shared_by_groups(query, value))
 
 
 def attend(query, key, value, mask: AttentionMask, cfg: Config, *, dropout: nn.Dropout | None, sparse: bool,
@@ -109,7 +157,7 @@ def cache_attention(query, key, value, mask: AttentionMask, cfg: Config, *, spar
         logits = logits * (1.0 / math.sqrt(head_dim))
     if mask.bias is not None:  # [batch or 1, heads, new, keys]
         logits = logits + mask.bias.astype(jnp.float32).reshape(-1, kv_heads, groups, new, keys)
-    logits = jnp.where(dense_mask[:, :, None], logits, 0.7 * jnp.finfo(jnp.float32).min)
+    logits = jnp.where(dense_mask[:, :, None], logits, MASKED_LOGIT)
     probs = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
     out = jnp.einsum("bkgts,bksh->btkgh", probs, value)
     return out.reshape(batch, new, heads, head_dim)
