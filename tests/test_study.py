@@ -241,8 +241,9 @@ def test_dense_attentions_planned_memory_grows_with_the_square_of_the_length_and
 
     # from 256 to 512 tokens: dense's [length, length] scores dominate and quadruple; a window's blocks double
     assert planned("dense", 512) / planned("dense", 256) > 3
-    assert 1.5 < planned("sliding_window", 512) / planned("sliding_window", 256) < 2.5
-    assert planned("block_sparse", 512) < planned("dense", 512) / 2
+    for sparse in ("sliding_window", "block_sparse"):
+        assert 1.5 < planned(sparse, 512) / planned(sparse, 256) < 2.5
+        assert planned(sparse, 512) < planned("dense", 512)
 
 
 def test_diverges_counts_the_seeds_whose_loss_went_non_finite():
