@@ -77,7 +77,7 @@ def attention_probabilities(query, key, bias, mask, factor):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def softmax_attention(query, key, value, bias, mask, factor: float):
-    """Softmax(q k^T * factor + bias) v without dropout, grouped-query keys and values shared by `groups` query heads;
+    """Softmax(q k^T * factor + bias) v without dropout, each key/value head shared by heads / kv_heads query heads;
     its gradient is FlashAttention's (Dao et al. 2022): the softmax's backward needs sum_s P_ts dP_ts per query,
     which equals sum_h dO_th O_th, a [queries, head_dim] sum instead of a [queries, keys] one."""
     return _softmax_attention_forward(query, key, value, bias, mask, factor)[0]
