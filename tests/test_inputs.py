@@ -37,3 +37,23 @@ def test_negative_split_seed_holds_out_the_last_documents():
     documents = [[f"document {i}."] for i in range(50)]
     train, held_out = inputs._held_out_split(split_config(eval_split_seed=-1), documents)
     assert train == documents[:45] and held_out == documents[45:]
+
+
+def test_held_out_batches_are_the_same_rows_whatever_the_run_seed():
+    from configs.bert_tiny import get_config
+
+    def first_batches(seed):
+        config = get_config()
+        config.seed = seed
+        config.train.batch_size = 8
+        config.data.update(dict(eval_batches=1, workers=0))
+        datasets = inputs.sentence_pair_data(config, inputs.recipe_tokenizer(config))
+        return next(iter(datasets.train)), next(datasets.eval())
+
+    (train_0, eval_0), (train_1, eval_1) = first_batches(0), first_batches(1)
+    # the run's seed draws the training rows' masks, negatives and order...
+    assert not np.array_equal(train_0["input_ids"], train_1["input_ids"])
+    # ...but not the held-out rows': both runs are scored on the same masks and next-sentence negatives
+    assert eval_0.keys() == eval_1.keys()
+    for key in eval_0:
+        np.testing.assert_array_equal(eval_0[key], eval_1[key], err_msg=key)

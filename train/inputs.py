@@ -65,11 +65,17 @@ def load_tokenizer(config: ml_collections.ConfigDict, model):
     return tokenizer
 
 
+# The held-out batches' random draws (masks, next-sentence negatives, noise spans) take this seed whatever `config.seed`:
+# runs of different seeds are scored on the same rows, so their eval metrics differ by what the runs learned.
+EVAL_BATCH_SEED = 0
+
+
 def _datasets(config: ml_collections.ConfigDict, make_batches, train_examples, eval_examples, tokenizer,
               **train_options) -> Datasets:
     """The training iterator, built in `data.workers` processes (grain's mp_prefetch; 0: in this one), and the eval
-    batches, built here: a few batches each eval, where starting workers would cost more than it saves."""
-    return Datasets(make_batches(train_examples, workers=config.data.workers, **train_options),
+    batches, built here: a few batches each eval, where starting workers would cost more than it saves.
+    `make_batches(examples, seed=..., **options)` makes either."""
+    return Datasets(make_batches(train_examples, seed=config.seed, workers=config.data.workers, **train_options),
                     _eval(config, make_batches, eval_examples), tokenizer)
 
 
@@ -78,8 +84,8 @@ def _eval(config: ml_collections.ConfigDict, make_batches, examples) -> Callable
     of the pass may be smaller (every example is scored): train.loop.evaluate pads it."""
     if examples is None or not config.data.eval_batches:
         return None
-    return lambda: _take(make_batches(examples, num_epochs=1, shuffle=False, keep_remainder=True),
-                         config.data.eval_batches)
+    return lambda: _take(make_batches(examples, seed=EVAL_BATCH_SEED, num_epochs=1, shuffle=False,
+                                      keep_remainder=True), config.data.eval_batches)
 
 
 def _held_out_split(config: ml_collections.ConfigDict, documents):
@@ -126,11 +132,11 @@ def sentence_pair_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets
 
     def batches(docs, **options):
         return data.bert_pretraining_batches(
-            docs, tokenizer, batch_size=config.train.batch_size, max_length=cfg.max_length, seed=config.seed,
+            docs, tokenizer, batch_size=config.train.batch_size, max_length=cfg.max_length,
             objective=cfg.sentence_pair_objective, whole_word_masking=cfg.whole_word_masking,
             mask_rate=cfg.mask_rate, max_predictions=cfg.max_predictions or None, **options)
 
-    # only the training rows are shuffled across documents: the held-out batches stay the same in every arm
+    # only the training rows are shuffled across documents
     return _datasets(config, batches, train_docs, eval_docs, tokenizer, shuffle_window=cfg.shuffle_window)
 
 
@@ -161,7 +167,7 @@ def _document_data(config: ml_collections.ConfigDict, tokenizer, make_batches) -
 
     def batches(docs, **options):
         return make_batches(docs, tokenizer, batch_size=config.train.batch_size, max_length=config.data.max_length,
-                            seed=config.seed, **options)
+                            **options)
 
     return _datasets(config, batches, train_docs, eval_docs, tokenizer)
 
@@ -182,8 +188,7 @@ def seq2seq_data(config: ml_collections.ConfigDict, tokenizer) -> Datasets:
     def batches(p, **options):
         return data.seq2seq_batches(p, tokenizer, batch_size=config.train.batch_size,
                                     max_source_length=cfg.max_length,
-                                    max_target_length=cfg.max_target_length or cfg.max_length, seed=config.seed,
-                                    **options)
+                                    max_target_length=cfg.max_target_length or cfg.max_length, **options)
 
     return _datasets(config, batches, pairs, eval_pairs, tokenizer)
 
@@ -263,7 +268,7 @@ def _record_data(config: ml_collections.ConfigDict, tokenizer, make_batches, rec
 
     def batches(r, **options):
         return make_batches(r, tokenizer, batch_size=config.train.batch_size, max_length=config.data.max_length,
-                            seed=config.seed, **options)
+                            **options)
 
     return _datasets(config, batches, records, eval_records, tokenizer)
 
@@ -278,8 +283,7 @@ def question_answering_data(config: ml_collections.ConfigDict, tokenizer) -> Dat
 
     def batches(records, **options):
         return data.question_answering_batches(records, tokenizer, batch_size=config.train.batch_size,
-                                               max_length=cfg.max_length, doc_stride=cfg.doc_stride,
-                                               seed=config.seed, **options)
+                                               max_length=cfg.max_length, doc_stride=cfg.doc_stride, **options)
 
     eval_records = squad_records(cfg, cfg.eval_split) if cfg.eval_split else None
     return _datasets(config, batches, squad_records(cfg, cfg.split), eval_records, tokenizer)
