@@ -126,10 +126,11 @@ def test_lr_multiplier_scales_the_update_of_the_named_parameters_only():
     assert parse_lr_multipliers("") == {}
 
 
-def test_label_smoothed_cross_entropy_equals_the_formula():
+def test_label_smoothed_cross_entropy_equals_the_formula_and_counts_the_argmax_hits():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(3, 5, 11)).astype(np.float32)
     labels = rng.integers(0, 11, (3, 5))
+    labels[1] = logits[1].argmax(-1)  # some right guesses for the accuracy
     labels[0, :2] = -100
     alpha = 0.1
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -142,6 +143,7 @@ def test_label_smoothed_cross_entropy_equals_the_formula():
     loss_sum, correct, weight = cross_entropy(jnp.asarray(logits), jnp.asarray(labels), label_smoothing=alpha)
     assert float(loss_sum) == pytest.approx(expected, rel=1e-5)
     assert float(weight) == 13
+    assert float(correct) == ((logits.argmax(-1) == labels) & (labels >= 0)).sum() >= 5
     optax_loss = optax.softmax_cross_entropy(logits, optax.smooth_labels(jax.nn.one_hot(np.maximum(labels, 0), 11),
                                                                          alpha))
     assert float(loss_sum) == pytest.approx(float(optax_loss[labels >= 0].sum()), rel=1e-5)
