@@ -17,7 +17,7 @@ import zoo
 from tests.model_helpers import random_params
 from tests.train_helpers import SyntheticBatches, tiny_config
 from train.checkpointing import Checkpointer, abstract_like
-from train.losses import cross_entropy, next_token_targets
+from train.losses import cross_entropy, next_token_targets, top_class
 from train.loop import NonFiniteLoss, prefetch_to_device, train_and_evaluate
 from train.metrics import read_metrics
 from train.optimizer import make_optimizer, make_schedule, parse_lr_multipliers, weight_decay_mask
@@ -147,6 +147,13 @@ def test_label_smoothed_cross_entropy_equals_the_formula_and_counts_the_argmax_h
     optax_loss = optax.softmax_cross_entropy(logits, optax.smooth_labels(jax.nn.one_hot(np.maximum(labels, 0), 11),
                                                                          alpha))
     assert float(loss_sum) == pytest.approx(float(optax_loss[labels >= 0].sum()), rel=1e-5)
+
+
+def test_top_class_is_argmax_with_ties_going_to_the_first_class():
+    logits = np.random.default_rng(0).integers(0, 3, (200, 7)).astype(np.float32)  # most rows tie at the top
+    logits[0] = 1.0  # a constant row: class 0, as argmax
+    np.testing.assert_array_equal(top_class(jnp.asarray(logits)), logits.argmax(-1))
+    assert top_class(jnp.asarray(logits)).dtype == jnp.int32
 
 
 def test_causal_targets_stay_inside_each_document_and_skip_padding():
