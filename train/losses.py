@@ -87,7 +87,8 @@ def calibration_sums(logits, labels) -> dict:
     ECE = sum over bins of |correct_b - confidence_b| / positions."""
     # the same log-softmax and top class as `cross_entropy`'s, which XLA computes once for both: the top probability is
     # exp of the top log-probability, so no second pass over the vocabulary
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    logits = logits.astype(jnp.float32)  # as in cross_entropy, so that both take the max of the same array
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
     confidence = jnp.exp(jnp.max(log_probs, axis=-1))
     correct = (top_class(logits) == labels).astype(jnp.float32)
     valid = (labels >= 0).astype(jnp.float32)
