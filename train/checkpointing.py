@@ -95,7 +95,8 @@ class Checkpointer:
         if problems:
             shown = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
             raise ValueError(f"checkpoint {self.directory} step {step} does not fit the model "
-                             f"({len(problems)} mismatches):\n  {shown}")
+                             f"({len(problems)} mismatches):\n  {shown}\nThat folder holds a run of another model or "
+                             f"recipe (kept as it is): train in another workdir, or delete it to start over.")
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
