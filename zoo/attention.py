@@ -63,7 +63,9 @@ def _summed_over_groups(grad, x):  # the gradient of _shared_by_groups: [batch, 
     return grad.reshape(*x.shape[:3], -1, grad.shape[-1]).sum(axis=3)
 
 
-def _head_major(x):  # [batch, length, heads, head_dim] <-> [batch, heads, length, head_dim]
+def heads_first(x):
+    """[batch, length, heads, head_dim] <-> [batch, heads, length, head_dim] (the swap is its own inverse): the KV
+    cache's layout, and the one the attention weights' products run in."""
     return jnp.swapaxes(x, 1, 2)
 
 
@@ -74,13 +76,13 @@ def _head_major(x):  # [batch, length, heads, head_dim] <-> [batch, heads, lengt
 def _weights_times(weights, x):
     """weights [batch, heads, queries, keys] times x [batch, keys, heads, head_dim] -> [batch, queries, heads,
     head_dim]."""
-    return _head_major(jnp.einsum("bnts,bnsh->bnth", weights, _head_major(x)))
+    return heads_first(jnp.einsum("bnts,bnsh->bnth", weights, heads_first(x)))
 
 
 def _weights_transposed_times(weights, x):
     """weights [batch, heads, queries, keys] transposed, times x [batch, queries, heads, head_dim] -> [batch, keys,
     heads, head_dim]."""
-    return _head_major(jnp.einsum("bnts,bnth->bnsh", weights, _head_major(x)))
+    return heads_first(jnp.einsum("bnts,bnth->bnsh", weights, heads_first(x)))
 
 
 def attention_probabilities(query, key, bias, mask, factor):

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from zoo.attention import attend, cache_length, rolling_cache
+from zoo.attention import attend, cache_length, heads_first, rolling_cache
 from zoo.axes import BATCH, EMBED, HEAD_DIM, HEADS, LAYERS, LENGTH, MLP
 from zoo.config import Config
 from zoo.masks import AttentionMask
@@ -152,11 +152,6 @@ def layer_norm(cfg: Config, name: str, axis_name: str = EMBED) -> nn.Module:
     )
 
 
-def to_cache_layout(x):
-    """[batch, length, heads, head_dim] -> the KV cache's [batch, heads, length, head_dim]."""
-    return jnp.swapaxes(x, 1, 2)
-
-
 class MultiHeadAttention(nn.Module):
     """Self-attention (one fused q/k/v projection, `config.attention`'s pattern) or cross-attention over `encoded`.
 
@@ -222,7 +217,7 @@ class MultiHeadAttention(nn.Module):
         kv = key_value(encoded)
         key, value = kv[:, :, 0], kv[:, :, 1]
         if decode:  # stored heads first, as every decoding step reads them (see `_update_cache`)
-            key, value = to_cache_layout(key), to_cache_layout(value)
+            key, value = heads_first(key), heads_first(value)
             # logical axis names, as parameters carry them, so that the cache shards by the same rules
             zeros = nn.with_logical_partitioning(jnp.zeros, (BATCH, HEADS, LENGTH, HEAD_DIM))
             self.variable("cache", "key", zeros, key.shape, key.dtype).value = key
@@ -237,7 +232,7 @@ class MultiHeadAttention(nn.Module):
         The cache holds each head's keys contiguously, heads first: a decoding step reads every slot of every head,
         and XLA's CPU matmul over [batch, slots, heads, head_dim] first copied the whole cache into this order (twice
         the time per token at 2,048 slots)."""
-        key, value = to_cache_layout(key), to_cache_layout(value)
+        key, value = heads_first(key), heads_first(value)
         initialized = self.has_variable("cache", "key")
         shape = (*key.shape[:2], cache_length(self.config, key.shape[2]), key.shape[3])
         cached_key = self.variable("cache", "key", jnp.zeros, shape, key.dtype)
