@@ -63,15 +63,19 @@ def main():
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--train-steps", type=int, default=60, help="steps of each demo run (0: skip the runs)")
     args = parser.parse_args()
-    if load_recipe("bert_tiny").train.retain_freed_memory:  # as python -m train does, before JAX starts its threads
+    recipe = load_recipe("bert_tiny")  # its process settings, as python -m train makes them before JAX starts
+    if recipe.train.retain_freed_memory:
         retain_freed_memory()
+    if recipe.train.cpu_devices:
+        jax.config.update("jax_num_cpu_devices", recipe.train.cpu_devices)
     print(f"{cpu_model()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax {jax.__version__}")
-    documents, tokenizer = data.shipped_documents(), data.shipped_tokenizer()
+    documents = data.shipped_documents()
     pipelines = {
         "BERT MLM+NSP 64x128": lambda workers: data.bert_pretraining_batches(
-            documents, tokenizer, batch_size=64, max_length=128, max_predictions=20, workers=workers),
+            documents, data.shipped_tokenizer(name=recipe.data.tokenizer), batch_size=64, max_length=128,
+            max_predictions=20, workers=workers),
         "GPT packing 64x128": lambda workers: data.causal_lm_batches(
-            documents, tokenizer, batch_size=64, max_length=128, workers=workers),
+            documents, data.shipped_tokenizer(), batch_size=64, max_length=128, workers=workers),
     }
     print(f"\n{'pipeline':<22} {'workers':>7} {'first batch s':>13} {'batches/s':>10} {'vs 0':>6}")
     for name, make in pipelines.items():

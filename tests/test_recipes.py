@@ -76,6 +76,7 @@ def test_entry_point_trains_shows_fill_in_and_resumes(tmp_path):
     first = run_cli(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "filling in [MASK] (held-out sentences):" in first.stdout and "loss curve:" in first.stdout
+    assert "parameters on 2 device(s)" in first.stdout  # the recipe's train.cpu_devices, over XLA_FLAGS' one
     assert "the same sentences before training" in first.stdout
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -91,7 +92,9 @@ def test_entry_point_trains_shows_fill_in_and_resumes(tmp_path):
 def test_broken_config_is_a_clear_error_before_training(tmp_path):
     bad_mesh = run_cli(tmp_path, "--config.mesh.data=3")
     assert bad_mesh.returncode != 0
-    assert "mesh data=3 x fsdp=1 x tensor=1 = 3 devices, but there are 1" in bad_mesh.stderr
+    assert "mesh data=3 x fsdp=1 x tensor=1 = 3 devices, but there are 2" in bad_mesh.stderr  # train.cpu_devices
+    on_one_device = run_cli(tmp_path, "--config.mesh.data=3", "--config.train.cpu_devices=0")  # XLA_FLAGS' count
+    assert "mesh data=3 x fsdp=1 x tensor=1 = 3 devices, but there are 1" in on_one_device.stderr
     bad_model = run_cli(tmp_path, "--config.model_overrides.num_heads=5")
     assert "hidden_size=128 is not divisible by num_heads=5" in bad_model.stderr
     assert not os.path.exists(tmp_path / "checkpoints")

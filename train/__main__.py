@@ -64,6 +64,8 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config configs/bert_tiny.py")
     if config.train.retain_freed_memory:
         retain_freed_memory()  # before JAX (or jax.distributed) starts its threads
+    if config.train.cpu_devices:
+        jax.config.update("jax_num_cpu_devices", config.train.cpu_devices)  # before JAX makes its CPU client
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     if _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -20,10 +20,11 @@ class Datasets:
 
 
 def tokenizer_from_spec(spec: str, extra_ids: int = 0):
-    """'shipped' (the WordPiece vocabulary trained on the shipped corpus, with `extra_ids` T5 sentinels appended) or
-    a checkpoint folder (whose tokenizer brings its own sentinels, if any)."""
-    if spec == "shipped":
-        return data.shipped_tokenizer(extra_ids)
+    """'shipped' or 'shipped-4096' (the WordPiece vocabularies of 1024 and 4096 tokens trained on the shipped
+    corpus, with `extra_ids` T5 sentinels appended) or a checkpoint folder (whose tokenizer brings its own sentinels,
+    if any)."""
+    if spec in data.corpus.SHIPPED_VOCABULARIES:
+        return data.shipped_tokenizer(extra_ids, spec)
     if extra_ids:
         raise ValueError(f"data.extra_ids={extra_ids} appends sentinels to the shipped vocabulary; the tokenizer of "
                          f"{spec} is used as it is (a T5 tokenizer has its <extra_id_N>): set data.extra_ids=0")
@@ -52,7 +53,7 @@ def recipe_tokenizer(config: ml_collections.ConfigDict):
     spec = config.data.tokenizer or config.init_from
     if not spec:
         raise ValueError("config.data.tokenizer is empty: name a checkpoint folder with the tokenizer's files "
-                         "(or 'shipped' for the shipped WordPiece vocabulary)")
+                         "(or 'shipped' / 'shipped-4096' for a shipped WordPiece vocabulary)")
     return tokenizer_from_spec(spec, config.data.extra_ids)
 
 

@@ -29,7 +29,11 @@ def base_config() -> ml_collections.ConfigDict:
                                              # python -m train sets glibc's malloc to keep freed memory
                                              # (train/malloc.py): on CPU the demo BERT's steps ran 1.4x faster,
                                              # BERT-base's at 8 x 128 no faster
-                                             retain_freed_memory=False))
+                                             retain_freed_memory=False,
+                                             # > 0: python -m train splits the CPU into this many JAX devices
+                                             # (jax_num_cpu_devices), and the mesh's data axis spans them; 0: JAX's
+                                             # own count (one, or XLA_FLAGS'); accelerators are untouched
+                                             cpu_devices=0))
     c.optimizer = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-4, b1=0.9, b2=0.999, eps=1e-6,
                                                  weight_decay=0.01, clip_norm=1.0, grad_accum_steps=1,
                                                  # with LoRA adapters (model_overrides.lora_rank) only they train,
@@ -56,7 +60,8 @@ def base_config() -> ml_collections.ConfigDict:
         # word_order | tfds (classification records); code_spans | tfds (tagging records); tfds (question
         # answering)
         source="shipped",
-        tokenizer="shipped",  # "shipped" (the corpus's WordPiece vocabulary), or a folder; "" = init_from's
+        # "shipped" / "shipped-4096" (the corpus's WordPiece vocabularies) or a folder; "" = init_from's
+        tokenizer="shipped",
         extra_ids=0,  # T5's sentinels <extra_id_0..N-1> appended to the shipped vocabulary (span corruption)
         max_length=128,  # tokens per row (the source's, for seq2seq)
         max_target_length=0,  # seq2seq targets; 0 = max_length

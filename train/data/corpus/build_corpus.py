@@ -3,7 +3,9 @@
 The text is the standard library's docstrings (read with `ast`, so no module is imported) and the help topics of
 `pydoc_data.topics`, both under the Python Software Foundation License, which allows redistribution. The shipped
 file was built with CPython 3.11.7; run `python -m train.data.corpus.build_corpus` to rebuild it (another Python
-version gives slightly different text). Also rebuilds `vocab.txt`, the small WordPiece vocabulary of the demo models.
+version gives slightly different text). Also rebuilds the WordPiece vocabularies `vocab.txt` (1024 tokens, the tiny
+presets') and `vocab_4096.txt` (the demo's); `tokenizers` orders tokens of equal rank differently from run to run, so a
+rebuild may renumber some.
 
 Format (the BERT reference recipe's): one sentence per line, a blank line between documents.
 """
@@ -69,9 +71,10 @@ def main() -> None:
     text = "\n\n".join("\n".join(doc) for doc in docs) + "\n"
     (HERE / "python_docs.txt.xz").write_bytes(lzma.compress(text.encode("utf-8"), preset=9))
     print(f"{len(docs)} documents, {sum(map(len, docs))} sentences, {len(text.encode()):,} bytes")
-    from train.data.corpus import train_wordpiece_vocab
+    from train.data.corpus import VOCAB_4096_FILE, VOCAB_FILE, train_wordpiece_vocab
 
-    train_wordpiece_vocab(text.splitlines(), HERE / "vocab.txt")
+    train_wordpiece_vocab(text.splitlines(), VOCAB_FILE, vocab_size=1024)
+    train_wordpiece_vocab(text.splitlines(), VOCAB_4096_FILE, vocab_size=4096)
 
 
 if __name__ == "__main__":
