@@ -2,13 +2,13 @@
 cores: `make demo`.
 
 Tuned for that budget (README, "The demo", which lists the arms tried):
-- The shipped WordPiece vocabulary of 4096 tokens (`data.tokenizer="shipped-4096"`, `vocab_size=4096`), not the
-  tiny presets' 1024: it keeps most words whole (1.45 tokens a word on the corpus, against 1.96), so a row of 128
-  tokens holds a third more text and a word in both segments of a pair is one token in both. Next-sentence accuracy,
-  held out after 2,000 steps, rose from a mean of 0.729 over five seeds to 0.783 (the recipe as it is; on one device
-  seeds 0-2 reached 0.814, 0.798 and 0.787, and 0.779 with 2,048 tokens), and the [MASK] showcase guesses whole words
-  ("datetime", "table", "tuple"). Masked-LM accuracy fell from 0.50 to 0.40: a whole word is a harder guess than a piece of one. The larger
-  embedding (827,530 parameters, 431,242 before) makes a step about 1.1x as long.
+- The shipped WordPiece vocabulary of 4096 tokens (`data.tokenizer="shipped-4096"`, `vocab_size=4096`), not the tiny
+  presets' 1024: it keeps most words whole (1.45 tokens a word on the corpus, against 1.96), so a row of 128 tokens
+  holds a third more text and a word in both segments of a pair is one token in both. Next-sentence accuracy, held out
+  after 2,000 steps, rose from a mean of 0.729 over five seeds to 0.783 (the recipe as it is; on one device seeds 0-2
+  reached 0.814, 0.798 and 0.787, and 0.779 with 2,048 tokens), and the [MASK] showcase guesses whole words
+  ("datetime", "table", "tuple"). Masked-LM accuracy fell from 0.50 to 0.40: a whole word is a harder guess than a
+  piece of one. The larger embedding (827,530 parameters, 431,242 before) makes a step about 1.1x as long.
 - Two post-LN layers of 128 with 4 heads and a feed-forward of 256 (twice the width, where BERT's is four times),
   rows of 128 tokens so each next-sentence pair holds a few sentences, 64 rows a step, Adam's b2 = 0.98 (RoBERTa's
   choice for stability at high learning rates) and a peak learning rate of 5e-3 (with relative positions it reached
