@@ -37,15 +37,29 @@ def test_guesses_are_the_softmax_at_the_mask_most_likely_first(capsys):
     batch = tokenizer.encode_batch(sentences, max_length=128, padding="longest")
     logits = np.asarray(jax.jit(model.apply)({"params": params}, batch["input_ids"], batch["attention_mask"],
                                     batch["token_type_ids"]).prediction_logits, np.float64)
+    words = [tokenizer.id_to_token(i) for i in range(tokenizer.vocab_size)]
     for row, ids in enumerate(batch["input_ids"]):
         at_mask = logits[row, list(ids).index(tokenizer.mask_id)]
         probabilities = np.exp(at_mask - at_mask.max()) / np.exp(at_mask - at_mask.max()).sum()
-        best = np.argsort(-probabilities)[:3]
-        assert [word for word, _ in guesses[row]] == [tokenizer.decode([int(t)]) for t in best]
+        best = [t for t in np.argsort(-probabilities) if not words[t].startswith(("##", "["))][:3]
+        assert [word for word, _ in guesses[row]] == [words[t] for t in best]
         np.testing.assert_allclose([p for _, p in guesses[row]], probabilities[best], rtol=1e-5)
     show_fill_in(model, params, tokenizer, sentences, words=["copy", "value"])
     shown = capsys.readouterr().out
     assert f"{guesses[0][0][0]} {guesses[0][0][1]:.1%}" in shown and "[copy]" in shown
+
+
+def test_a_continuation_piece_or_special_token_is_never_a_guess_however_likely():
+    model = zoo.create("bert-tiny", task="mlm")
+    tokenizer = data.shipped_tokenizer()
+    params = random_params(model, np.zeros((1, 8), np.int32), seed=3, scale=0.5)["params"]
+    piece, special = tokenizer.token_to_id("##s"), tokenizer.token_to_id("[SEP]")
+    bias = np.array(params["mlm_head"]["decoder"]["bias"])
+    bias[[piece, special]] += 50.0  # the two likeliest tokens by far
+    params["mlm_head"]["decoder"]["bias"] = bias
+    (guesses,) = fill_in_guesses(model, params, tokenizer, ["return a shallow [MASK] of the dictionary."])
+    assert len(guesses) == 3 and not {"##s", "[SEP]", "s"} & {word for word, _ in guesses}
+    assert all(probability < 1e-6 for _, probability in guesses)  # the softmax over the whole vocabulary
 
 
 def test_fill_in_refuses_a_sentence_without_one_mask():

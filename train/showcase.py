@@ -23,6 +23,9 @@ FILL_IN_WORDS = tuple(word for _, word in FILL_IN)
 def fill_in_guesses(model, params, tokenizer, sentences=FILL_IN_SENTENCES, top: int = 3) -> list[list[tuple[str, float]]]:
     """For each sentence, the model's `top` guesses for its [MASK] with their probabilities, most likely first.
 
+    The guesses are tokens that can stand as a word (`tokenizer.word_start_table`, less the special tokens): each
+    [MASK] stands for a whole word, which a continuation piece such as "##ed" cannot fill. Their probabilities are the
+    softmax over the whole vocabulary, as the model gives them.
     Raises ValueError naming a sentence without exactly one [MASK].
     """
     batch = tokenizer.encode_batch(list(sentences), max_length=model.config.max_length, padding="longest")
@@ -36,12 +39,15 @@ def fill_in_guesses(model, params, tokenizer, sentences=FILL_IN_SENTENCES, top: 
     out = jax.jit(model.apply)({"params": jax.device_get(params)}, **inputs)
     # The masked-LM heads (pretraining, mlm) put the MLM logits first among their outputs.
     logits = np.asarray(getattr(out, model.heads[model.task].outputs[0]), np.float64)
+    candidates = tokenizer.word_start_table()[:logits.shape[-1]]
+    candidates[list(tokenizer.special_ids)] = False
+    candidate_ids = np.flatnonzero(candidates)
     guesses = []
     for row, position in enumerate(positions):
         at_mask = logits[row, position]
         probabilities = np.exp(at_mask - at_mask.max())
         probabilities /= probabilities.sum()
-        best = np.argsort(-probabilities)[:top]
+        best = candidate_ids[np.argsort(-probabilities[candidate_ids])[:top]]
         guesses.append([(tokenizer.decode([int(t)]), float(probabilities[t])) for t in best])
     return guesses
 
