@@ -20,8 +20,8 @@ import time
 import jax
 
 from train import data
-from train.malloc import retain_freed_memory
-from train.recipes import load_recipe
+from train.inputs import recipe_tokenizer
+from train.recipes import apply_process_settings, load_recipe
 from train.study import cpu_model
 
 
@@ -63,17 +63,13 @@ def main():
     parser.add_argument("--workers", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--train-steps", type=int, default=60, help="steps of each demo run (0: skip the runs)")
     args = parser.parse_args()
-    recipe = load_recipe("bert_tiny")  # its process settings, as python -m train makes them before JAX starts
-    if recipe.train.retain_freed_memory:
-        retain_freed_memory()
-    if recipe.train.cpu_devices:
-        jax.config.update("jax_num_cpu_devices", recipe.train.cpu_devices)
+    recipe = load_recipe("bert_tiny")
+    apply_process_settings(recipe)  # as python -m train does, before JAX starts
     print(f"{cpu_model()}, {jax.device_count()} {jax.devices()[0].platform} device(s), jax {jax.__version__}")
     documents = data.shipped_documents()
     pipelines = {
         "BERT MLM+NSP 64x128": lambda workers: data.bert_pretraining_batches(
-            documents, data.shipped_tokenizer(name=recipe.data.tokenizer), batch_size=64, max_length=128,
-            max_predictions=20, workers=workers),
+            documents, recipe_tokenizer(recipe), batch_size=64, max_length=128, max_predictions=20, workers=workers),
         "GPT packing 64x128": lambda workers: data.causal_lm_batches(
             documents, data.shipped_tokenizer(), batch_size=64, max_length=128, workers=workers),
     }

@@ -18,7 +18,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import zoo
-from train.malloc import retain_freed_memory
+from train.recipes import apply_process_settings
 from zoo.config import CONFIG_FIELDS
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a recipe file in configs/", lock_config=True)
@@ -62,10 +62,7 @@ def main(argv):
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config configs/bert_tiny.py")
-    if config.train.retain_freed_memory:
-        retain_freed_memory()  # before JAX (or jax.distributed) starts its threads
-    if config.train.cpu_devices:
-        jax.config.update("jax_num_cpu_devices", config.train.cpu_devices)  # before JAX makes its CPU client
+    apply_process_settings(config)  # before JAX (or jax.distributed) starts its threads
     logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
     if _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -10,6 +10,20 @@ import ml_collections
 RECIPES_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
+def apply_process_settings(config: ml_collections.ConfigDict) -> None:
+    """Makes the process-wide settings a recipe asks for, as `python -m train` does: glibc's malloc keeping freed memory
+    (`train.retain_freed_memory`, train/malloc.py) and the CPU split into `train.cpu_devices` JAX devices. Call it
+    before JAX starts its threads or makes its CPU client (before the first computation or device query)."""
+    import jax
+
+    from train.malloc import retain_freed_memory
+
+    if config.train.retain_freed_memory:
+        retain_freed_memory()
+    if config.train.cpu_devices:
+        jax.config.update("jax_num_cpu_devices", config.train.cpu_devices)
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Every key a recipe may set, with its default ("" or 0 where there is none, so that the command line can set
     it): the code reads `config.x` directly, and a key that is not here is an error at the command line, not a
